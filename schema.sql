@@ -1,0 +1,74 @@
+-- chat-server schema: the single source of truth for the database layout.
+--
+-- The file is a list of migrations. Each starts with a `-- migration: N` line and runs once,
+-- in order, inside one transaction that also sets `PRAGMA user_version = N`. Never edit a
+-- migration that has been released; append a new one.
+--
+-- Times are Unix milliseconds (UTC). Ids are SQLite rowids, so they only grow.
+
+-- migration: 1
+
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    username      TEXT    NOT NULL,
+    -- lower-cased username: uniqueness is case-insensitive
+    username_key  TEXT    NOT NULL UNIQUE,
+    password_hash TEXT    NOT NULL,
+    first_name    TEXT    NOT NULL DEFAULT '',
+    last_name     TEXT    NOT NULL DEFAULT '',
+    email         TEXT    NOT NULL DEFAULT '',
+    date_joined   INTEGER NOT NULL,
+    is_active     INTEGER NOT NULL DEFAULT 1
+);
+-- the user directory is ordered by first name, then id
+CREATE INDEX users_by_first_name ON users (first_name, id);
+
+-- Bearer tokens. Only the SHA-256 digest of a token is stored.
+CREATE TABLE tokens (
+    id          INTEGER PRIMARY KEY,
+    user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    digest      BLOB    NOT NULL UNIQUE,
+    created     INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX tokens_by_user ON tokens (user_id);
+
+CREATE TABLE rooms (
+    id              INTEGER PRIMARY KEY,
+    -- the room id clients see: random, URL-safe, unguessable
+    public_id       TEXT    NOT NULL UNIQUE,
+    name            TEXT,
+    is_direct       INTEGER NOT NULL,
+    -- "<low user id>:<high user id>" for a direct room, so a pair has at most one
+    direct_key      TEXT    UNIQUE,
+    creator_id      INTEGER REFERENCES users (id),
+    created         INTEGER NOT NULL,
+    last_message_id INTEGER,
+    -- time of the last message, or of creation: orders the room list
+    last_activity   INTEGER NOT NULL
+);
+
+-- One read mark per member and room: every message with id <= last_read_id is read.
+CREATE TABLE room_members (
+    room_id      INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    last_read_id INTEGER NOT NULL DEFAULT 0,
+    joined       INTEGER NOT NULL,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX members_by_user ON room_members (user_id, room_id);
+
+CREATE TABLE messages (
+    id        INTEGER PRIMARY KEY,
+    room_id   INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    sender_id INTEGER NOT NULL REFERENCES users (id),
+    content   TEXT    NOT NULL,
+    created   INTEGER NOT NULL,
+    updated   INTEGER NOT NULL,
+    client_id TEXT
+);
+-- history pages and unread counts walk one room by id
+CREATE INDEX messages_by_room ON messages (room_id, id);
+-- idempotent sends: one message per (room, sender, client_id)
+CREATE UNIQUE INDEX messages_by_client_id ON messages (room_id, sender_id, client_id)
+    WHERE client_id IS NOT NULL;

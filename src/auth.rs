@@ -1,0 +1,404 @@
+//! Accounts and sessions: `/api/v1/signup/`, `/login/`, `/api-token-auth/`, `/logout/`, the
+//! token filter every protected route uses, and password hashing.
+//!
+//! Passwords are hashed with argon2id on the blocking pool. Tokens are 256 random bits, given
+//! to the client once and stored only as their SHA-256 digest.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::app::{AppState, ClientAddr, json_body, with_state};
+use crate::config::AuthConfig;
+use crate::error::{ApiError, FieldErrors};
+use crate::model::{Millis, User};
+use crate::ratelimit::retry_after_secs;
+use crate::store::{now_ms, tokens, users};
+
+/// The caller of an authenticated request.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user: User,
+    pub token_id: i64,
+}
+
+/// argon2id with the configured cost, and a hash to verify against when the user is unknown
+/// so that a login for a missing user costs the same time as a wrong password.
+pub struct Passwords {
+    params: Params,
+    dummy_hash: String,
+}
+
+impl Passwords {
+    pub fn new(config: &AuthConfig) -> anyhow::Result<Passwords> {
+        let params = Params::new(
+            config.argon2_memory_kib,
+            config.argon2_iterations,
+            config.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        let mut passwords = Passwords {
+            params,
+            dummy_hash: String::new(),
+        };
+        passwords.dummy_hash = passwords.hash("not a real password")?;
+        Ok(passwords)
+    }
+
+    fn argon2(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// Blocking: call from the blocking pool.
+    pub fn hash(&self, password: &str) -> anyhow::Result<String> {
+        let hash = self
+            .argon2()
+            .hash_password(password.as_bytes())
+            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+        Ok(hash.to_string())
+    }
+
+    /// Blocking. Verifies against `hash`, or against the dummy hash when `hash` is `None`
+    /// (and then always fails).
+    pub fn verify(&self, password: &str, hash: Option<&str>) -> bool {
+        let target = hash.unwrap_or(&self.dummy_hash);
+        let Ok(parsed) = PasswordHash::new(target) else {
+            return false;
+        };
+        let ok = self
+            .argon2()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok();
+        ok && hash.is_some()
+    }
+}
+
+/// Runs a blocking password operation off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)
+}
+
+pub fn token_digest(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The token from an `Authorization: Token <t>` or `Authorization: Bearer <t>` header.
+pub fn token_from_header(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("token") || scheme.eq_ignore_ascii_case("bearer"))
+        .then_some(token)
+        .filter(|t| !t.is_empty())
+}
+
+/// Resolves a raw token to its live session.
+pub async fn authenticate_token(state: &AppState, token: Option<&str>) -> Result<Auth, ApiError> {
+    let token = token.ok_or(ApiError::Unauthorized)?;
+    // Our tokens are 64 hex characters; anything else cannot match and costs no query.
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::Unauthorized);
+    }
+    let digest = token_digest(&token.to_ascii_lowercase());
+    let found = state
+        .store
+        .read(move |c| tokens::authenticate(c, &digest, now_ms()))
+        .await?;
+    let (token_id, user) = found.ok_or(ApiError::Unauthorized)?;
+    Ok(Auth { user, token_id })
+}
+
+/// Filter: the authenticated caller, or a 401 rejection.
+pub fn authenticated(
+    state: &AppState,
+) -> impl Filter<Extract = (Auth,), Error = Rejection> + Clone + use<> {
+    warp::header::optional::<String>("authorization")
+        .and(with_state(state))
+        .and_then(|header: Option<String>, state: AppState| async move {
+            let token = header.as_deref().and_then(token_from_header);
+            authenticate_token(&state, token)
+                .await
+                .map_err(Rejection::from)
+        })
+}
+
+pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let max = state.config.limits.max_body_bytes;
+    let signup_route = warp::path!("api" / "v1" / "signup")
+        .and(warp::post())
+        .and(json_body(max))
+        .and(with_state(state))
+        .then(signup)
+        .map(Reply::into_response);
+    let login_route = warp::path!("api" / "v1" / "login")
+        .and(warp::post())
+        .and(json_body(max))
+        .and(warp::ext::optional::<ClientAddr>())
+        .and(with_state(state))
+        .then(|body, addr, state| login(body, addr, state, LoginShape::Full))
+        .map(Reply::into_response);
+    let token_route = warp::path!("api" / "v1" / "api-token-auth")
+        .and(warp::post())
+        .and(json_body(max))
+        .and(warp::ext::optional::<ClientAddr>())
+        .and(with_state(state))
+        .then(|body, addr, state| login(body, addr, state, LoginShape::TokenOnly))
+        .map(Reply::into_response);
+    let logout_route = warp::path!("api" / "v1" / "logout")
+        .and(warp::post())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(logout)
+        .map(Reply::into_response);
+    signup_route
+        .or(login_route)
+        .unify()
+        .or(token_route)
+        .unify()
+        .or(logout_route)
+        .unify()
+        .boxed()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    username: String,
+    password: String,
+    password2: Option<String>,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    #[serde(default)]
+    email: String,
+}
+
+fn validate_signup(b: &SignupBody) -> FieldErrors {
+    let mut errors = FieldErrors::new();
+    let name_len = b.username.chars().count();
+    if name_len == 0 || name_len > 150 {
+        errors.insert("username", "must be 1 to 150 characters".into());
+    } else if !b
+        .username
+        .chars()
+        .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+    {
+        errors.insert(
+            "username",
+            "may contain only letters, digits and @ . + - _".into(),
+        );
+    }
+    if b.password.chars().count() < 8 {
+        errors.insert("password", "must be at least 8 characters".into());
+    } else if b.password.chars().all(|c| c.is_ascii_digit()) {
+        errors.insert("password", "must not be entirely numeric".into());
+    } else if b.password.to_lowercase() == b.username.to_lowercase() {
+        errors.insert("password", "must not be the username".into());
+    } else if b.password.len() > 1024 {
+        errors.insert("password", "must be at most 1024 bytes".into());
+    }
+    if b.password2.as_ref().is_some_and(|p| *p != b.password) {
+        errors.insert("password2", "passwords do not match".into());
+    }
+    for (field, value) in [("first_name", &b.first_name), ("last_name", &b.last_name)] {
+        if value.chars().count() > 150 {
+            errors.insert(field, "must be at most 150 characters".into());
+        }
+    }
+    if !b.email.is_empty() {
+        let valid = b.email.len() <= 254
+            && b
+                .email
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+            && !b.email.chars().any(char::is_whitespace);
+        if !valid {
+            errors.insert("email", "must be a valid email address".into());
+        }
+    }
+    errors
+}
+
+/// `POST /api/v1/signup/`: creates an account.
+async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiError> {
+    let errors = validate_signup(&body);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let passwords = state.passwords.clone();
+    let password = body.password.clone();
+    let password_hash = blocking(move || passwords.hash(&password))
+        .await?
+        .map_err(ApiError::Internal)?;
+    let new = users::NewUser {
+        username: body.username,
+        password_hash,
+        first_name: body.first_name,
+        last_name: body.last_name,
+        email: body.email,
+    };
+    let user = state
+        .store
+        .write(move |c| users::insert(c, &new, now_ms()))
+        .await?
+        .ok_or(ApiError::Conflict("a user with that username already exists"))?;
+    Ok(warp::reply::with_status(
+        warp::reply::json(&user),
+        StatusCode::CREATED,
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+enum LoginShape {
+    Full,
+    TokenOnly,
+}
+
+/// `POST /api/v1/login/` and `POST /api/v1/api-token-auth/`: exchanges credentials for a token.
+async fn login(
+    body: LoginBody,
+    addr: Option<ClientAddr>,
+    state: AppState,
+    shape: LoginShape,
+) -> Result<warp::reply::Response, ApiError> {
+    let limits = &state.limits;
+    let user_key = users::username_key(&body.username);
+    let ip: Option<IpAddr> = addr.map(|a| a.0.ip());
+    let throttled = limits.login_by_user.check(&user_key).err().into_iter().chain(
+        ip.and_then(|ip| limits.login_by_ip.check(&ip).err()),
+    );
+    if let Some(wait) = throttled.max() {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        });
+    }
+
+    let username = body.username.clone();
+    let creds = state
+        .store
+        .read(move |c| users::credentials(c, &username))
+        .await?;
+    let passwords = state.passwords.clone();
+    let (user, hash) = match creds {
+        Some(c) if c.is_active => (Some(c.user), Some(c.password_hash)),
+        _ => (None, None),
+    };
+    let password = body.password;
+    let ok = blocking(move || passwords.verify(&password, hash.as_deref())).await?;
+    let user = match (ok, user) {
+        (true, Some(user)) => user,
+        _ => {
+            limits.login_by_user.fail(&user_key);
+            if let Some(ip) = ip {
+                limits.login_by_ip.fail(&ip);
+            }
+            return Err(ApiError::BadCredentials);
+        }
+    };
+
+    let token = new_token();
+    let digest = token_digest(&token);
+    let now = now_ms();
+    let ttl = Duration::from_secs(state.config.auth.token_ttl_hours * 3600);
+    let expires_at = now.saturating_add(ttl.as_millis() as i64);
+    let user_id = user.id;
+    state
+        .store
+        .write(move |c| tokens::insert(c, user_id, &digest, now, expires_at))
+        .await?;
+    let body = match shape {
+        LoginShape::Full => json!({
+            "token": token,
+            "expires_at": Millis(expires_at),
+            "user": user,
+        }),
+        LoginShape::TokenOnly => json!({ "token": token }),
+    };
+    Ok(warp::reply::json(&body).into_response())
+}
+
+/// `POST /api/v1/logout/`: revokes the token used for this request.
+async fn logout(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+    let token_id = auth.token_id;
+    state
+        .store
+        .write(move |c| tokens::delete(c, token_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Shared by the binary and tests: a `Passwords` without the OWASP cost, for fast tests.
+pub fn cheap_passwords() -> Arc<Passwords> {
+    let config = AuthConfig {
+        argon2_memory_kib: 64,
+        argon2_iterations: 1,
+        argon2_parallelism: 1,
+        ..AuthConfig::default()
+    };
+    Arc::new(Passwords::new(&config).expect("valid parameters"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_header_accepts_token_and_bearer() {
+        assert_eq!(token_from_header("Token abc"), Some("abc"));
+        assert_eq!(token_from_header("bearer abc"), Some("abc"));
+        assert_eq!(token_from_header("Basic abc"), None);
+        assert_eq!(token_from_header("Token "), None);
+        assert_eq!(token_from_header("abc"), None);
+    }
+
+    #[test]
+    fn passwords_verify_and_unknown_users_never_pass() {
+        let p = cheap_passwords();
+        let h = p.hash("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(p.verify("correct horse", Some(&h)));
+        assert!(!p.verify("wrong", Some(&h)));
+        assert!(!p.verify("not a real password", None));
+    }
+
+    #[test]
+    fn signup_validation_names_each_bad_field() {
+        let body = SignupBody {
+            username: "bad name!".into(),
+            password: "12345678".into(),
+            password2: Some("x".into()),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: "nope".into(),
+        };
+        let e = validate_signup(&body);
+        assert_eq!(
+            e.keys().copied().collect::<Vec<_>>(),
+            ["email", "password", "password2", "username"]
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! The one error type of the HTTP API, its JSON shape, and the `recover` that turns warp's own
+//! rejections (unknown route, wrong method, oversized body, ...) into that same shape.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::http::header::{HeaderValue, RETRY_AFTER};
+use warp::{Rejection, Reply};
+
+/// Validation failures by field name.
+pub type FieldErrors = BTreeMap<&'static str, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid JSON body: {0}")]
+    InvalidJson(String),
+    #[error("some fields are invalid")]
+    Validation(FieldErrors),
+    #[error("authentication credentials were not provided or are invalid")]
+    Unauthorized,
+    #[error("invalid username or password")]
+    BadCredentials,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    UpgradeRequired(&'static str),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<&'a FieldErrors>,
+}
+
+impl ApiError {
+    pub fn validation(field: &'static str, why: impl Into<String>) -> Self {
+        ApiError::Validation(BTreeMap::from([(field, why.into())]))
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(err.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::InvalidJson(_) | ApiError::Validation(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Unauthorized | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::Validation(_) => "validation_error",
+            ApiError::Unauthorized => "not_authenticated",
+            ApiError::BadCredentials => "invalid_credentials",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::UpgradeRequired(_) => "upgrade_required",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> warp::reply::Response {
+        if let ApiError::Internal(err) = &self {
+            tracing::error!(error = format!("{err:#}"), "internal error");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                fields: match &self {
+                    ApiError::Validation(fields) => Some(fields),
+                    _ => None,
+                },
+            },
+        };
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        }
+        response
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(err: crate::store::StoreError) -> Self {
+        ApiError::Internal(err.into())
+    }
+}
+
+/// An `ApiError` raised inside a filter (auth, body parsing) travels as a rejection until
+/// `recover` turns it back into a reply.
+#[derive(Debug)]
+pub struct Rejected(pub std::sync::Mutex<Option<ApiError>>);
+
+impl warp::reject::Reject for Rejected {}
+
+impl From<ApiError> for Rejection {
+    fn from(err: ApiError) -> Self {
+        warp::reject::custom(Rejected(std::sync::Mutex::new(Some(err))))
+    }
+}
+
+/// Maps every rejection to the JSON error shape.
+pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let error = if let Some(Rejected(slot)) = rejection.find::<Rejected>() {
+        slot.lock()
+            .ok()
+            .and_then(|mut e| e.take())
+            .unwrap_or(ApiError::Internal(anyhow::anyhow!("error reported twice")))
+    } else if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::PayloadTooLarge
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::BadRequest("a Content-Length header is required".into())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadRequest(format!("invalid query string: {e}"))
+    } else if rejection.find::<warp::reject::InvalidHeader>().is_some()
+        || rejection.find::<warp::reject::MissingHeader>().is_some()
+    {
+        ApiError::BadRequest("a required header is missing or invalid".into())
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        ApiError::BadRequest("unsupported media type".into())
+    } else {
+        ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
+    };
+    Ok(error.into_response())
+}

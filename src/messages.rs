@@ -1,0 +1,240 @@
+//! Messages: history and posting at `/api/v1/chat/<room_id>/`, read receipts at
+//! `/api/v1/messages/<id>/update/`, and the send and mark-read operations the WebSocket
+//! handler shares, so REST and WebSocket behave the same.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use crate::app::{AppState, json_body, with_state};
+use crate::auth::{Auth, authenticated};
+use crate::error::ApiError;
+use crate::hub::{Event, EventKind};
+use crate::model::{Message, MessageId, User};
+use crate::ratelimit::retry_after_secs;
+use crate::store::messages::{self, Page};
+use crate::store::now_ms;
+use crate::store::rooms::{self, RoomRef};
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
+const MAX_CLIENT_ID_CHARS: usize = 128;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let history = warp::path!("api" / "v1" / "chat" / String)
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state))
+        .then(history)
+        .map(Reply::into_response);
+    let post = warp::path!("api" / "v1" / "chat" / String)
+        .and(warp::post())
+        .and(authenticated(state))
+        .and(json_body(state.config.limits.max_body_bytes))
+        .and(with_state(state))
+        .then(post)
+        .map(Reply::into_response);
+    let read = warp::path!("api" / "v1" / "messages" / String / "update")
+        .and(warp::patch())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(mark_read_route)
+        .map(Reply::into_response);
+    history.or(post).unify().or(read).unify().boxed()
+}
+
+/// The room with this public id if the caller is a member; 404 otherwise, so a non-member
+/// cannot tell whether it exists.
+pub async fn room_for_member(state: &AppState, public_id: String, user: &User) -> Result<RoomRef, ApiError> {
+    // Our ids are short hex strings; anything else cannot name a room.
+    if public_id.is_empty() || public_id.len() > 64 || !public_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ApiError::NotFound);
+    }
+    let user = user.id;
+    state
+        .store
+        .read(move |c| rooms::for_member(c, &public_id, user))
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+fn parse_id(query: &HashMap<String, String>, name: &'static str) -> Result<Option<MessageId>, ApiError> {
+    query
+        .get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(MessageId)
+                .ok_or_else(|| ApiError::validation(name, "must be a message id"))
+        })
+        .transpose()
+}
+
+/// `GET /api/v1/chat/<room_id>/?limit=&before=|after=`: a page of history.
+async fn history(
+    room_id: String,
+    auth: Auth,
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let room = room_for_member(&state, room_id, &auth.user).await?;
+    let limit = match query.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
+            .min(MAX_PAGE),
+    };
+    let page = match (parse_id(&query, "before")?, parse_id(&query, "after")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::validation("after", "cannot be combined with before"));
+        }
+        (before, None) => Page::Before(before),
+        (None, Some(after)) => Page::After(after),
+    };
+    let public_id = room.public_id.clone();
+    let (results, has_more) = state
+        .store
+        .read(move |c| messages::page(c, &room, page, limit))
+        .await?;
+    Ok(warp::reply::json(&json!({
+        "room_id": public_id,
+        "results": results,
+        "has_more": has_more,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostBody {
+    content: String,
+    client_id: Option<String>,
+}
+
+/// `POST /api/v1/chat/<room_id>/`: stores a message and delivers it live.
+async fn post(room_id: String, auth: Auth, body: PostBody, state: AppState) -> Result<impl Reply, ApiError> {
+    let room = room_for_member(&state, room_id, &auth.user).await?;
+    let (message, created) = send(&state, &auth.user, room, &body.content, body.client_id).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(warp::reply::with_status(warp::reply::json(&message), status))
+}
+
+/// Checks content against the limits: trimmed, non-empty, not too long, no NUL.
+pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiError> {
+    let content = content.trim();
+    let max = state.config.limits.max_message_chars;
+    if content.is_empty() {
+        return Err(ApiError::validation("content", "must not be empty"));
+    }
+    if content.chars().count() > max {
+        return Err(ApiError::validation("content", format!("must be at most {max} characters")));
+    }
+    if content.contains('\0') {
+        return Err(ApiError::validation("content", "must not contain NUL characters"));
+    }
+    Ok(content.to_string())
+}
+
+/// The frame every subscriber receives for a new message.
+pub fn message_event(message: &Message) -> Event {
+    Event::new(
+        EventKind::Message(message.id),
+        &json!({ "type": "message", "message": message }),
+    )
+}
+
+/// Validates, rate-limits, stores and publishes a message. Publication happens on the
+/// writer right after the commit, so subscribers see messages in id order and never one that
+/// is not durable. A repeated `client_id` returns the original (flag `false`) and publishes
+/// nothing.
+pub async fn send(
+    state: &AppState,
+    sender: &User,
+    room: RoomRef,
+    content: &str,
+    client_id: Option<String>,
+) -> Result<(Message, bool), ApiError> {
+    let content = validate_content(state, content)?;
+    if client_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.chars().count() > MAX_CLIENT_ID_CHARS)
+    {
+        return Err(ApiError::validation(
+            "client_id",
+            format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
+        ));
+    }
+    if let Err(wait) = state.limits.sends.take(&sender.id) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        });
+    }
+    let hub = state.hub.clone();
+    let room_id = room.id;
+    let sender = sender.clone();
+    let result = state
+        .store
+        .write_then(
+            move |c| messages::insert(c, &room, &sender, &content, client_id.as_deref(), now_ms()),
+            move |(message, created)| {
+                if *created {
+                    hub.publish(room_id, message_event(message));
+                }
+            },
+        )
+        .await?;
+    Ok(result)
+}
+
+/// Moves the caller's read mark and tells the room. `None`: no such message for this user.
+pub async fn mark_read(state: &AppState, user: &User, message_id: MessageId) -> Result<Option<MessageId>, ApiError> {
+    let hub = state.hub.clone();
+    let user_id = user.id;
+    let mark = state
+        .store
+        .write_then(
+            move |c| messages::mark_read(c, message_id, user_id),
+            move |mark| {
+                if let Some(mark) = mark {
+                    let event = Event::new(
+                        EventKind::Read,
+                        &json!({
+                            "type": "read",
+                            "room_id": mark.room.public_id,
+                            "user_id": mark.user,
+                            "message_id": mark.message_id,
+                        }),
+                    );
+                    hub.publish(mark.room.id, event);
+                }
+            },
+        )
+        .await?;
+    Ok(mark.map(|m| m.message_id))
+}
+
+/// `PATCH /api/v1/messages/<message_id>/update/`: marks the message, and everything before it
+/// in its room, read by the caller.
+async fn mark_read_route(message_id: String, auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+    let id = message_id
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(MessageId)
+        .ok_or(ApiError::NotFound)?;
+    mark_read(&state, &auth.user, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(warp::reply::json(&json!({
+        "message": "Message updated successfully.",
+        "message_id": id,
+    })))
+}

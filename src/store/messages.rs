@@ -1,0 +1,272 @@
+//! SQL for messages: idempotent insert, history pages, read marks.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::Result;
+use super::rooms::RoomRef;
+use crate::model::{Message, MessageId, Millis, RoomId, User, UserId};
+
+/// Each member's read mark in a room: everything up to and including the id is read.
+pub type ReadMarks = Vec<(UserId, MessageId)>;
+
+const MESSAGE_COLUMNS: &str =
+    "m.id, m.sender_id, u.username, m.content, m.created, m.updated, m.client_id";
+
+fn is_read(marks: &ReadMarks, sender: UserId, id: MessageId) -> bool {
+    marks
+        .iter()
+        .filter(|(member, _)| *member != sender)
+        .all(|(_, mark)| *mark >= id)
+}
+
+fn message_from_row(row: &Row<'_>, room: &RoomRef, marks: &ReadMarks) -> rusqlite::Result<Message> {
+    let id: MessageId = row.get(0)?;
+    let sender_id: UserId = row.get(1)?;
+    Ok(Message {
+        id,
+        room_id: room.public_id.clone(),
+        sender_id,
+        sender: row.get(2)?,
+        content: row.get(3)?,
+        created: Millis(row.get(4)?),
+        updated: Millis(row.get(5)?),
+        is_read: is_read(marks, sender_id, id),
+        client_id: row.get(6)?,
+    })
+}
+
+pub fn read_marks(conn: &Connection, room: RoomId) -> Result<ReadMarks> {
+    let mut stmt =
+        conn.prepare_cached("SELECT user_id, last_read_id FROM room_members WHERE room_id = ?1")?;
+    let rows = stmt.query_map([room], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn get(
+    conn: &Connection,
+    room: &RoomRef,
+    id: MessageId,
+    marks: &ReadMarks,
+) -> Result<Option<Message>> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
+         WHERE m.id = ?1 AND m.room_id = ?2"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![id, room.id], |row| message_from_row(row, room, marks))
+        .optional()?)
+}
+
+/// Stores a message, or returns the one this sender already stored in this room under the
+/// same `client_id`. The flag says whether a new message was stored.
+pub fn insert(
+    conn: &Connection,
+    room: &RoomRef,
+    sender: &User,
+    content: &str,
+    client_id: Option<&str>,
+    now: i64,
+) -> Result<(Message, bool)> {
+    let marks = read_marks(conn, room.id)?;
+    if let Some(client_id) = client_id {
+        let existing: Option<MessageId> = conn
+            .prepare_cached(
+                "SELECT id FROM messages WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3",
+            )?
+            .query_row(params![room.id, sender.id, client_id], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = existing
+            && let Some(message) = get(conn, room, id, &marks)?
+        {
+            return Ok((message, false));
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (room_id, sender_id, content, created, updated, client_id)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+    )?
+    .execute(params![room.id, sender.id, content, now, client_id])?;
+    let id = MessageId(conn.last_insert_rowid());
+    conn.prepare_cached("UPDATE rooms SET last_message_id = ?2, last_activity = ?3 WHERE id = ?1")?
+        .execute(params![room.id, id, now])?;
+    // Sending a message means the sender has read everything before it.
+    conn.prepare_cached(
+        "UPDATE room_members SET last_read_id = max(last_read_id, ?3)
+         WHERE room_id = ?1 AND user_id = ?2",
+    )?
+    .execute(params![room.id, sender.id, id])?;
+    let message = Message {
+        id,
+        room_id: room.public_id.clone(),
+        sender: sender.username.clone(),
+        sender_id: sender.id,
+        content: content.to_string(),
+        created: Millis(now),
+        updated: Millis(now),
+        is_read: is_read(&marks, sender.id, id),
+        client_id: client_id.map(str::to_string),
+    };
+    Ok((message, true))
+}
+
+/// Which slice of a room's history to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Page {
+    /// The newest messages with ids below `before` (all if `None`), newest first.
+    Before(Option<MessageId>),
+    /// The oldest messages with ids above `after`, oldest first.
+    After(MessageId),
+}
+
+/// One page of history and whether more lie beyond it in the same direction.
+pub fn page(conn: &Connection, room: &RoomRef, page: Page, limit: u32) -> Result<(Vec<Message>, bool)> {
+    let marks = read_marks(conn, room.id)?;
+    let (cond, order, bound) = match page {
+        Page::Before(before) => ("m.id < ?2", "DESC", before.map_or(i64::MAX, |b| b.0)),
+        Page::After(after) => ("m.id > ?2", "ASC", after.0),
+    };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
+         WHERE m.room_id = ?1 AND {cond} ORDER BY m.id {order} LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![room.id, bound, i64::from(limit) + 1], |row| {
+        message_from_row(row, room, &marks)
+    })?;
+    let mut messages: Vec<Message> = rows.collect::<rusqlite::Result<_>>()?;
+    let has_more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok((messages, has_more))
+}
+
+/// What a read mark moved to.
+pub struct ReadMark {
+    pub room: RoomRef,
+    pub user: UserId,
+    pub message_id: MessageId,
+}
+
+/// Marks `message` and everything before it in its room as read by `user`. `None` if the
+/// message does not exist or `user` is not a member of its room. Marks never move backwards.
+pub fn mark_read(conn: &Connection, message: MessageId, user: UserId) -> Result<Option<ReadMark>> {
+    let room: Option<RoomRef> = conn
+        .prepare_cached(
+            "SELECT r.id, r.public_id FROM messages m
+             JOIN rooms r ON r.id = m.room_id
+             JOIN room_members rm ON rm.room_id = r.id AND rm.user_id = ?2
+             WHERE m.id = ?1",
+        )?
+        .query_row(params![message, user], |r| {
+            Ok(RoomRef {
+                id: r.get(0)?,
+                public_id: r.get(1)?,
+            })
+        })
+        .optional()?;
+    let Some(room) = room else { return Ok(None) };
+    let mark: MessageId = conn
+        .prepare_cached(
+            "UPDATE room_members SET last_read_id = max(last_read_id, ?3)
+             WHERE room_id = ?1 AND user_id = ?2 RETURNING last_read_id",
+        )?
+        .query_row(params![room.id, user, message], |r| r.get(0))?;
+    Ok(Some(ReadMark {
+        room,
+        user,
+        message_id: mark,
+    }))
+}
+
+/// The id of the newest message in the room, 0 if it has none.
+pub fn last_id(conn: &Connection, room: RoomId) -> Result<MessageId> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(last_message_id, 0) FROM rooms WHERE id = ?1")?
+        .query_row([room], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::rooms::{NewRoom, insert as insert_room};
+    use crate::store::open_memory_for_tests;
+    use crate::store::users::{NewUser, insert as insert_user};
+
+    fn user(conn: &Connection, name: &str) -> User {
+        let new = NewUser {
+            username: name.into(),
+            password_hash: "h".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+        };
+        insert_user(conn, &new, 0).unwrap().unwrap()
+    }
+
+    fn setup() -> (Connection, User, User, RoomRef) {
+        let conn = open_memory_for_tests();
+        let a = user(&conn, "a");
+        let b = user(&conn, "b");
+        let room = insert_room(
+            &conn,
+            &NewRoom {
+                public_id: "r1",
+                name: None,
+                creator: a.id,
+                members: &[a.id, b.id],
+            },
+            0,
+        )
+        .unwrap();
+        (conn, a, b, room)
+    }
+
+    #[test]
+    fn same_client_id_returns_the_original() {
+        let (conn, a, _b, room) = setup();
+        let (first, created) = insert(&conn, &room, &a, "hi", Some("c1"), 1).unwrap();
+        assert!(created);
+        let (again, created) = insert(&conn, &room, &a, "different", Some("c1"), 2).unwrap();
+        assert!(!created);
+        assert_eq!((again.id, again.content.as_str()), (first.id, "hi"));
+        let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
+        assert_eq!(page.len(), 1);
+    }
+
+    #[test]
+    fn pages_go_both_ways_and_report_more() {
+        let (conn, a, _b, room) = setup();
+        let ids: Vec<MessageId> = (0..5)
+            .map(|i| insert(&conn, &room, &a, &format!("m{i}"), None, i).unwrap().0.id)
+            .collect();
+        let (newest, more) = page(&conn, &room, Page::Before(None), 2).unwrap();
+        assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+        assert!(more);
+        let (older, more) = page(&conn, &room, Page::Before(Some(ids[2])), 10).unwrap();
+        assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+        assert!(!more);
+        let (after, more) = page(&conn, &room, Page::After(ids[2]), 10).unwrap();
+        assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[3], ids[4]]);
+        assert!(!more);
+    }
+
+    #[test]
+    fn read_marks_only_move_forward_and_drive_is_read() {
+        let (conn, a, b, room) = setup();
+        let m1 = insert(&conn, &room, &a, "1", None, 1).unwrap().0;
+        let m2 = insert(&conn, &room, &a, "2", None, 2).unwrap().0;
+        assert!(!m1.is_read);
+        assert_eq!(mark_read(&conn, m2.id, b.id).unwrap().unwrap().message_id, m2.id);
+        assert_eq!(mark_read(&conn, m1.id, b.id).unwrap().unwrap().message_id, m2.id);
+        let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
+        assert!(page.iter().all(|m| m.is_read));
+    }
+
+    #[test]
+    fn non_members_cannot_mark_read() {
+        let (conn, a, _b, room) = setup();
+        let c = user(&conn, "c");
+        let m = insert(&conn, &room, &a, "1", None, 1).unwrap().0;
+        assert!(mark_read(&conn, m.id, c.id).unwrap().is_none());
+    }
+}

@@ -1,0 +1,336 @@
+//! Storage: every SQL statement of the server lives under this module.
+//!
+//! One SQLite database in WAL mode. Reads run on a pool of read-only connections on the
+//! blocking thread pool; writes go to one writer thread that owns the only write connection and
+//! commits whatever is queued in one transaction (group commit). A write's caller is answered,
+//! and its after-commit hook runs, only once the transaction has committed, in commit order.
+//!
+//! `:memory:` maps to a named in-process database (SQLite's `memdb` VFS) so the writer and
+//! the readers share it.
+
+pub mod messages;
+pub mod rooms;
+pub mod tokens;
+pub mod users;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+/// The schema, as migrations; see the comment at the top of `schema.sql`.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(Arc<rusqlite::Error>),
+    #[error("connection pool error: {0}")]
+    Pool(String),
+    #[error("the database writer has stopped")]
+    WriterGone,
+    #[error("invalid schema: {0}")]
+    Schema(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Pool(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What a write job leaves behind once its statements ran: called with the transaction's fate.
+type Completion = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// Cheap handle to the database; clone freely.
+#[derive(Clone)]
+pub struct Store {
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    writer: mpsc::Sender<Job>,
+}
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn apply_pragmas(conn: &Connection, memory: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !memory {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    Ok(())
+}
+
+/// Applies every migration of `schema.sql` newer than the database's `user_version`.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (version, sql) in migrations()? {
+        if version <= current {
+            continue;
+        }
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// Splits `schema.sql` at its `-- migration: N` markers.
+fn migrations() -> Result<Vec<(i64, &'static str)>> {
+    let mut out = Vec::new();
+    let mut rest = SCHEMA;
+    // A marker is a whole line: `-- migration: N`.
+    const MARK: &str = "\n-- migration: ";
+    while let Some(start) = rest.find(MARK) {
+        let after = &rest[start + MARK.len()..];
+        let line_end = after.find('\n').unwrap_or(after.len());
+        let version: i64 = after[..line_end]
+            .trim()
+            .parse()
+            .map_err(|_| StoreError::Schema(format!("bad marker {:?}", &after[..line_end])))?;
+        let body = &after[line_end..];
+        let end = body.find(MARK).unwrap_or(body.len());
+        if out.last().is_some_and(|(v, _)| *v + 1 != version) || (out.is_empty() && version != 1)
+        {
+            return Err(StoreError::Schema("migrations must be numbered 1, 2, 3, ...".into()));
+        }
+        out.push((version, &body[..end]));
+        rest = &body[end..];
+    }
+    Ok(out)
+}
+
+/// Opens a connection with the schema applied: for unit tests and admin tools.
+pub fn open_memory_for_tests() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("open in-memory database");
+    apply_pragmas(&conn, true).expect("pragmas");
+    migrate(&mut conn).expect("migrate");
+    conn
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    pub fn open(path: &str, read_connections: u32) -> Result<Store> {
+        let memory = path == ":memory:";
+        let (uri, flags) = if memory {
+            let mut id = [0u8; 8];
+            rand::fill(&mut id);
+            (
+                format!("file:/chat-server-{}?vfs=memdb", hex::encode(id)),
+                OpenFlags::SQLITE_OPEN_URI,
+            )
+        } else {
+            (path.to_string(), OpenFlags::empty())
+        };
+
+        let mut writer = Connection::open_with_flags(
+            &uri,
+            flags
+                | OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        if !memory {
+            let mode: String =
+                writer.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Schema(format!(
+                    "could not switch {} to WAL mode (got {mode})",
+                    Path::new(path).display()
+                )));
+            }
+        }
+        apply_pragmas(&writer, memory)?;
+        migrate(&mut writer)?;
+
+        let manager = SqliteConnectionManager::file(&uri)
+            .with_flags(
+                flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .with_init(move |c| apply_pragmas(c, memory));
+        let readers = r2d2::Pool::builder()
+            .max_size(read_connections)
+            .min_idle(Some(1))
+            .build(manager)?;
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Pool(format!("cannot start writer thread: {e}")))?;
+        Ok(Store {
+            readers,
+            writer: tx,
+        })
+    }
+
+    /// Runs `f` on a read-only connection, off the async workers.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs `f` in the writer's next transaction and answers once that transaction committed.
+    /// If `f` fails, its own changes are rolled back and the rest of the batch still commits.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write_then(f, |_| {}).await
+    }
+
+    /// Like [`Store::write`], and runs `after_commit` on the writer thread right after the
+    /// commit, before the next batch: hooks run in commit order, so events published from
+    /// them reach subscribers in id order.
+    pub async fn write_then<T, F, H>(&self, f: F, after_commit: H) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        H: FnOnce(&T) + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |committed: Result<()>| {
+                let outcome = committed.and(result);
+                if let Ok(value) = &outcome {
+                    after_commit(value);
+                }
+                let _ = tx.send(outcome);
+            })
+        });
+        self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = rx.recv() {
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = began {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "cannot begin write transaction");
+            // Fail this job and retry with the next one.
+            first(&conn)(Err(err));
+            continue;
+        }
+        completions.push(first(&conn));
+        while completions.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => completions.push(job(&conn)),
+                Err(_) => break,
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions.drain(..) {
+            done(committed.clone());
+        }
+    }
+    tracing::debug!("database writer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_from_one() {
+        let m = migrations().unwrap();
+        assert_eq!(m[0].0, 1);
+        for (i, (v, _)) in m.iter().enumerate() {
+            assert_eq!(*v, i as i64 + 1);
+        }
+    }
+
+    #[test]
+    fn migrate_sets_user_version_and_is_idempotent() {
+        let mut conn = open_memory_for_tests();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, migrations().unwrap().len() as i64);
+        migrate(&mut conn).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_rolls_back_only_itself() {
+        let store = Store::open(":memory:", 2).unwrap();
+        let ok = store.write(|c| {
+            c.execute(
+                "INSERT INTO users (username, username_key, password_hash, date_joined) VALUES ('a','a','x',0)",
+                [],
+            )?;
+            Ok(())
+        });
+        let bad = store.write(|c| {
+            c.execute(
+                "INSERT INTO users (username, username_key, password_hash, date_joined) VALUES ('b','b','x',0)",
+                [],
+            )?;
+            c.execute("INSERT INTO nope VALUES (1)", [])?;
+            Ok(())
+        });
+        let (ok, bad) = tokio::join!(ok, bad);
+        ok.unwrap();
+        assert!(bad.is_err());
+        let names: Vec<String> = store
+            .read(|c| {
+                let mut s = c.prepare("SELECT username FROM users ORDER BY id")?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(names, vec!["a".to_string()]);
+    }
+}

@@ -1,0 +1,124 @@
+//! `/api/v1/me/` and the user directory `/api/v1/users/`.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use warp::filters::BoxedFilter;
+use warp::{Filter, Reply};
+
+use crate::app::{AppState, with_state};
+use crate::auth::{Auth, authenticated};
+use crate::error::ApiError;
+use crate::model::UserId;
+use crate::store::users::{self, UserQuery};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let me = warp::path!("api" / "v1" / "me")
+        .and(warp::get())
+        .and(authenticated(state))
+        .then(me)
+        .map(Reply::into_response);
+    let list = warp::path!("api" / "v1" / "users")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("host"))
+        .and(with_state(state))
+        .then(list)
+        .map(Reply::into_response);
+    me.or(list).unify().boxed()
+}
+
+/// `GET /api/v1/me/`: the caller.
+async fn me(auth: Auth) -> impl Reply {
+    warp::reply::json(&auth.user)
+}
+
+fn parse_int(query: &HashMap<String, String>, name: &'static str) -> Result<Option<i64>, ApiError> {
+    query
+        .get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
+        })
+        .transpose()
+}
+
+fn page_url(host: &str, query: &HashMap<String, String>, limit: i64, offset: i64) -> String {
+    let mut url = format!("http://{host}/api/v1/users/?limit={limit}&offset={offset}");
+    for key in ["exclude", "search"] {
+        if let Some(v) = query.get(key) {
+            url.push('&');
+            url.push_str(key);
+            url.push('=');
+            url.push_str(&percent_encode(v));
+        }
+    }
+    url
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /api/v1/users/?limit=&offset=&exclude=1,2&search=`: active users, by first name.
+async fn list(
+    _auth: Auth,
+    query: HashMap<String, String>,
+    host: Option<String>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let limit = parse_int(&query, "limit")?
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_LIMIT);
+    let offset = parse_int(&query, "offset")?.unwrap_or(0);
+    let exclude = match query.get("exclude").map(|s| s.trim()) {
+        None | Some("") => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|id| id.trim().parse::<i64>().map(UserId))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ApiError::validation("exclude", "must be comma-separated user ids"))?,
+    };
+    let search = query
+        .get("search")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let q = UserQuery {
+        search,
+        exclude,
+        limit,
+        offset,
+    };
+    let (count, results) = state.store.read(move |c| users::list(c, &q)).await?;
+    // Only a well-formed Host goes into the links.
+    let host = host
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() < 256
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let next = (offset + limit < count).then(|| page_url(&host, &query, limit, offset + limit));
+    let previous = (offset > 0).then(|| page_url(&host, &query, limit, (offset - limit).max(0)));
+    Ok(warp::reply::json(&json!({
+        "count": count,
+        "next": next,
+        "previous": previous,
+        "results": results,
+    })))
+}
