@@ -160,7 +160,8 @@ fn security_headers() -> HeaderMap {
 /// The whole HTTP surface of the server.
 pub fn routes(
     state: &AppState,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone + use<> {
+) -> impl Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible> + Clone + use<>
+{
     let api = crate::auth::routes(state)
         .or(crate::users::routes(state))
         .unify()
@@ -212,10 +213,11 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let service = service.clone();
-        let handler = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            service.clone().call(req)
-        });
+        let handler =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ClientAddr(peer));
+                service.clone().call(req)
+            });
         let connection = auto::Builder::new(TokioExecutor::new())
             .serve_connection_with_upgrades(TokioIo::new(stream), handler)
             .into_owned();

@@ -85,7 +85,9 @@ impl Passwords {
 }
 
 /// Runs a blocking password operation off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(ApiError::internal)
@@ -226,8 +228,7 @@ fn validate_signup(b: &SignupBody) -> FieldErrors {
     }
     if !b.email.is_empty() {
         let valid = b.email.len() <= 254
-            && b
-                .email
+            && b.email
                 .split_once('@')
                 .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
             && !b.email.chars().any(char::is_whitespace);
@@ -260,7 +261,9 @@ async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiErro
         .store
         .write(move |c| users::insert(c, &new, now_ms()))
         .await?
-        .ok_or(ApiError::Conflict("a user with that username already exists"))?;
+        .ok_or(ApiError::Conflict(
+            "a user with that username already exists",
+        ))?;
     Ok(warp::reply::with_status(
         warp::reply::json(&user),
         StatusCode::CREATED,
@@ -288,9 +291,12 @@ async fn login(
     let limits = &state.limits;
     let user_key = users::username_key(&body.username);
     let ip: Option<IpAddr> = addr.map(|a| a.0.ip());
-    let throttled = limits.login_by_user.check(&user_key).err().into_iter().chain(
-        ip.and_then(|ip| limits.login_by_ip.check(&ip).err()),
-    );
+    let throttled = limits
+        .login_by_user
+        .check(&user_key)
+        .err()
+        .into_iter()
+        .chain(ip.and_then(|ip| limits.login_by_ip.check(&ip).err()));
     if let Some(wait) = throttled.max() {
         return Err(ApiError::RateLimited {
             retry_after_secs: retry_after_secs(wait),

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 /// The whole configuration. Unknown keys are an error, so a typo never silently does nothing.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -128,17 +128,6 @@ impl Default for LimitsConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            limits: LimitsConfig::default(),
-            cors: CorsConfig::default(),
-        }
-    }
-}
-
 /// A configuration that cannot be used, with a message fit for the person starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -178,14 +167,38 @@ impl Config {
         let a = &self.auth;
         let checks: [(bool, &str); 10] = [
             (!self.server.db.is_empty(), "server.db must not be empty"),
-            (self.server.read_connections >= 1, "server.read_connections must be at least 1"),
-            (l.max_message_chars >= 1, "limits.max_message_chars must be at least 1"),
-            (l.max_body_bytes >= 1024, "limits.max_body_bytes must be at least 1024"),
-            (l.max_ws_message_bytes >= 1024, "limits.max_ws_message_bytes must be at least 1024"),
-            (l.send_rate_per_sec > 0.0 && l.send_burst >= 1, "limits.send_rate_per_sec and limits.send_burst must be positive"),
-            (l.typing_per_sec > 0.0, "limits.typing_per_sec must be positive"),
-            (l.ws_queue_len >= 16, "limits.ws_queue_len must be at least 16"),
-            (a.token_ttl_hours >= 1, "auth.token_ttl_hours must be at least 1"),
+            (
+                self.server.read_connections >= 1,
+                "server.read_connections must be at least 1",
+            ),
+            (
+                l.max_message_chars >= 1,
+                "limits.max_message_chars must be at least 1",
+            ),
+            (
+                l.max_body_bytes >= 1024,
+                "limits.max_body_bytes must be at least 1024",
+            ),
+            (
+                l.max_ws_message_bytes >= 1024,
+                "limits.max_ws_message_bytes must be at least 1024",
+            ),
+            (
+                l.send_rate_per_sec > 0.0 && l.send_burst >= 1,
+                "limits.send_rate_per_sec and limits.send_burst must be positive",
+            ),
+            (
+                l.typing_per_sec > 0.0,
+                "limits.typing_per_sec must be positive",
+            ),
+            (
+                l.ws_queue_len >= 16,
+                "limits.ws_queue_len must be at least 16",
+            ),
+            (
+                a.token_ttl_hours >= 1,
+                "auth.token_ttl_hours must be at least 1",
+            ),
             (
                 a.argon2_memory_kib >= 8 * a.argon2_parallelism.max(1)
                     && a.argon2_iterations >= 1

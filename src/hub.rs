@@ -143,7 +143,10 @@ mod tests {
         let mut b = hub.join(room, bob);
         assert_eq!(b.online.len(), 2);
 
-        hub.publish(room, Event::new(EventKind::Presence, &serde_json::json!({"x": 1})));
+        hub.publish(
+            room,
+            Event::new(EventKind::Presence, &serde_json::json!({"x": 1})),
+        );
         let ea = a1.events.recv().await.unwrap();
         let eb = b.events.recv().await.unwrap();
         assert_eq!(ea.frame.as_str(), r#"{"x":1}"#);

@@ -50,9 +50,16 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
 /// The room with this public id if the caller is a member; 404 otherwise, so a non-member
 /// cannot tell whether it exists.
-pub async fn room_for_member(state: &AppState, public_id: String, user: &User) -> Result<RoomRef, ApiError> {
+pub async fn room_for_member(
+    state: &AppState,
+    public_id: String,
+    user: &User,
+) -> Result<RoomRef, ApiError> {
     // Our ids are short hex strings; anything else cannot name a room.
-    if public_id.is_empty() || public_id.len() > 64 || !public_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if public_id.is_empty()
+        || public_id.len() > 64
+        || !public_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(ApiError::NotFound);
     }
     let user = user.id;
@@ -63,7 +70,10 @@ pub async fn room_for_member(state: &AppState, public_id: String, user: &User) -
         .ok_or(ApiError::NotFound)
 }
 
-fn parse_id(query: &HashMap<String, String>, name: &'static str) -> Result<Option<MessageId>, ApiError> {
+fn parse_id(
+    query: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<MessageId>, ApiError> {
     query
         .get(name)
         .map(|v| {
@@ -95,7 +105,10 @@ async fn history(
     };
     let page = match (parse_id(&query, "before")?, parse_id(&query, "after")?) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::validation("after", "cannot be combined with before"));
+            return Err(ApiError::validation(
+                "after",
+                "cannot be combined with before",
+            ));
         }
         (before, None) => Page::Before(before),
         (None, Some(after)) => Page::After(after),
@@ -120,11 +133,23 @@ struct PostBody {
 }
 
 /// `POST /api/v1/chat/<room_id>/`: stores a message and delivers it live.
-async fn post(room_id: String, auth: Auth, body: PostBody, state: AppState) -> Result<impl Reply, ApiError> {
+async fn post(
+    room_id: String,
+    auth: Auth,
+    body: PostBody,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
     let room = room_for_member(&state, room_id, &auth.user).await?;
     let (message, created) = send(&state, &auth.user, room, &body.content, body.client_id).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(warp::reply::with_status(warp::reply::json(&message), status))
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(warp::reply::with_status(
+        warp::reply::json(&message),
+        status,
+    ))
 }
 
 /// Checks content against the limits: trimmed, non-empty, not too long, no NUL.
@@ -135,10 +160,16 @@ pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiEr
         return Err(ApiError::validation("content", "must not be empty"));
     }
     if content.chars().count() > max {
-        return Err(ApiError::validation("content", format!("must be at most {max} characters")));
+        return Err(ApiError::validation(
+            "content",
+            format!("must be at most {max} characters"),
+        ));
     }
     if content.contains('\0') {
-        return Err(ApiError::validation("content", "must not contain NUL characters"));
+        return Err(ApiError::validation(
+            "content",
+            "must not contain NUL characters",
+        ));
     }
     Ok(content.to_string())
 }
@@ -195,7 +226,11 @@ pub async fn send(
 }
 
 /// Moves the caller's read mark and tells the room. `None`: no such message for this user.
-pub async fn mark_read(state: &AppState, user: &User, message_id: MessageId) -> Result<Option<MessageId>, ApiError> {
+pub async fn mark_read(
+    state: &AppState,
+    user: &User,
+    message_id: MessageId,
+) -> Result<Option<MessageId>, ApiError> {
     let hub = state.hub.clone();
     let user_id = user.id;
     let mark = state
@@ -223,7 +258,11 @@ pub async fn mark_read(state: &AppState, user: &User, message_id: MessageId) -> 
 
 /// `PATCH /api/v1/messages/<message_id>/update/`: marks the message, and everything before it
 /// in its room, read by the caller.
-async fn mark_read_route(message_id: String, auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+async fn mark_read_route(
+    message_id: String,
+    auth: Auth,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
     let id = message_id
         .parse::<i64>()
         .ok()

@@ -11,11 +11,14 @@ const IDLE: Duration = Duration::from_secs(600);
 /// Prune at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// Tokens left and when they were last topped up, per key; and when idle keys were last pruned.
+type BucketMap<K> = (HashMap<K, (f64, Instant)>, Instant);
+
 /// A token bucket per key: `rate` tokens a second, up to `burst`.
 pub struct Buckets<K> {
     rate: f64,
     burst: f64,
-    state: Mutex<(HashMap<K, (f64, Instant)>, Instant)>,
+    state: Mutex<BucketMap<K>>,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {

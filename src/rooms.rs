@@ -61,7 +61,10 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
         .name
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty());
-    if name.as_ref().is_some_and(|n| n.chars().count() > MAX_NAME_CHARS) {
+    if name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+    {
         return Err(ApiError::validation(
             "name",
             format!("must be at most {MAX_NAME_CHARS} characters"),

@@ -150,9 +150,12 @@ async fn upgrade(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                        .await;
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
                 Session::run(state, socket, user, room, since, slot).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -225,7 +228,9 @@ impl Session {
         let joined = state.hub.join(room.id, user.id);
         let mut events = joined.events;
         if joined.first {
-            state.hub.publish(room.id, presence_event(&room, &user, true));
+            state
+                .hub
+                .publish(room.id, presence_event(&room, &user, true));
         }
         let mut session = Session {
             state,
@@ -251,13 +256,19 @@ impl Session {
             state, user, room, ..
         } = session;
         if state.hub.leave(room.id, user.id) {
-            state.hub.publish(room.id, presence_event(&room, &user, false));
+            state
+                .hub
+                .publish(room.id, presence_event(&room, &user, false));
         }
         drop(slot);
     }
 
     /// Sends `hello`, then replays what the client missed if it asked to resume.
-    async fn start(&mut self, online: Vec<crate::model::UserId>, since: Option<MessageId>) -> Result<(), End> {
+    async fn start(
+        &mut self,
+        online: Vec<crate::model::UserId>,
+        since: Option<MessageId>,
+    ) -> Result<(), End> {
         let room_id = self.room.id;
         let last = self
             .state
@@ -307,7 +318,10 @@ impl Session {
                 return Ok(());
             }
             if sent >= max {
-                return Err(End::Close(CLOSE_RESYNC, "too far behind: reconnect with since"));
+                return Err(End::Close(
+                    CLOSE_RESYNC,
+                    "too far behind: reconnect with since",
+                ));
             }
         }
     }
@@ -424,7 +438,11 @@ impl Session {
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => return self.write(error_frame("invalid_json", &e.to_string())).await,
+            Err(e) => {
+                return self
+                    .write(error_frame("invalid_json", &e.to_string()))
+                    .await;
+            }
         };
         let action = value.get("action").and_then(Value::as_str);
         match action {
@@ -440,7 +458,11 @@ impl Session {
         }
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
-            Err(e) => return self.write(error_frame("invalid_frame", &e.to_string())).await,
+            Err(e) => {
+                return self
+                    .write(error_frame("invalid_frame", &e.to_string()))
+                    .await;
+            }
         };
         match frame {
             ClientFrame::Message { content, client_id } => {
@@ -450,7 +472,8 @@ impl Session {
                     Ok((_, true)) => Ok(()),
                     // A repeated client_id: the original, to this socket only.
                     Ok((original, false)) => {
-                        self.write(WsMessage::Text(message_event(&original).frame)).await
+                        self.write(WsMessage::Text(message_event(&original).frame))
+                            .await
                     }
                     Err(e) => self.write(api_error_frame(&e)).await,
                 }
@@ -463,7 +486,10 @@ impl Session {
                 };
                 match found {
                     Ok(Some(_)) => Ok(()),
-                    Ok(None) => self.write(error_frame("not_found", "no such message")).await,
+                    Ok(None) => {
+                        self.write(error_frame("not_found", "no such message"))
+                            .await
+                    }
                     Err(e) => self.write(api_error_frame(&e)).await,
                 }
             }
@@ -504,7 +530,9 @@ fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> End {
     use tokio_tungstenite::tungstenite::Error;
     use tokio_tungstenite::tungstenite::error::CapacityError;
     match e {
-        Error::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(1009, "message too big"),
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => {
+            End::Close(1009, "message too big")
+        }
         Error::Protocol(_) | Error::Utf8(_) => End::Close(1002, "protocol error"),
         _ => End::Gone,
     }

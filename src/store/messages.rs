@@ -54,7 +54,9 @@ pub fn get(
     );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row(params![id, room.id], |row| message_from_row(row, room, marks))
+        .query_row(params![id, room.id], |row| {
+            message_from_row(row, room, marks)
+        })
         .optional()?)
 }
 
@@ -120,7 +122,12 @@ pub enum Page {
 }
 
 /// One page of history and whether more lie beyond it in the same direction.
-pub fn page(conn: &Connection, room: &RoomRef, page: Page, limit: u32) -> Result<(Vec<Message>, bool)> {
+pub fn page(
+    conn: &Connection,
+    room: &RoomRef,
+    page: Page,
+    limit: u32,
+) -> Result<(Vec<Message>, bool)> {
     let marks = read_marks(conn, room.id)?;
     let (cond, order, bound) = match page {
         Page::Before(before) => ("m.id < ?2", "DESC", before.map_or(i64::MAX, |b| b.0)),
@@ -188,8 +195,8 @@ pub fn last_id(conn: &Connection, room: RoomId) -> Result<MessageId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::rooms::{NewRoom, insert as insert_room};
     use crate::store::open_memory_for_tests;
+    use crate::store::rooms::{NewRoom, insert as insert_room};
     use crate::store::users::{NewUser, insert as insert_user};
 
     fn user(conn: &Connection, name: &str) -> User {
@@ -237,16 +244,30 @@ mod tests {
     fn pages_go_both_ways_and_report_more() {
         let (conn, a, _b, room) = setup();
         let ids: Vec<MessageId> = (0..5)
-            .map(|i| insert(&conn, &room, &a, &format!("m{i}"), None, i).unwrap().0.id)
+            .map(|i| {
+                insert(&conn, &room, &a, &format!("m{i}"), None, i)
+                    .unwrap()
+                    .0
+                    .id
+            })
             .collect();
         let (newest, more) = page(&conn, &room, Page::Before(None), 2).unwrap();
-        assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[4], ids[3]]);
+        assert_eq!(
+            newest.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [ids[4], ids[3]]
+        );
         assert!(more);
         let (older, more) = page(&conn, &room, Page::Before(Some(ids[2])), 10).unwrap();
-        assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[1], ids[0]]);
+        assert_eq!(
+            older.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [ids[1], ids[0]]
+        );
         assert!(!more);
         let (after, more) = page(&conn, &room, Page::After(ids[2]), 10).unwrap();
-        assert_eq!(after.iter().map(|m| m.id).collect::<Vec<_>>(), [ids[3], ids[4]]);
+        assert_eq!(
+            after.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [ids[3], ids[4]]
+        );
         assert!(!more);
     }
 
@@ -256,8 +277,14 @@ mod tests {
         let m1 = insert(&conn, &room, &a, "1", None, 1).unwrap().0;
         let m2 = insert(&conn, &room, &a, "2", None, 2).unwrap().0;
         assert!(!m1.is_read);
-        assert_eq!(mark_read(&conn, m2.id, b.id).unwrap().unwrap().message_id, m2.id);
-        assert_eq!(mark_read(&conn, m1.id, b.id).unwrap().unwrap().message_id, m2.id);
+        assert_eq!(
+            mark_read(&conn, m2.id, b.id).unwrap().unwrap().message_id,
+            m2.id
+        );
+        assert_eq!(
+            mark_read(&conn, m1.id, b.id).unwrap().unwrap().message_id,
+            m2.id
+        );
         let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
         assert!(page.iter().all(|m| m.is_read));
     }

@@ -111,9 +111,10 @@ fn migrations() -> Result<Vec<(i64, &'static str)>> {
             .map_err(|_| StoreError::Schema(format!("bad marker {:?}", &after[..line_end])))?;
         let body = &after[line_end..];
         let end = body.find(MARK).unwrap_or(body.len());
-        if out.last().is_some_and(|(v, _)| *v + 1 != version) || (out.is_empty() && version != 1)
-        {
-            return Err(StoreError::Schema("migrations must be numbered 1, 2, 3, ...".into()));
+        if out.last().is_some_and(|(v, _)| *v + 1 != version) || (out.is_empty() && version != 1) {
+            return Err(StoreError::Schema(
+                "migrations must be numbered 1, 2, 3, ...".into(),
+            ));
         }
         out.push((version, &body[..end]));
         rest = &body[end..];
@@ -165,9 +166,7 @@ impl Store {
         migrate(&mut writer)?;
 
         let manager = SqliteConnectionManager::file(&uri)
-            .with_flags(
-                flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
+            .with_flags(flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(move |c| apply_pragmas(c, memory));
         let readers = r2d2::Pool::builder()
             .max_size(read_connections)
@@ -300,6 +299,89 @@ mod tests {
             .unwrap();
         assert_eq!(v, migrations().unwrap().len() as i64);
         migrate(&mut conn).unwrap();
+    }
+
+    static TRACED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    fn record(event: rusqlite::trace::TraceEvent<'_>) {
+        if let rusqlite::trace::TraceEvent::Stmt(_, sql) = event {
+            TRACED.lock().unwrap().push(sql.to_string());
+        }
+    }
+
+    /// Runs every hot store function with statement tracing on, then asks SQLite for the plan
+    /// of each statement it ran: none may scan a whole table.
+    #[test]
+    fn hot_queries_use_indexes() {
+        use crate::model::MessageId;
+        use crate::store::messages::Page;
+        let conn = open_memory_for_tests();
+        let new_user = |name: &str| users::NewUser {
+            username: name.into(),
+            password_hash: "h".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+        };
+        let a = users::insert(&conn, &new_user("a"), 0).unwrap().unwrap();
+        let b = users::insert(&conn, &new_user("b"), 0).unwrap().unwrap();
+        // Enough rows that the planner's choices are the real ones.
+        for i in 0..200 {
+            users::insert(&conn, &new_user(&format!("u{i}")), 0).unwrap();
+        }
+        let members = [a.id, b.id];
+        let new_room = rooms::NewRoom {
+            public_id: "room",
+            name: None,
+            creator: a.id,
+            members: &members,
+        };
+        conn.execute_batch("ANALYZE").unwrap();
+
+        conn.trace_v2(
+            rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+            Some(record),
+        );
+        TRACED.lock().unwrap().clear();
+        let room = rooms::insert(&conn, &new_room, 1).unwrap();
+        let (m, _) = messages::insert(&conn, &room, &a, "hi", Some("c"), 2).unwrap();
+        messages::insert(&conn, &room, &a, "hi", Some("c"), 3).unwrap();
+        messages::page(&conn, &room, Page::Before(None), 50).unwrap();
+        messages::page(&conn, &room, Page::Before(Some(m.id)), 50).unwrap();
+        messages::page(&conn, &room, Page::After(MessageId(0)), 50).unwrap();
+        messages::mark_read(&conn, m.id, b.id).unwrap();
+        messages::last_id(&conn, room.id).unwrap();
+        rooms::for_member(&conn, "room", b.id).unwrap();
+        rooms::find_direct(&conn, a.id, b.id).unwrap();
+        rooms::list_for(&conn, b.id).unwrap();
+        users::credentials(&conn, "a").unwrap();
+        users::existing(&conn, &members).unwrap();
+        let token = tokens::insert(&conn, a.id, b"digest", 0, 10).unwrap();
+        tokens::authenticate(&conn, b"digest", 5).unwrap();
+        tokens::delete(&conn, token).unwrap();
+        conn.trace_v2(rusqlite::trace::TraceEventCodes::empty(), None);
+
+        let statements = std::mem::take(&mut *TRACED.lock().unwrap());
+        assert!(statements.len() > 15, "tracing recorded {statements:?}");
+        for sql in statements {
+            if !sql.trim_start().to_uppercase().starts_with("SELECT")
+                && !sql.to_uppercase().contains("WHERE")
+            {
+                continue;
+            }
+            let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let details: Vec<String> = plan
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            for step in &details {
+                assert!(
+                    !step.starts_with("SCAN "),
+                    "full scan in {sql}: {details:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -94,7 +94,9 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
         conn.prepare_cached(
             "SELECT name, is_direct, created, last_message_id FROM rooms WHERE id = ?1",
         )?
-        .query_row([room.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        .query_row([room.id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
     let marks = messages::read_marks(conn, room.id)?;
     let last_message = match last_message_id {
         Some(id) => messages::get(conn, room, crate::model::MessageId(id), &marks)?,

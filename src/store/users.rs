@@ -20,7 +20,8 @@ pub struct Credentials {
     pub is_active: bool,
 }
 
-pub(crate) const USER_COLUMNS: &str = "u.id, u.username, u.first_name, u.last_name, u.email, u.date_joined";
+pub(crate) const USER_COLUMNS: &str =
+    "u.id, u.username, u.first_name, u.last_name, u.email, u.date_joined";
 
 /// Reads a `User` from the six `USER_COLUMNS` starting at column `at`.
 pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
@@ -115,7 +116,10 @@ pub struct UserQuery {
 pub fn list(conn: &Connection, q: &UserQuery) -> Result<(i64, Vec<User>)> {
     let exclude = serde_json::to_string(&q.exclude).unwrap_or_else(|_| "[]".into());
     let pattern = q.search.as_ref().map(|s| {
-        let escaped = s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = s
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         format!("%{escaped}%")
     });
     let filter = "u.is_active = 1

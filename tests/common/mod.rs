@@ -1,0 +1,274 @@
+//! Test helpers: a real server on 127.0.0.1:0, HTTP and WebSocket clients, and shortcuts for
+//! the usual setup (sign up, log in, create a room).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_server::{AppState, Config};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for an expected event before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running server; stops when dropped or with [`TestServer::stop`].
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    pub http: reqwest::Client,
+}
+
+/// A configuration for tests: in-memory database unless changed.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server.db = ":memory:".into();
+    config.server.read_connections = 2;
+    config
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let state =
+            AppState::with_passwords(config, chat_server::auth::cheap_passwords()).expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let run_state = state.clone();
+        let task = tokio::spawn(async move {
+            chat_server::run(run_state, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestServer {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops accepting and waits for the server loop to end.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Value::Null` if none).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Token {t}"));
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Signs up `username` (password `<username>-secret-pw`) and logs in.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let password = format!("{username}-secret-pw");
+        let (status, user) = self
+            .call(
+                "POST",
+                "/api/v1/signup/",
+                None,
+                Some(json!({"username": username, "password": password, "first_name": username})),
+            )
+            .await;
+        assert_eq!(status, 201, "signup {username}: {user}");
+        let (status, login) = self
+            .call(
+                "POST",
+                "/api/v1/login/",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(status, 200, "login {username}: {login}");
+        TestUser {
+            id: user["id"].as_i64().unwrap(),
+            username: username.to_string(),
+            token: login["token"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// Creates a room of `owner` with `others`; returns its id.
+    pub async fn room(&self, owner: &TestUser, others: &[&TestUser], name: Option<&str>) -> String {
+        let members: Vec<i64> = others.iter().map(|u| u.id).collect();
+        let (status, room) = self
+            .post(
+                "/api/v1/chats/",
+                &owner.token,
+                json!({"members": members, "name": name}),
+            )
+            .await;
+        assert!(status == 201 || status == 200, "create room: {room}");
+        room["room_id"].as_str().unwrap().to_string()
+    }
+
+    /// Opens the room socket and returns it with its `hello` frame.
+    pub async fn ws(&self, room: &str, user: &TestUser, query: &str) -> (Ws, Value) {
+        let url = format!(
+            "ws://{}/ws/chat/{room}/?token={}{query}",
+            self.addr, user.token
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut ws = Ws { socket };
+        let hello = ws.next_json().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        (ws, hello)
+    }
+
+    /// The HTTP status of a WebSocket handshake that should be refused.
+    pub async fn ws_refused(&self, path_and_query: &str, headers: &[(&str, &str)]) -> u16 {
+        let mut req = format!("ws://{}{path_and_query}", self.addr)
+            .into_client_request()
+            .unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => panic!("handshake to {path_and_query} unexpectedly succeeded"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub token: String,
+}
+
+pub struct Ws {
+    pub socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn send_json(&mut self, value: Value) {
+        self.socket
+            .send(WsMessage::text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    /// Sends a text frame as is, for malformed input.
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(WsMessage::text(text)).await.unwrap();
+    }
+
+    /// The next text frame as JSON; fails after [`WAIT`].
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("socket closed")
+                .expect("socket error");
+            match frame {
+                WsMessage::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Skips frames until one of type `kind` arrives.
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.next_json().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Sends a message and waits for its acknowledgement (the copy carrying `client_id`).
+    pub async fn say(&mut self, content: &str, client_id: &str) -> Value {
+        self.send_json(json!({"action": "message", "content": content, "client_id": client_id}))
+            .await;
+        loop {
+            let v = self.next_of("message").await;
+            if v["message"]["client_id"] == client_id {
+                return v["message"].clone();
+            }
+        }
+    }
+
+    /// Waits for the socket to close; returns the close code if one was sent.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("timed out waiting for close")
+            {
+                Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
