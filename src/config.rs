@@ -76,6 +76,12 @@ pub struct LimitsConfig {
     pub max_connections_per_user: u32,
     /// Events a connection may fall behind before it is resynced from the database.
     pub ws_queue_len: usize,
+    /// Seconds between server pings on an idle WebSocket.
+    pub ws_ping_interval_secs: u64,
+    /// A WebSocket peer silent for this many seconds (not even a pong) is disconnected.
+    pub ws_idle_timeout_secs: u64,
+    /// A WebSocket write that cannot complete in this many seconds drops the connection.
+    pub ws_write_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -124,6 +130,9 @@ impl Default for LimitsConfig {
             typing_per_sec: 2.0,
             max_connections_per_user: 32,
             ws_queue_len: 1024,
+            ws_ping_interval_secs: 30,
+            ws_idle_timeout_secs: 75,
+            ws_write_timeout_secs: 10,
         }
     }
 }
@@ -165,7 +174,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
         let a = &self.auth;
-        let checks: [(bool, &str); 10] = [
+        let checks: &[(bool, &str)] = &[
             (!self.server.db.is_empty(), "server.db must not be empty"),
             (
                 self.server.read_connections >= 1,
@@ -206,7 +215,7 @@ impl Config {
                 "auth.argon2_* parameters are out of range",
             ),
         ];
-        for (ok, message) in checks {
+        for &(ok, message) in checks {
             if !ok {
                 return Err(message.to_string());
             }

@@ -1,10 +1,14 @@
-//! Publish/subscribe: a per-room registry of tokio broadcast channels, and who is online where.
+//! Publish/subscribe: a per-room registry of tokio broadcast channels, per-user channels for
+//! the all-rooms socket, and who is online where.
 //!
 //! Events are serialized once by the publisher and shared, as the same bytes, by every
-//! subscriber. Nothing outside this module knows how delivery works, so a multi-node backend
-//! (NATS, Redis) can replace it without touching the features.
+//! subscriber. A user with an all-rooms socket is registered in each of their rooms; an event
+//! published to a room goes to the room's channel and to the channel of every registered
+//! user, so that socket sees all its rooms in publication order. Nothing outside this module
+//! knows how delivery works, so a multi-node backend (NATS, Redis) can replace it without
+//! touching the features.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
@@ -20,20 +24,31 @@ pub type Frame = Utf8Bytes;
 pub enum EventKind {
     Message(MessageId),
     Read,
-    Typing { from: UserId },
+    Typing {
+        from: UserId,
+    },
     Presence,
+    /// `user` was added to or removed from the room.
+    Member {
+        user: UserId,
+        added: bool,
+    },
+    /// The receiving user was added to a room (user channels only).
+    Room,
 }
 
 #[derive(Debug, Clone)]
 pub struct Event {
+    pub room: RoomId,
     pub kind: EventKind,
     pub frame: Frame,
 }
 
 impl Event {
-    pub fn new(kind: EventKind, value: &impl serde::Serialize) -> Event {
+    pub fn new(room: RoomId, kind: EventKind, value: &impl serde::Serialize) -> Event {
         let json = serde_json::to_string(value).expect("events always serialize");
         Event {
+            room,
             kind,
             frame: Frame::from(json),
         }
@@ -42,67 +57,66 @@ impl Event {
 
 struct RoomEntry {
     tx: broadcast::Sender<Event>,
-    /// Open connections per user in this room.
+    /// Per user: open room sockets, plus one if the user's all-rooms socket is registered.
     online: HashMap<UserId, u32>,
+    /// Users whose all-rooms channel receives this room's events.
+    user_subs: HashSet<UserId>,
+}
+
+struct UserEntry {
+    tx: broadcast::Sender<Event>,
+    sockets: u32,
+    rooms: HashSet<RoomId>,
+}
+
+#[derive(Default)]
+struct Registry {
+    rooms: HashMap<RoomId, RoomEntry>,
+    users: HashMap<UserId, UserEntry>,
 }
 
 /// Cheap handle to the process-wide registry; clone freely.
 #[derive(Clone)]
 pub struct Hub {
-    rooms: Arc<Mutex<HashMap<RoomId, RoomEntry>>>,
+    inner: Arc<Mutex<Registry>>,
     capacity: usize,
 }
 
-/// A user's subscription to a room, returned by [`Hub::join`].
+/// A room socket's subscription, returned by [`Hub::join_room`].
 pub struct Joined {
     pub events: broadcast::Receiver<Event>,
-    /// True if this is the user's first open connection to the room.
+    /// True if the user just came online in the room.
     pub first: bool,
-    /// Users with an open connection to the room, this one included.
+    /// Users online in the room, this one included.
     pub online: Vec<UserId>,
 }
 
-impl Hub {
-    /// `capacity` is how many events a subscriber may fall behind before it lags.
-    pub fn new(capacity: usize) -> Hub {
-        Hub {
-            rooms: Arc::default(),
-            capacity,
-        }
-    }
+/// An all-rooms socket's subscription, returned by [`Hub::join_user`].
+pub struct UserJoined {
+    pub events: broadcast::Receiver<Event>,
+    /// Rooms in which the user just came online.
+    pub came_online: Vec<RoomId>,
+}
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<RoomId, RoomEntry>> {
-        // A panic while holding the lock cannot leave the map inconsistent.
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Delivers `event` to every current subscriber of `room`.
-    pub fn publish(&self, room: RoomId, event: Event) {
-        if let Some(entry) = self.lock().get(&room) {
-            let _ = entry.tx.send(event);
-        }
-    }
-
-    /// Subscribes `user` to `room` and counts the connection as online.
-    pub fn join(&self, room: RoomId, user: UserId) -> Joined {
-        let mut rooms = self.lock();
-        let entry = rooms.entry(room).or_insert_with(|| RoomEntry {
-            tx: broadcast::channel(self.capacity).0,
+impl Registry {
+    fn room(&mut self, room: RoomId, capacity: usize) -> &mut RoomEntry {
+        self.rooms.entry(room).or_insert_with(|| RoomEntry {
+            tx: broadcast::channel(capacity).0,
             online: HashMap::new(),
-        });
-        let count = entry.online.entry(user).or_insert(0);
-        *count += 1;
-        Joined {
-            events: entry.tx.subscribe(),
-            first: *count == 1,
-            online: entry.online.keys().copied().collect(),
-        }
+            user_subs: HashSet::new(),
+        })
     }
 
-    /// Ends one of `user`'s connections to `room`; true if it was the last one.
-    pub fn leave(&self, room: RoomId, user: UserId) -> bool {
-        let mut rooms = self.lock();
-        let Some(entry) = rooms.get_mut(&room) else {
+    /// Counts one more presence of `user` in `room`; true if it is the first.
+    fn online_up(&mut self, room: RoomId, user: UserId, capacity: usize) -> bool {
+        let count = self.room(room, capacity).online.entry(user).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// Counts one presence less; true if it was the last. Forgets rooms nobody watches.
+    fn online_down(&mut self, room: RoomId, user: UserId) -> bool {
+        let Some(entry) = self.rooms.get_mut(&room) else {
             return false;
         };
         let last = match entry.online.get_mut(&user) {
@@ -116,15 +130,165 @@ impl Hub {
             }
             None => false,
         };
-        if entry.online.is_empty() {
-            rooms.remove(&room);
+        if entry.online.is_empty() && entry.user_subs.is_empty() {
+            self.rooms.remove(&room);
         }
         last
     }
 
-    /// Rooms with at least one open connection.
+    /// Routes `room`'s events to `user`'s channel; true if the user came online there.
+    fn register(&mut self, room: RoomId, user: UserId, capacity: usize) -> bool {
+        let Some(u) = self.users.get_mut(&user) else {
+            return false;
+        };
+        if !u.rooms.insert(room) {
+            return false;
+        }
+        self.room(room, capacity).user_subs.insert(user);
+        self.online_up(room, user, capacity)
+    }
+
+    /// Stops routing `room`'s events to `user`; true if the user went offline there.
+    fn unregister(&mut self, room: RoomId, user: UserId) -> bool {
+        let registered = self
+            .users
+            .get_mut(&user)
+            .is_some_and(|u| u.rooms.remove(&room));
+        if !registered {
+            return false;
+        }
+        if let Some(entry) = self.rooms.get_mut(&room) {
+            entry.user_subs.remove(&user);
+        }
+        self.online_down(room, user)
+    }
+}
+
+impl Hub {
+    /// `capacity` is how many events a subscriber may fall behind before it lags.
+    pub fn new(capacity: usize) -> Hub {
+        Hub {
+            inner: Arc::default(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Every update leaves the registry consistent, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Delivers `event` to every current subscriber of `room`, room sockets and all-rooms
+    /// sockets alike.
+    pub fn publish(&self, room: RoomId, event: Event) {
+        let registry = self.lock();
+        if let Some(entry) = registry.rooms.get(&room) {
+            for user in &entry.user_subs {
+                if let Some(u) = registry.users.get(user) {
+                    let _ = u.tx.send(event.clone());
+                }
+            }
+            let _ = entry.tx.send(event);
+        }
+    }
+
+    /// Delivers `event` to `user`'s all-rooms sockets only.
+    pub fn notify_user(&self, user: UserId, event: Event) {
+        if let Some(u) = self.lock().users.get(&user) {
+            let _ = u.tx.send(event);
+        }
+    }
+
+    /// Subscribes a room socket of `user` to `room`.
+    pub fn join_room(&self, room: RoomId, user: UserId) -> Joined {
+        let mut registry = self.lock();
+        let first = registry.online_up(room, user, self.capacity);
+        let entry = registry.room(room, self.capacity);
+        Joined {
+            events: entry.tx.subscribe(),
+            first,
+            online: entry.online.keys().copied().collect(),
+        }
+    }
+
+    /// Ends a room socket; true if the user went offline in the room.
+    pub fn leave_room(&self, room: RoomId, user: UserId) -> bool {
+        self.lock().online_down(room, user)
+    }
+
+    /// Subscribes an all-rooms socket of `user`, registering the user in `rooms`.
+    pub fn join_user(&self, user: UserId, rooms: &[RoomId]) -> UserJoined {
+        let mut registry = self.lock();
+        let entry = registry.users.entry(user).or_insert_with(|| UserEntry {
+            tx: broadcast::channel(self.capacity).0,
+            sockets: 0,
+            rooms: HashSet::new(),
+        });
+        entry.sockets += 1;
+        let events = entry.tx.subscribe();
+        let came_online = rooms
+            .iter()
+            .copied()
+            .filter(|room| registry.register(*room, user, self.capacity))
+            .collect();
+        UserJoined {
+            events,
+            came_online,
+        }
+    }
+
+    /// Ends an all-rooms socket; returns the rooms in which the user went offline.
+    pub fn leave_user(&self, user: UserId) -> Vec<RoomId> {
+        let mut registry = self.lock();
+        let Some(entry) = registry.users.get_mut(&user) else {
+            return Vec::new();
+        };
+        entry.sockets -= 1;
+        if entry.sockets > 0 {
+            return Vec::new();
+        }
+        let rooms: Vec<RoomId> = entry.rooms.iter().copied().collect();
+        let offline = rooms
+            .into_iter()
+            .filter(|room| registry.unregister(*room, user))
+            .collect();
+        registry.users.remove(&user);
+        offline
+    }
+
+    /// The rooms `user`'s all-rooms sockets currently follow.
+    pub fn user_rooms(&self, user: UserId) -> Vec<RoomId> {
+        self.lock()
+            .users
+            .get(&user)
+            .map(|u| u.rooms.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// `user` joined `room`: their all-rooms sockets follow it from now on. True if the user
+    /// came online in the room.
+    pub fn add_member(&self, room: RoomId, user: UserId) -> bool {
+        self.lock().register(room, user, self.capacity)
+    }
+
+    /// `user` left `room`: their all-rooms sockets stop following it. True if the user went
+    /// offline in the room.
+    pub fn remove_member(&self, room: RoomId, user: UserId) -> bool {
+        self.lock().unregister(room, user)
+    }
+
+    /// Users online in `room`.
+    pub fn online(&self, room: RoomId) -> Vec<UserId> {
+        self.lock()
+            .rooms
+            .get(&room)
+            .map(|r| r.online.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Rooms with at least one subscriber.
     pub fn active_rooms(&self) -> usize {
-        self.lock().len()
+        self.lock().rooms.len()
     }
 }
 
@@ -132,30 +296,60 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn event(room: RoomId, n: i64) -> Event {
+        Event::new(room, EventKind::Presence, &serde_json::json!({ "n": n }))
+    }
+
     #[tokio::test]
     async fn subscribers_share_one_frame_and_presence_counts_connections() {
         let hub = Hub::new(16);
         let (room, alice, bob) = (RoomId(1), UserId(1), UserId(2));
-        let mut a1 = hub.join(room, alice);
+        let mut a1 = hub.join_room(room, alice);
         assert!(a1.first);
-        let a2 = hub.join(room, alice);
+        let a2 = hub.join_room(room, alice);
         assert!(!a2.first);
-        let mut b = hub.join(room, bob);
+        let mut b = hub.join_room(room, bob);
         assert_eq!(b.online.len(), 2);
 
-        hub.publish(
-            room,
-            Event::new(EventKind::Presence, &serde_json::json!({"x": 1})),
-        );
+        hub.publish(room, event(room, 1));
         let ea = a1.events.recv().await.unwrap();
         let eb = b.events.recv().await.unwrap();
-        assert_eq!(ea.frame.as_str(), r#"{"x":1}"#);
+        assert_eq!(ea.frame.as_str(), r#"{"n":1}"#);
         // the same bytes, not a copy
         assert_eq!(ea.frame.as_str().as_ptr(), eb.frame.as_str().as_ptr());
 
-        assert!(!hub.leave(room, alice));
-        assert!(hub.leave(room, alice));
-        assert!(hub.leave(room, bob));
+        assert!(!hub.leave_room(room, alice));
+        assert!(hub.leave_room(room, alice));
+        assert!(hub.leave_room(room, bob));
+        assert_eq!(hub.active_rooms(), 0);
+    }
+
+    #[tokio::test]
+    async fn user_channels_follow_membership_in_publication_order() {
+        let hub = Hub::new(16);
+        let (r1, r2, r3, alice) = (RoomId(1), RoomId(2), RoomId(3), UserId(1));
+        let mut joined = hub.join_user(alice, &[r1, r2]);
+        assert_eq!(joined.came_online.len(), 2);
+        hub.publish(r2, event(r2, 1));
+        hub.publish(r1, event(r1, 2));
+        hub.publish(r3, event(r3, 3)); // not a member: not delivered
+        assert!(hub.add_member(r3, alice));
+        hub.publish(r3, event(r3, 4));
+        assert!(hub.remove_member(r1, alice));
+        hub.publish(r1, event(r1, 5)); // removed: not delivered
+        let got: Vec<String> = (0..3)
+            .map(|_| joined.events.try_recv().unwrap().frame.as_str().to_string())
+            .collect();
+        assert_eq!(got, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":4}"#]);
+        assert!(joined.events.try_recv().is_err());
+
+        // a room socket and the all-rooms socket count as one user online
+        let room_socket = hub.join_room(r2, alice);
+        assert!(!room_socket.first);
+        let mut offline = hub.leave_user(alice);
+        offline.sort();
+        assert_eq!(offline, [r3]);
+        assert!(hub.leave_room(r2, alice));
         assert_eq!(hub.active_rooms(), 0);
     }
 }

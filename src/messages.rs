@@ -14,7 +14,7 @@ use crate::app::{AppState, json_body, with_state};
 use crate::auth::{Auth, authenticated};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind};
-use crate::model::{Message, MessageId, User};
+use crate::model::{Message, MessageId, RoomId, User};
 use crate::ratelimit::retry_after_secs;
 use crate::store::messages::{self, Page};
 use crate::store::now_ms;
@@ -175,8 +175,9 @@ pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiEr
 }
 
 /// The frame every subscriber receives for a new message.
-pub fn message_event(message: &Message) -> Event {
+pub fn message_event(room: RoomId, message: &Message) -> Event {
     Event::new(
+        room,
         EventKind::Message(message.id),
         &json!({ "type": "message", "message": message }),
     )
@@ -217,7 +218,7 @@ pub async fn send(
             move |c| messages::insert(c, &room, &sender, &content, client_id.as_deref(), now_ms()),
             move |(message, created)| {
                 if *created {
-                    hub.publish(room_id, message_event(message));
+                    hub.publish(room_id, message_event(room_id, message));
                 }
             },
         )
@@ -240,6 +241,7 @@ pub async fn mark_read(
             move |mark| {
                 if let Some(mark) = mark {
                     let event = Event::new(
+                        mark.room.id,
                         EventKind::Read,
                         &json!({
                             "type": "read",

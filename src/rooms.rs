@@ -1,6 +1,8 @@
-//! `/api/v1/chats/`: the caller's rooms, and creating rooms (direct rooms are unique per pair).
+//! Rooms: `/api/v1/chats/` (the caller's rooms, creating rooms; direct rooms are unique per
+//! pair) and membership at `/api/v1/chat/<room_id>/members/`.
 
 use serde::Deserialize;
+use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
@@ -8,7 +10,9 @@ use warp::{Filter, Reply};
 use crate::app::{AppState, json_body, with_state};
 use crate::auth::{Auth, authenticated};
 use crate::error::ApiError;
-use crate::model::UserId;
+use crate::hub::{Event, EventKind, Hub};
+use crate::messages::room_for_member;
+use crate::model::{Room, RoomId, User, UserId};
 use crate::store::{Result as StoreResult, now_ms, rooms, users};
 
 /// Most members a room may be created with.
@@ -29,7 +33,58 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(create)
         .map(Reply::into_response);
-    list.or(create).unify().boxed()
+    let add = warp::path!("api" / "v1" / "chat" / String / "members")
+        .and(warp::post())
+        .and(authenticated(state))
+        .and(json_body(state.config.limits.max_body_bytes))
+        .and(with_state(state))
+        .then(add_member)
+        .map(Reply::into_response);
+    let remove = warp::path!("api" / "v1" / "chat" / String / "members" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(remove_member)
+        .map(Reply::into_response);
+    list.or(create)
+        .unify()
+        .or(add)
+        .unify()
+        .or(remove)
+        .unify()
+        .boxed()
+}
+
+/// `{"type":"room"}`: tells a user's all-rooms sockets about a room they now belong to.
+fn room_event(room_id: RoomId, room: &Room) -> Event {
+    Event::new(
+        room_id,
+        EventKind::Room,
+        &json!({"type": "room", "room_id": room.room_id, "room": room}),
+    )
+}
+
+/// `{"type":"member"}`: someone joined or left the room.
+fn member_event(room_id: RoomId, public_id: &str, user: &User, added: bool) -> Event {
+    Event::new(
+        room_id,
+        EventKind::Member {
+            user: user.id,
+            added,
+        },
+        &json!({"type": "member", "room_id": public_id, "user": user, "added": added}),
+    )
+}
+
+/// After a user joined a room: their all-rooms sockets follow it and hear about it.
+fn announce_joined(hub: &Hub, room_id: RoomId, room: &Room, user: &User) {
+    if hub.add_member(room_id, user.id) {
+        hub.publish(
+            room_id,
+            crate::ws::presence_event(room_id, &room.room_id, user, true),
+        );
+    }
+    hub.notify_user(user.id, room_event(room_id, room));
 }
 
 /// A new random public room id: 96 bits, URL-safe.
@@ -106,7 +161,7 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
                 && members.len() == 2
                 && let Some(existing) = rooms::find_direct(c, members[0], members[1])?
             {
-                return Ok(Ok((rooms::view(c, &existing, me)?, false)));
+                return Ok(Ok((rooms::view(c, &existing, me)?, None)));
             }
             let new = rooms::NewRoom {
                 public_id: &public_id,
@@ -115,13 +170,146 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
                 members: &members,
             };
             let room = rooms::insert(c, &new, now_ms())?;
-            Ok(Ok((rooms::view(c, &room, me)?, true)))
+            Ok(Ok((rooms::view(c, &room, me)?, Some(room.id))))
         })
         .await??;
-    let status = if created {
+    let status = match created {
+        Some(room_id) => {
+            for member in &room.members {
+                announce_joined(&state.hub, room_id, &room, member);
+            }
+            StatusCode::CREATED
+        }
+        None => StatusCode::OK,
+    };
+    Ok(warp::reply::with_status(warp::reply::json(&room), status))
+}
+
+/// A user who just joined a room, and the room as they see it.
+struct Joined {
+    room: rooms::RoomRef,
+    user: User,
+    view: Room,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddMember {
+    user_id: i64,
+}
+
+/// `POST /api/v1/chat/<room_id>/members/`: any member adds a user to a group room.
+async fn add_member(
+    room_id: String,
+    auth: Auth,
+    body: AddMember,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let room = room_for_member(&state, room_id, &auth.user).await?;
+    let me = auth.user.id;
+    let user_id = UserId(body.user_id);
+    let hub = state.hub.clone();
+    let (view, added) = state
+        .store
+        .write_then(
+            move |c| -> StoreResult<Result<(Room, Option<Joined>), ApiError>> {
+                if rooms::info(c, room.id)?.is_direct {
+                    return Ok(Err(ApiError::Forbidden(
+                        "direct rooms have exactly two members",
+                    )));
+                }
+                if !rooms::is_member(c, room.id, me)? {
+                    return Ok(Err(ApiError::NotFound));
+                }
+                let user = match users::get(c, user_id)? {
+                    Some(user) if !users::existing(c, &[user_id])?.is_empty() => user,
+                    _ => return Ok(Err(ApiError::validation("user_id", "no such user"))),
+                };
+                let joined = if rooms::add_member(c, room.id, user_id, now_ms())? {
+                    let theirs = rooms::view(c, &room, user_id)?;
+                    Some(Joined {
+                        room: room.clone(),
+                        user,
+                        view: theirs,
+                    })
+                } else {
+                    None
+                };
+                Ok(Ok((rooms::view(c, &room, me)?, joined)))
+            },
+            move |outcome| {
+                if let Ok((_, Some(j))) = outcome {
+                    hub.publish(
+                        j.room.id,
+                        member_event(j.room.id, &j.room.public_id, &j.user, true),
+                    );
+                    announce_joined(&hub, j.room.id, &j.view, &j.user);
+                }
+            },
+        )
+        .await??;
+    let added = added.is_some();
+    let status = if added {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(warp::reply::with_status(warp::reply::json(&room), status))
+    Ok(warp::reply::with_status(warp::reply::json(&view), status))
+}
+
+/// `DELETE /api/v1/chat/<room_id>/members/<user_id>/`: a member leaves, or the creator removes
+/// someone. The removed user's sockets to the room close at once.
+async fn remove_member(
+    room_id: String,
+    user_id: String,
+    auth: Auth,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let room = room_for_member(&state, room_id, &auth.user).await?;
+    let user_id = user_id
+        .parse::<i64>()
+        .map(UserId)
+        .map_err(|_| ApiError::NotFound)?;
+    let me = auth.user.id;
+    let hub = state.hub.clone();
+    state
+        .store
+        .write_then(
+            move |c| -> StoreResult<Result<(RoomId, String, User), ApiError>> {
+                let info = rooms::info(c, room.id)?;
+                if !rooms::is_member(c, room.id, me)? || !rooms::is_member(c, room.id, user_id)? {
+                    return Ok(Err(ApiError::NotFound));
+                }
+                if info.is_direct {
+                    return Ok(Err(ApiError::Forbidden(
+                        "direct rooms have exactly two members",
+                    )));
+                }
+                if user_id != me && info.creator != Some(me) {
+                    return Ok(Err(ApiError::Forbidden(
+                        "only the room's creator may remove others",
+                    )));
+                }
+                let Some(user) = users::get(c, user_id)? else {
+                    return Ok(Err(ApiError::NotFound));
+                };
+                rooms::remove_member(c, room.id, user_id)?;
+                Ok(Ok((room.id, room.public_id, user)))
+            },
+            move |outcome| {
+                if let Ok((room_id, public_id, user)) = outcome {
+                    // In-band: every socket of the removed user closes on this event, and
+                    // nothing published after it reaches them.
+                    hub.publish(*room_id, member_event(*room_id, public_id, user, false));
+                    if hub.remove_member(*room_id, user.id) {
+                        hub.publish(
+                            *room_id,
+                            crate::ws::presence_event(*room_id, public_id, user, false),
+                        );
+                    }
+                }
+            },
+        )
+        .await??;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -16,6 +16,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, interval_at, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -32,18 +33,12 @@ use crate::auth::{authenticate_token, token_from_header};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind, Frame};
 use crate::messages::{mark_read, message_event, room_for_member, send};
-use crate::model::{MessageId, User};
+use crate::model::{MessageId, RoomId, User};
 use crate::store::messages::{self as message_store, Page};
-use crate::store::rooms::RoomRef;
+use crate::store::rooms::{self, RoomRef};
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// How often the server pings an idle client.
-const PING_EVERY: Duration = Duration::from_secs(30);
-/// A client silent for this long (not even a pong) is considered dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
-/// A write that cannot complete in this time means the client stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most frames written per flush.
 const MAX_BATCH: usize = 64;
 /// Messages per replay query.
@@ -54,17 +49,29 @@ const MAX_RESYNC: usize = 5_000;
 /// Close code: the server could not keep this connection up to date; reconnect with
 /// `?since=<last message id seen>`.
 pub const CLOSE_RESYNC: u16 = 4000;
+/// Close code: the user is not, or no longer, a member of the room.
+pub const CLOSE_REMOVED: u16 = 4003;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
-    warp::path!("ws" / "chat" / String)
+    let room = warp::path!("ws" / "chat" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(with_state(state))
-        .then(upgrade)
-        .map(Reply::into_response)
-        .boxed()
+        .then(|room_id, headers, query, on_upgrade, state| {
+            upgrade(Some(room_id), headers, query, on_upgrade, state)
+        })
+        .map(Reply::into_response);
+    let user = warp::path!("ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(with_state(state))
+        .then(|headers, query, on_upgrade, state| upgrade(None, headers, query, on_upgrade, state))
+        .map(Reply::into_response);
+    room.or(user).unify().boxed()
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -98,10 +105,10 @@ fn websocket_key(headers: &HeaderMap) -> Option<&str> {
         .flatten()
 }
 
-/// `GET /ws/chat/<room_id>/?token=&since=`: authenticates, checks membership and origin, then
-/// switches protocols.
+/// `GET /ws/chat/<room_id>/?token=&since=` (one room) and `GET /ws/?token=&since=` (every room
+/// of the user): authenticates, checks membership and origin, then switches protocols.
 async fn upgrade(
-    room_id: String,
+    room_id: Option<String>,
     headers: HeaderMap,
     query: HashMap<String, String>,
     on_upgrade: Option<OnUpgrade>,
@@ -111,7 +118,10 @@ async fn upgrade(
         .and_then(token_from_header)
         .or(query.get("token").map(String::as_str));
     let auth = authenticate_token(&state, token).await?;
-    let room = room_for_member(&state, room_id, &auth.user).await?;
+    let scope = match room_id {
+        Some(room_id) => Scope::Room(room_for_member(&state, room_id, &auth.user).await?),
+        None => Scope::User,
+    };
     if !origin_allowed(&headers, &state.config.cors.allowed_origins) {
         return Err(ApiError::Forbidden("origin not allowed"));
     }
@@ -156,7 +166,7 @@ async fn upgrade(
                     Some(config),
                 )
                 .await;
-                Session::run(state, socket, user, room, since, slot).await;
+                Session::run(state, socket, user, scope, since, slot).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -174,19 +184,21 @@ async fn upgrade(
     Ok(response)
 }
 
-/// A frame from the client.
+/// A frame from the client. Unknown fields (such as a forged `sender_id`) are ignored.
 #[derive(Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 enum ClientFrame {
     Message {
         content: String,
         client_id: Option<String>,
+        room_id: Option<String>,
     },
     Read {
         message_id: i64,
     },
     Typing {
         typing: bool,
+        room_id: Option<String>,
     },
     Ping,
 }
@@ -197,7 +209,15 @@ fn error_frame(code: &str, message: &str) -> WsMessage {
     WsMessage::text(json!({"type": "error", "code": code, "message": message}).to_string())
 }
 
-/// Why a session ended early.
+/// Which events a socket follows.
+enum Scope {
+    /// One room: `/ws/chat/<room_id>/`.
+    Room(RoomRef),
+    /// Every room of the user: `/ws/`.
+    User,
+}
+
+/// Why a session ended.
 enum End {
     /// The peer went away or the socket failed: nothing more to say.
     Gone,
@@ -205,13 +225,23 @@ enum End {
     Close(u16, &'static str),
 }
 
-/// One WebSocket connection to one room.
+/// Timeouts from the configuration.
+struct Timeouts {
+    ping: Duration,
+    idle: Duration,
+    write: Duration,
+}
+
+/// One WebSocket connection.
 struct Session {
     state: AppState,
     socket: Socket,
     user: User,
-    room: RoomRef,
+    scope: Scope,
+    timeouts: Timeouts,
     /// Highest message id delivered on this socket: anything at or below is a duplicate.
+    /// Ids grow server-wide and each channel carries events in commit order, so one mark
+    /// serves a single room and all rooms alike.
     last_sent: MessageId,
     last_heard: Instant,
 }
@@ -221,95 +251,218 @@ impl Session {
         state: AppState,
         socket: Socket,
         user: User,
-        room: RoomRef,
+        scope: Scope,
         since: Option<MessageId>,
         slot: ConnectionSlot,
     ) {
-        let joined = state.hub.join(room.id, user.id);
-        let mut events = joined.events;
-        if joined.first {
-            state
-                .hub
-                .publish(room.id, presence_event(&room, &user, true));
-        }
+        let l = &state.config.limits;
+        let timeouts = Timeouts {
+            ping: Duration::from_secs(l.ws_ping_interval_secs),
+            idle: Duration::from_secs(l.ws_idle_timeout_secs),
+            write: Duration::from_secs(l.ws_write_timeout_secs),
+        };
         let mut session = Session {
             state,
             socket,
             user,
-            room,
+            scope,
+            timeouts,
             last_sent: since.unwrap_or(MessageId(0)),
             last_heard: Instant::now(),
         };
-        let end = match session.start(joined.online, since).await {
-            Ok(()) => session.serve(&mut events).await,
+        // Subscribe first, then read: nothing committed in between can be missed.
+        let end = match session.subscribe().await {
+            Ok(mut events) => {
+                let end = match session.start(since).await {
+                    Ok(()) => session.serve(&mut events).await,
+                    Err(end) => end,
+                };
+                drop(events);
+                session.unsubscribe().await;
+                end
+            }
             Err(end) => end,
         };
-        drop(events);
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
             };
-            let _ = timeout(WRITE_TIMEOUT, session.socket.close(Some(frame))).await;
-        }
-        let Session {
-            state, user, room, ..
-        } = session;
-        if state.hub.leave(room.id, user.id) {
-            state
-                .hub
-                .publish(room.id, presence_event(&room, &user, false));
+            let _ = timeout(session.timeouts.write, session.socket.close(Some(frame))).await;
         }
         drop(slot);
     }
 
-    /// Sends `hello`, then replays what the client missed if it asked to resume.
-    async fn start(
-        &mut self,
-        online: Vec<crate::model::UserId>,
-        since: Option<MessageId>,
-    ) -> Result<(), End> {
-        let room_id = self.room.id;
-        let last = self
-            .state
-            .store
-            .read(move |c| message_store::last_id(c, room_id))
-            .await
-            .map_err(|_| End::Close(1011, "internal error"))?;
-        let hello = json!({
-            "type": "hello",
-            "room_id": self.room.public_id,
-            "user": self.user,
-            "last_message_id": last,
-            "online": online,
-        });
-        self.write(WsMessage::text(hello.to_string())).await?;
-        match since {
-            Some(_) => self.replay(usize::MAX).await,
-            None => {
-                self.last_sent = last;
-                Ok(())
+    fn presence(&self, room: RoomId, public_id: &str, online: bool) {
+        self.state
+            .hub
+            .publish(room, presence_event(room, public_id, &self.user, online));
+    }
+
+    async fn subscribe(&mut self) -> Result<Receiver<Event>, End> {
+        let hub = self.state.hub.clone();
+        match &self.scope {
+            Scope::Room(room) => {
+                let joined = hub.join_room(room.id, self.user.id);
+                if joined.first {
+                    self.presence(room.id, &room.public_id, true);
+                }
+                Ok(joined.events)
+            }
+            Scope::User => {
+                let joined = hub.join_user(self.user.id, &[]);
+                let rooms = self.my_rooms().await?;
+                for room in &rooms {
+                    if hub.add_member(room.id, self.user.id) {
+                        self.presence(room.id, &room.public_id, true);
+                    }
+                }
+                // A removal that committed while the rooms were read has already run its
+                // hook; forget any room it took away.
+                let current = self.my_rooms().await?;
+                for room in rooms
+                    .iter()
+                    .filter(|r| !current.iter().any(|c| c.id == r.id))
+                {
+                    if hub.remove_member(room.id, self.user.id) {
+                        self.presence(room.id, &room.public_id, false);
+                    }
+                }
+                Ok(joined.events)
             }
         }
     }
 
-    /// Sends every stored message after `last_sent`, in order, up to `max` of them.
+    async fn unsubscribe(&mut self) {
+        let hub = self.state.hub.clone();
+        match &self.scope {
+            Scope::Room(room) => {
+                if hub.leave_room(room.id, self.user.id) {
+                    self.presence(room.id, &room.public_id, false);
+                }
+            }
+            Scope::User => {
+                let offline = hub.leave_user(self.user.id);
+                if offline.is_empty() {
+                    return;
+                }
+                if let Ok(rooms) = self.my_rooms().await {
+                    for room in rooms.iter().filter(|r| offline.contains(&r.id)) {
+                        self.presence(room.id, &room.public_id, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The user's rooms. Takes `&mut self` only so the future stays `Send`.
+    async fn my_rooms(&mut self) -> Result<Vec<RoomRef>, End> {
+        let user = self.user.id;
+        self.state
+            .store
+            .read(move |c| rooms::refs_for(c, user))
+            .await
+            .map_err(|_| End::Close(1011, "internal error"))
+    }
+
+    /// Sends `hello`, then replays what the client missed if it asked to resume.
+    async fn start(&mut self, since: Option<MessageId>) -> Result<(), End> {
+        let user = self.user.id;
+        let hello = match &self.scope {
+            Scope::Room(room) => {
+                let room_id = room.id;
+                let last = self
+                    .state
+                    .store
+                    .read(move |c| {
+                        rooms::is_member(c, room_id, user)?
+                            .then(|| message_store::last_id(c, room_id))
+                            .transpose()
+                    })
+                    .await
+                    .map_err(|_| End::Close(1011, "internal error"))?
+                    // Removed between the handshake and the subscription.
+                    .ok_or(End::Close(CLOSE_REMOVED, "not a member of this room"))?;
+                if since.is_none() {
+                    self.last_sent = last;
+                }
+                json!({
+                    "type": "hello",
+                    "room_id": room.public_id,
+                    "user": self.user,
+                    "last_message_id": last,
+                    "online": self.state.hub.online(room.id),
+                })
+            }
+            Scope::User => {
+                let hub = self.state.hub.clone();
+                let rooms = self
+                    .state
+                    .store
+                    .read(move |c| {
+                        rooms::refs_for(c, user)?
+                            .into_iter()
+                            .map(|r| Ok((message_store::last_id(c, r.id)?, r)))
+                            .collect::<crate::store::Result<Vec<_>>>()
+                    })
+                    .await
+                    .map_err(|_| End::Close(1011, "internal error"))?;
+                let last = rooms
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .max()
+                    .unwrap_or(MessageId(0));
+                if since.is_none() {
+                    self.last_sent = last;
+                }
+                let rooms: Vec<Value> = rooms
+                    .iter()
+                    .map(|(last, r)| {
+                        json!({
+                            "room_id": r.public_id,
+                            "last_message_id": last,
+                            "online": hub.online(r.id),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "type": "hello",
+                    "user": self.user,
+                    "last_message_id": last,
+                    "rooms": rooms,
+                })
+            }
+        };
+        self.write(WsMessage::text(hello.to_string())).await?;
+        if since.is_some() {
+            self.replay(usize::MAX).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every stored message after `last_sent`, in order, up to about `max` of them;
+    /// past that the client is told to reconnect with `since`.
     async fn replay(&mut self, max: usize) -> Result<(), End> {
         let mut sent = 0;
         loop {
-            let room = self.room.clone();
             let after = self.last_sent;
+            let user = self.user.id;
+            let room = match &self.scope {
+                Scope::Room(room) => Some(room.clone()),
+                Scope::User => None,
+            };
             let (page, more) = self
                 .state
                 .store
-                .read(move |c| message_store::page(c, &room, Page::After(after), REPLAY_PAGE))
+                .read(move |c| match room {
+                    Some(room) => message_store::page(c, &room, Page::After(after), REPLAY_PAGE),
+                    None => message_store::page_for_user(c, user, after, REPLAY_PAGE),
+                })
                 .await
                 .map_err(|_| End::Close(1011, "internal error"))?;
             for message in &page {
-                self.socket
-                    .feed(WsMessage::Text(message_event(message).frame))
-                    .await
-                    .map_err(|_| End::Gone)?;
+                let room = RoomId(0); // the frame is all that is written
+                self.feed(message_event(room, message).frame).await?;
                 self.last_sent = message.id;
             }
             self.flush().await?;
@@ -326,8 +479,8 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, events: &mut tokio::sync::broadcast::Receiver<Event>) -> End {
-        let mut ping = interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    async fn serve(&mut self, events: &mut Receiver<Event>) -> End {
+        let mut ping = interval_at(Instant::now() + self.timeouts.ping, self.timeouts.ping);
         loop {
             let step = tokio::select! {
                 frame = self.socket.next() => match frame {
@@ -344,7 +497,7 @@ impl Session {
                     Err(RecvError::Closed) => Err(End::Close(1001, "server shutting down")),
                 },
                 _ = ping.tick() => {
-                    if self.last_heard.elapsed() > IDLE_TIMEOUT {
+                    if self.last_heard.elapsed() > self.timeouts.idle {
                         Err(End::Gone)
                     } else {
                         self.write(WsMessage::Ping(Default::default())).await
@@ -357,31 +510,43 @@ impl Session {
         }
     }
 
-    /// Whether this socket should see `event`, updating the de-duplication mark.
-    fn wants(&mut self, event: &Event) -> bool {
-        match event.kind {
+    /// Whether this socket should see `event`, updating the de-duplication mark; `Err` if
+    /// the event ends the session after it is written.
+    fn wants(&mut self, event: &Event) -> Result<bool, End> {
+        Ok(match event.kind {
             EventKind::Message(id) if id <= self.last_sent => false,
             EventKind::Message(id) => {
                 self.last_sent = id;
                 true
             }
             EventKind::Typing { from } => from != self.user.id,
-            EventKind::Read | EventKind::Presence => true,
-        }
+            EventKind::Member { user, added: false }
+                if user == self.user.id && matches!(self.scope, Scope::Room(_)) =>
+            {
+                return Err(End::Close(CLOSE_REMOVED, "removed from the room"));
+            }
+            EventKind::Read | EventKind::Presence | EventKind::Member { .. } | EventKind::Room => {
+                true
+            }
+        })
     }
 
     /// Writes `first` and whatever else is already queued, then flushes once.
-    async fn deliver(
-        &mut self,
-        first: Event,
-        events: &mut tokio::sync::broadcast::Receiver<Event>,
-    ) -> Result<(), End> {
+    async fn deliver(&mut self, first: Event, events: &mut Receiver<Event>) -> Result<(), End> {
         let mut pending = 0;
         let mut next = Some(first);
         while let Some(event) = next.take() {
-            if self.wants(&event) {
-                self.feed(event.frame).await?;
-                pending += 1;
+            match self.wants(&event) {
+                Ok(true) => {
+                    self.feed(event.frame).await?;
+                    pending += 1;
+                }
+                Ok(false) => {}
+                Err(end) => {
+                    self.feed(event.frame).await?;
+                    self.flush().await?;
+                    return Err(end);
+                }
             }
             if pending >= MAX_BATCH {
                 break;
@@ -399,21 +564,26 @@ impl Session {
     }
 
     async fn feed(&mut self, frame: Frame) -> Result<(), End> {
-        match timeout(WRITE_TIMEOUT, self.socket.feed(WsMessage::Text(frame))).await {
+        match timeout(
+            self.timeouts.write,
+            self.socket.feed(WsMessage::Text(frame)),
+        )
+        .await
+        {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
     }
 
     async fn flush(&mut self) -> Result<(), End> {
-        match timeout(WRITE_TIMEOUT, self.socket.flush()).await {
+        match timeout(self.timeouts.write, self.socket.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
     }
 
     async fn write(&mut self, message: WsMessage) -> Result<(), End> {
-        match timeout(WRITE_TIMEOUT, self.socket.send(message)).await {
+        match timeout(self.timeouts.write, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
@@ -435,6 +605,15 @@ impl Session {
         }
     }
 
+    /// The room a frame acts on: the socket's own, or the frame's `room_id` on `/ws/`.
+    async fn target_room(&mut self, room_id: Option<String>) -> Result<RoomRef, ApiError> {
+        match (&self.scope, room_id) {
+            (Scope::Room(room), _) => Ok(room.clone()),
+            (Scope::User, Some(room_id)) => room_for_member(&self.state, room_id, &self.user).await,
+            (Scope::User, None) => Err(ApiError::validation("room_id", "is required on /ws/")),
+        }
+    }
+
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
@@ -445,16 +624,13 @@ impl Session {
             }
         };
         let action = value.get("action").and_then(Value::as_str);
-        match action {
-            Some(a) if ACTIONS.contains(&a) => {}
-            _ => {
-                return self
-                    .write(error_frame(
-                        "unknown_action",
-                        "action must be one of: message, read, typing, ping",
-                    ))
-                    .await;
-            }
+        if !action.is_some_and(|a| ACTIONS.contains(&a)) {
+            return self
+                .write(error_frame(
+                    "unknown_action",
+                    "action must be one of: message, read, typing, ping",
+                ))
+                .await;
         }
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
@@ -464,20 +640,24 @@ impl Session {
                     .await;
             }
         };
-        match frame {
-            ClientFrame::Message { content, client_id } => {
-                let room = self.room.clone();
-                match send(&self.state, &self.user, room, &content, client_id).await {
-                    // The new message comes back through the room's channel as the ack.
+        let result = match frame {
+            ClientFrame::Message {
+                content,
+                client_id,
+                room_id,
+            } => match self.target_room(room_id).await {
+                Ok(room) => match send(&self.state, &self.user, room, &content, client_id).await {
+                    // The new message comes back through the channel as the ack.
                     Ok((_, true)) => Ok(()),
                     // A repeated client_id: the original, to this socket only.
                     Ok((original, false)) => {
-                        self.write(WsMessage::Text(message_event(&original).frame))
-                            .await
+                        let event = message_event(RoomId(0), &original);
+                        return self.write(WsMessage::Text(event.frame)).await;
                     }
-                    Err(e) => self.write(api_error_frame(&e)).await,
-                }
-            }
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
             ClientFrame::Read { message_id } => {
                 let found = if message_id > 0 {
                     mark_read(&self.state, &self.user, MessageId(message_id)).await
@@ -486,31 +666,42 @@ impl Session {
                 };
                 match found {
                     Ok(Some(_)) => Ok(()),
-                    Ok(None) => {
-                        self.write(error_frame("not_found", "no such message"))
-                            .await
-                    }
-                    Err(e) => self.write(api_error_frame(&e)).await,
+                    Ok(None) => Err(ApiError::NotFound),
+                    Err(e) => Err(e),
                 }
             }
-            ClientFrame::Typing { typing } => {
-                let key = (self.user.id, self.room.id);
-                if self.state.limits.typing.take(&key).is_ok() {
-                    let event = Event::new(
-                        EventKind::Typing { from: self.user.id },
-                        &json!({
-                            "type": "typing",
-                            "room_id": self.room.public_id,
-                            "user": self.user,
-                            "typing": typing,
-                        }),
-                    );
-                    self.state.hub.publish(self.room.id, event);
+            ClientFrame::Typing { typing, room_id } => match self.target_room(room_id).await {
+                Ok(room) => {
+                    self.typing(&room, typing);
+                    Ok(())
                 }
-                Ok(())
-            }
-            ClientFrame::Ping => self.write(WsMessage::text(r#"{"type":"pong"}"#)).await,
+                Err(e) => Err(e),
+            },
+            ClientFrame::Ping => return self.write(WsMessage::text(r#"{"type":"pong"}"#)).await,
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => self.write(api_error_frame(&e)).await,
         }
+    }
+
+    /// Tells the other members; extra events over the rate are dropped.
+    fn typing(&self, room: &RoomRef, typing: bool) {
+        let key = (self.user.id, room.id);
+        if self.state.limits.typing.take(&key).is_err() {
+            return;
+        }
+        let event = Event::new(
+            room.id,
+            EventKind::Typing { from: self.user.id },
+            &json!({
+                "type": "typing",
+                "room_id": room.public_id,
+                "user": self.user,
+                "typing": typing,
+            }),
+        );
+        self.state.hub.publish(room.id, event);
     }
 }
 
@@ -538,12 +729,14 @@ fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> End {
     }
 }
 
-fn presence_event(room: &RoomRef, user: &User, online: bool) -> Event {
+/// `{"type":"presence"}`: a user's first socket to a room opened, or their last one closed.
+pub fn presence_event(room: RoomId, public_id: &str, user: &User, online: bool) -> Event {
     Event::new(
+        room,
         EventKind::Presence,
         &json!({
             "type": "presence",
-            "room_id": room.public_id,
+            "room_id": public_id,
             "user": user,
             "online": online,
         }),

@@ -147,6 +147,28 @@ pub fn page(
     Ok((messages, has_more))
 }
 
+/// The next `limit` messages after `after` across every room `user` belongs to, in id order,
+/// and whether more follow.
+pub fn page_for_user(
+    conn: &Connection,
+    user: UserId,
+    after: MessageId,
+    limit: u32,
+) -> Result<(Vec<Message>, bool)> {
+    let mut merged = Vec::new();
+    let mut more = false;
+    for room in super::rooms::refs_for(conn, user)? {
+        let (messages, room_more) = page(conn, &room, Page::After(after), limit)?;
+        more |= room_more;
+        merged.extend(messages);
+    }
+    merged.sort_by_key(|m| m.id);
+    // Each room gave its first `limit`, so the first `limit` overall are all here.
+    more |= merged.len() > limit as usize;
+    merged.truncate(limit as usize);
+    Ok((merged, more))
+}
+
 /// What a read mark moved to.
 pub struct ReadMark {
     pub room: RoomRef,

@@ -354,6 +354,12 @@ mod tests {
         rooms::for_member(&conn, "room", b.id).unwrap();
         rooms::find_direct(&conn, a.id, b.id).unwrap();
         rooms::list_for(&conn, b.id).unwrap();
+        rooms::info(&conn, room.id).unwrap();
+        rooms::is_member(&conn, room.id, b.id).unwrap();
+        let c = users::insert(&conn, &new_user("c"), 0).unwrap().unwrap();
+        rooms::add_member(&conn, room.id, c.id, 4).unwrap();
+        rooms::remove_member(&conn, room.id, c.id).unwrap();
+        messages::page_for_user(&conn, b.id, MessageId(0), 50).unwrap();
         users::credentials(&conn, "a").unwrap();
         users::existing(&conn, &members).unwrap();
         let token = tokens::insert(&conn, a.id, b"digest", 0, 10).unwrap();
@@ -371,7 +377,10 @@ mod tests {
             }
             let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
             let details: Vec<String> = plan
-                .query_map([], |r| r.get::<_, String>(3))
+                .query_map(
+                    rusqlite::params_from_iter(vec![rusqlite::types::Null; plan.parameter_count()]),
+                    |r| r.get::<_, String>(3),
+                )
                 .unwrap()
                 .collect::<rusqlite::Result<_>>()
                 .unwrap();

@@ -138,3 +138,64 @@ pub fn list_for(conn: &Connection, user: UserId) -> Result<Vec<Room>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     refs.iter().map(|room| view(conn, room, user)).collect()
 }
+
+/// What membership changes need to know about a room.
+pub struct RoomInfo {
+    pub is_direct: bool,
+    pub creator: Option<UserId>,
+}
+
+pub fn info(conn: &Connection, room: RoomId) -> Result<RoomInfo> {
+    Ok(conn
+        .prepare_cached("SELECT is_direct, creator_id FROM rooms WHERE id = ?1")?
+        .query_row([room], |r| {
+            Ok(RoomInfo {
+                is_direct: r.get(0)?,
+                creator: r.get(1)?,
+            })
+        })?)
+}
+
+pub fn is_member(conn: &Connection, room: RoomId, user: UserId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM room_members WHERE room_id = ?1 AND user_id = ?2")?
+        .query_row(params![room, user], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Adds `user` to `room`; false if they already were a member. A new member starts with
+/// everything before their arrival marked read.
+pub fn add_member(conn: &Connection, room: RoomId, user: UserId, now: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO room_members (room_id, user_id, last_read_id, joined)
+             SELECT ?1, ?2, coalesce(last_message_id, 0), ?3 FROM rooms WHERE id = ?1
+             ON CONFLICT (room_id, user_id) DO NOTHING",
+        )?
+        .execute(params![room, user, now])?
+        > 0)
+}
+
+/// Removes `user` from `room`; false if they were not a member.
+pub fn remove_member(conn: &Connection, room: RoomId, user: UserId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM room_members WHERE room_id = ?1 AND user_id = ?2")?
+        .execute(params![room, user])?
+        > 0)
+}
+
+/// Every room `user` belongs to, as references.
+pub fn refs_for(conn: &Connection, user: UserId) -> Result<Vec<RoomRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.id, r.public_id FROM room_members m JOIN rooms r ON r.id = m.room_id
+         WHERE m.user_id = ?1",
+    )?;
+    let rows = stmt.query_map([user], |r| {
+        Ok(RoomRef {
+            id: r.get(0)?,
+            public_id: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
