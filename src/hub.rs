@@ -27,7 +27,9 @@ pub enum EventKind {
     Typing {
         from: UserId,
     },
-    Presence,
+    Presence {
+        user: UserId,
+    },
     /// `user` was added to or removed from the room.
     Member {
         user: UserId,
@@ -297,7 +299,11 @@ mod tests {
     use super::*;
 
     fn event(room: RoomId, n: i64) -> Event {
-        Event::new(room, EventKind::Presence, &serde_json::json!({ "n": n }))
+        Event::new(
+            room,
+            EventKind::Presence { user: UserId(0) },
+            &serde_json::json!({ "n": n }),
+        )
     }
 
     #[tokio::test]

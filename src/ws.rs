@@ -519,15 +519,14 @@ impl Session {
                 self.last_sent = id;
                 true
             }
-            EventKind::Typing { from } => from != self.user.id,
+            // Nobody needs to hear that they themselves are typing or online.
+            EventKind::Typing { from: user } | EventKind::Presence { user } => user != self.user.id,
             EventKind::Member { user, added: false }
                 if user == self.user.id && matches!(self.scope, Scope::Room(_)) =>
             {
                 return Err(End::Close(CLOSE_REMOVED, "removed from the room"));
             }
-            EventKind::Read | EventKind::Presence | EventKind::Member { .. } | EventKind::Room => {
-                true
-            }
+            EventKind::Read | EventKind::Member { .. } | EventKind::Room => true,
         })
     }
 
@@ -733,7 +732,7 @@ fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> End {
 pub fn presence_event(room: RoomId, public_id: &str, user: &User, online: bool) -> Event {
     Event::new(
         room,
-        EventKind::Presence,
+        EventKind::Presence { user: user.id },
         &json!({
             "type": "presence",
             "room_id": public_id,

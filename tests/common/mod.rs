@@ -169,6 +169,18 @@ impl TestServer {
         (ws, hello)
     }
 
+    /// Opens the all-rooms socket `/ws/` and returns it with its `hello` frame.
+    pub async fn ws_all(&self, user: &TestUser, query: &str) -> (Ws, Value) {
+        let url = format!("ws://{}/ws/?token={}{query}", self.addr, user.token);
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut ws = Ws { socket };
+        let hello = ws.next_json().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        (ws, hello)
+    }
+
     /// The HTTP status of a WebSocket handshake that should be refused.
     pub async fn ws_refused(&self, path_and_query: &str, headers: &[(&str, &str)]) -> u16 {
         let mut req = format!("ws://{}{path_and_query}", self.addr)

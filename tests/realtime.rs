@@ -1,0 +1,522 @@
+//! The real-time guarantees: resume without gaps or duplicates, idempotent sends, presence,
+//! typing, live receipts, membership changes, the all-rooms socket and slow consumers.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{TestServer, TestUser, Ws, test_config};
+use serde_json::{Value, json};
+
+/// A server whose send rate limit does not get in the way of load.
+async fn fast_server() -> TestServer {
+    let mut config = test_config();
+    config.limits.send_rate_per_sec = 100_000.0;
+    config.limits.send_burst = 100_000;
+    TestServer::start_with(config).await
+}
+
+async fn pair(s: &TestServer) -> (TestUser, TestUser, String) {
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    (alice, bob, room)
+}
+
+fn id(v: &Value) -> i64 {
+    v["message"]["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn clients_reconnecting_mid_stream_see_every_message_exactly_once_in_order() {
+    let s = fast_server().await;
+    let (alice, bob, room) = pair(&s).await;
+    const PER_SENDER: usize = 150;
+
+    // Two senders post concurrently, one over REST and one over a WebSocket.
+    let rest = {
+        let (http, url, token) = (
+            s.http.clone(),
+            s.url(&format!("/api/v1/chat/{room}/")),
+            alice.token.clone(),
+        );
+        tokio::spawn(async move {
+            for i in 0..PER_SENDER {
+                let res = http
+                    .post(&url)
+                    .header("Authorization", format!("Token {token}"))
+                    .json(&json!({"content": format!("rest {i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201);
+            }
+        })
+    };
+    let (mut ws_sender, _) = s.ws(&room, &bob, "").await;
+    let ws_task = tokio::spawn(async move {
+        for i in 0..PER_SENDER {
+            ws_sender.say(&format!("ws {i}"), &format!("w{i}")).await;
+        }
+    });
+
+    // A third party reads in short bursts, reconnecting with since= each time.
+    let carol_room = {
+        // carol joins the room so she may read it
+        let carol = s.user("carol").await;
+        let (status, _) = s
+            .post(
+                &format!("/api/v1/chat/{room}/members/"),
+                &alice.token,
+                json!({"user_id": carol.id}),
+            )
+            .await;
+        assert_eq!(status, 403, "direct rooms keep two members");
+        carol
+    };
+    drop(carol_room);
+    let mut seen: Vec<i64> = Vec::new();
+    let mut reconnects = 0;
+    while seen.len() < 2 * PER_SENDER {
+        let since = seen.last().copied().unwrap_or(0);
+        let (mut ws, _) = s.ws(&room, &alice, &format!("&since={since}")).await;
+        reconnects += 1;
+        for _ in 0..(7 + reconnects % 11) {
+            let v = ws.next_of("message").await;
+            seen.push(id(&v));
+            if seen.len() == 2 * PER_SENDER {
+                break;
+            }
+        }
+    }
+    rest.await.unwrap();
+    ws_task.await.unwrap();
+
+    assert!(reconnects > 10, "the reader reconnected {reconnects} times");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "ids in order, no duplicates"
+    );
+    let (_, history) = s
+        .get(&format!("/api/v1/chat/{room}/?limit=200"), &alice.token)
+        .await;
+    let (_, older) = s
+        .get(
+            &format!(
+                "/api/v1/chat/{room}/?limit=200&before={}",
+                history["results"][199]["id"]
+            ),
+            &alice.token,
+        )
+        .await;
+    let mut stored: Vec<i64> = history["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(older["results"].as_array().unwrap())
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    stored.sort();
+    assert_eq!(seen, stored, "every stored message was seen exactly once");
+}
+
+#[tokio::test]
+async fn resending_a_client_id_over_websocket_returns_the_original() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = pair(&s).await;
+    let (mut a, _) = s.ws(&room, &alice, "").await;
+    let (mut b, _) = s.ws(&room, &bob, "").await;
+    let first = a.say("once", "same").await;
+    a.send_json(json!({"action": "message", "content": "twice?", "client_id": "same"}))
+        .await;
+    let again = a.next_of("message").await["message"].clone();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["content"], "once");
+    // bob got the message once: the next thing he sees is a new message
+    assert_eq!(b.next_of("message").await["message"]["id"], first["id"]);
+    let later = a.say("new", "other").await;
+    assert_eq!(b.next_of("message").await["message"]["id"], later["id"]);
+    let (_, history) = s.get(&format!("/api/v1/chat/{room}/"), &alice.token).await;
+    assert_eq!(history["results"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn presence_follows_the_first_and_last_connection_of_a_user() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = pair(&s).await;
+    let (mut b, hello) = s.ws(&room, &bob, "").await;
+    assert_eq!(hello["online"], json!([bob.id]));
+
+    let (tab1, _) = s.ws(&room, &alice, "").await;
+    let p = b.next_of("presence").await;
+    assert_eq!(
+        (p["user"]["id"].as_i64(), p["online"].as_bool()),
+        (Some(alice.id), Some(true))
+    );
+    let (mut tab2, hello) = s.ws(&room, &alice, "").await;
+    let mut online: Vec<i64> = hello["online"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    online.sort();
+    assert_eq!(online, [alice.id, bob.id]);
+
+    drop(tab1);
+    // Alice is still online in tab 2: the next event bob sees is her message, not "offline".
+    let m = tab2.say("still here", "t2").await;
+    let next = b.next_json().await;
+    assert_eq!(next["type"], "message", "{next}");
+    assert_eq!(next["message"]["id"], m["id"]);
+
+    drop(tab2);
+    let p = b.next_of("presence").await;
+    assert_eq!(
+        (p["user"]["id"].as_i64(), p["online"].as_bool()),
+        (Some(alice.id), Some(false))
+    );
+}
+
+#[tokio::test]
+async fn typing_reaches_only_the_others_is_rate_limited_and_never_stored() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = pair(&s).await;
+    let (mut a, _) = s.ws(&room, &alice, "").await;
+    let (mut b, _) = s.ws(&room, &bob, "").await;
+    a.next_of("presence").await; // bob came online
+
+    for _ in 0..10 {
+        a.send_json(json!({"action": "typing", "typing": true}))
+            .await;
+    }
+    let marker = a.say("done typing", "m").await;
+    let mut typing = 0;
+    loop {
+        let v = b.next_json().await;
+        match v["type"].as_str() {
+            Some("typing") => {
+                assert_eq!(v["user"]["id"], alice.id);
+                assert_eq!(v["typing"], true);
+                typing += 1;
+            }
+            Some("message") => {
+                assert_eq!(v["message"]["id"], marker["id"]);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        (1..=2).contains(&typing),
+        "{typing} typing events got through 10"
+    );
+    // alice never hears her own typing: after her ack, her next frame answers her ping
+    a.send_json(json!({"action": "ping"})).await;
+    assert_eq!(a.next_json().await["type"], "pong");
+    let (_, history) = s.get(&format!("/api/v1/chat/{room}/"), &bob.token).await;
+    assert_eq!(history["results"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn members_can_be_added_and_removed_and_removed_sockets_close_at_once() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let dave = s.user("dave").await;
+    let room = s.room(&alice, &[&bob], Some("team")).await;
+    let members = format!("/api/v1/chat/{room}/members/");
+
+    let (mut carol_all, hello) = s.ws_all(&carol, "").await;
+    assert_eq!(hello["rooms"], json!([]));
+    let (mut b, _) = s.ws(&room, &bob, "").await;
+
+    // any member may add
+    let (status, view) = s
+        .post(&members, &bob.token, json!({"user_id": carol.id}))
+        .await;
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(view["members"].as_array().unwrap().len(), 3);
+    let ev = carol_all.next_of("room").await;
+    assert_eq!(ev["room"]["room_id"], room.as_str());
+    let ev = b.next_of("member").await;
+    assert_eq!(
+        (ev["user"]["id"].as_i64(), ev["added"].as_bool()),
+        (Some(carol.id), Some(true))
+    );
+    let (status, _) = s
+        .post(&members, &bob.token, json!({"user_id": carol.id}))
+        .await;
+    assert_eq!(status, 200, "adding twice changes nothing");
+    let (status, _) = s
+        .post(&members, &dave.token, json!({"user_id": dave.id}))
+        .await;
+    assert_eq!(status, 404, "a non-member cannot add");
+    let (status, body) = s.post(&members, &bob.token, json!({"user_id": 9999})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("validation_error"))
+    );
+
+    // carol now reads the room over her all-rooms socket
+    let m = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &alice.token,
+            json!({"content": "welcome"}),
+        )
+        .await
+        .1;
+    assert_eq!(carol_all.next_of("message").await["message"]["id"], m["id"]);
+
+    // only the creator removes others; anyone may leave
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("{members}{}/", alice.id),
+            Some(&carol.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("{members}{}/", bob.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let ev = b.next_of("member").await;
+    assert_eq!(
+        (ev["user"]["id"].as_i64(), ev["added"].as_bool()),
+        (Some(bob.id), Some(false))
+    );
+    assert_eq!(b.closed().await, Some(4003));
+    assert_eq!(
+        s.get(&format!("/api/v1/chat/{room}/"), &bob.token).await.0,
+        404
+    );
+    assert_eq!(
+        s.ws_refused(&format!("/ws/chat/{room}/?token={}", bob.token), &[])
+            .await,
+        404
+    );
+
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("{members}{}/", carol.id),
+            Some(&carol.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let ev = carol_all.next_of("member").await;
+    assert_eq!(
+        (ev["user"]["id"].as_i64(), ev["added"].as_bool()),
+        (Some(bob.id), Some(false))
+    );
+    let ev = carol_all.next_of("member").await;
+    assert_eq!(
+        (ev["user"]["id"].as_i64(), ev["added"].as_bool()),
+        (Some(carol.id), Some(false))
+    );
+    // carol's all-rooms socket no longer follows the room
+    let later = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &alice.token,
+            json!({"content": "bye"}),
+        )
+        .await
+        .1;
+    let (_, other_room) = s
+        .post(
+            "/api/v1/chats/",
+            &alice.token,
+            json!({"members": [carol.id]}),
+        )
+        .await;
+    let ev = loop {
+        let ev = carol_all.next_json().await;
+        if ev["type"] != "presence" {
+            break ev;
+        }
+    };
+    assert_eq!(
+        ev["type"], "room",
+        "the next event is the new room, not {later}: {ev}"
+    );
+    assert_eq!(ev["room"]["room_id"], other_room["room_id"]);
+
+    // direct rooms keep exactly their two members
+    let direct = other_room["room_id"].as_str().unwrap();
+    let (status, _) = s
+        .post(
+            &format!("/api/v1/chat/{direct}/members/"),
+            &alice.token,
+            json!({"user_id": dave.id}),
+        )
+        .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn one_socket_follows_every_room_and_can_send_to_any() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let with_bob = s.room(&alice, &[&bob], None).await;
+    let with_carol = s.room(&alice, &[&carol], None).await;
+
+    let (mut all, hello) = s.ws_all(&alice, "").await;
+    let rooms: HashSet<&str> = hello["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rooms,
+        HashSet::from([with_bob.as_str(), with_carol.as_str()])
+    );
+
+    let (_, m1) = s
+        .post(
+            &format!("/api/v1/chat/{with_bob}/"),
+            &bob.token,
+            json!({"content": "from bob"}),
+        )
+        .await;
+    let (_, m2) = s
+        .post(
+            &format!("/api/v1/chat/{with_carol}/"),
+            &carol.token,
+            json!({"content": "from carol"}),
+        )
+        .await;
+    let e1 = all.next_of("message").await;
+    let e2 = all.next_of("message").await;
+    assert_eq!(
+        (
+            e1["message"]["id"].clone(),
+            e1["message"]["room_id"].as_str()
+        ),
+        (m1["id"].clone(), Some(with_bob.as_str()))
+    );
+    assert_eq!(
+        (
+            e2["message"]["id"].clone(),
+            e2["message"]["room_id"].as_str()
+        ),
+        (m2["id"].clone(), Some(with_carol.as_str()))
+    );
+
+    // sending needs a room_id here, and only to one's own rooms
+    all.send_json(json!({"action": "message", "content": "no room"}))
+        .await;
+    assert_eq!(all.next_of("error").await["code"], "validation_error");
+    let (_, foreign) = s
+        .post("/api/v1/chats/", &bob.token, json!({"members": [carol.id]}))
+        .await;
+    all.send_json(
+        json!({"action": "message", "room_id": foreign["room_id"], "content": "intrude"}),
+    )
+    .await;
+    assert_eq!(all.next_of("error").await["code"], "not_found");
+    all.send_json(json!({"action": "message", "room_id": with_carol, "content": "hi carol", "client_id": "x"})).await;
+    let ack = all.next_of("message").await;
+    assert_eq!(
+        (
+            ack["message"]["client_id"].as_str(),
+            ack["message"]["room_id"].as_str()
+        ),
+        (Some("x"), Some(with_carol.as_str()))
+    );
+
+    // resume across rooms
+    drop(all);
+    let (_, m3) = s
+        .post(
+            &format!("/api/v1/chat/{with_bob}/"),
+            &bob.token,
+            json!({"content": "while away"}),
+        )
+        .await;
+    let (mut all, _) = s
+        .ws_all(&alice, &format!("&since={}", ack["message"]["id"]))
+        .await;
+    assert_eq!(all.next_of("message").await["message"]["id"], m3["id"]);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_neither_slows_others_nor_loses_messages() {
+    let mut config = test_config();
+    config.limits.send_rate_per_sec = 100_000.0;
+    config.limits.send_burst = 100_000;
+    config.limits.ws_queue_len = 16;
+    config.limits.ws_write_timeout_secs = 60;
+    let s = TestServer::start_with(config).await;
+    let (alice, bob, room) = pair(&s).await;
+
+    let (mut stalled, _) = s.ws(&room, &bob, "").await;
+    let (mut sender, _) = s.ws(&room, &alice, "").await;
+    // Far more than the socket buffers hold, so the stalled reader's server side blocks and
+    // its queue overflows while the sender keeps getting its acks.
+    const COUNT: usize = 1500;
+    let big = "x".repeat(3900);
+    let mut sent = Vec::with_capacity(COUNT);
+    for i in 0..COUNT {
+        sent.push(
+            sender.say(&big, &format!("c{i}")).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+
+    // Now the stalled client reads: it must see every id once, in order, either straight
+    // through a resync or after being told to reconnect with since.
+    let mut seen: Vec<i64> = Vec::new();
+    let mut reconnects = 0;
+    loop {
+        match next_message_or_close(&mut stalled).await {
+            Ok(m) => seen.push(m),
+            Err(code) => {
+                assert_eq!(code, Some(4000), "closed with the resync code");
+                reconnects += 1;
+                let since = seen.last().copied().unwrap_or(0);
+                stalled = s.ws(&room, &bob, &format!("&since={since}")).await.0;
+            }
+        }
+        if seen.len() == COUNT {
+            break;
+        }
+    }
+    assert_eq!(seen, sent, "after {reconnects} reconnects");
+}
+
+/// The next message id on `ws`, or the close code if the socket closes.
+async fn next_message_or_close(ws: &mut Ws) -> Result<i64, Option<u16>> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(common::WAIT, ws.socket.next())
+            .await
+            .expect("timed out");
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "message" {
+                    return Ok(id(&v));
+                }
+            }
+            Some(Ok(Message::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
