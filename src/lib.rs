@@ -7,9 +7,9 @@
 //! - `error`: the one API error type and its JSON shape.
 //! - `auth`: signup, login, logout, tokens, password hashing, the auth filter.
 //! - `users`: `/api/v1/me/` and the user directory.
-//! - `rooms`: `/api/v1/chats/`, listing and creating rooms.
+//! - `rooms`: `/api/v1/chats/` (listing, creating) and `/api/v1/chat/<id>/members/`.
 //! - `messages`: history, posting and read receipts; the send path REST and WebSocket share.
-//! - `ws`: the room WebSocket `/ws/chat/<room_id>/`.
+//! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms).
 //! - `hub`: publish/subscribe between connections, and presence.
 //! - `store`: every SQL statement; one writer with group commit, a pool of readers.
 //! - `model`: the API objects and id newtypes.

@@ -520,3 +520,38 @@ async fn next_message_or_close(ws: &mut Ws) -> Result<i64, Option<u16>> {
         }
     }
 }
+
+#[tokio::test]
+async fn a_silent_peer_is_pinged_then_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.limits.ws_ping_interval_secs = 1;
+    config.limits.ws_idle_timeout_secs = 2;
+    let s = TestServer::start_with(config).await;
+    let (alice, _bob, room) = pair(&s).await;
+
+    // A raw client that completes the handshake and then never answers anything.
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let request = format!(
+        "GET /ws/chat/{room}/?token={} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        alice.token, s.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(common::WAIT, tcp.read(&mut buf))
+            .await
+            .expect("the server should drop a silent peer")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 101"));
+    // a ping frame (opcode 0x9) went out before the server gave up
+    let body = &received[received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+    assert!(body.contains(&0x89), "no ping frame in {body:?}");
+}
