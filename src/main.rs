@@ -1,5 +1,6 @@
 //! The `chat-server` binary: parse flags, load the config, set up logging, bind, serve.
 
+use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,7 +55,9 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 fn init_tracing(config: &Config) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.server.log_level)
         .map_err(|e| format!("invalid log level {:?}: {e}", config.server.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match config.server.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -107,6 +110,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, db, "chat-server listening");
     match chat_server::run(state, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,

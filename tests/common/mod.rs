@@ -18,12 +18,25 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for an expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running server; stops when dropped or with [`TestServer::stop`].
+/// A running server; stops when dropped or with [`TestServer::stop`]. Dereferences to a
+/// [`Client`] of it.
 pub struct TestServer {
-    pub addr: SocketAddr,
+    client: Client,
     pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// HTTP and WebSocket access to a server at `addr`.
+pub struct Client {
+    pub addr: SocketAddr,
     pub http: reqwest::Client,
 }
 
@@ -55,10 +68,17 @@ impl TestServer {
             .unwrap();
         });
         TestServer {
-            addr,
+            client: Self::client_for(&addr.to_string()),
             state,
             shutdown: Some(tx),
             task: Some(task),
+        }
+    }
+
+    /// A client for a server started some other way (a child process, say).
+    pub fn client_for(addr: &str) -> Client {
+        Client {
+            addr: addr.parse().expect("a socket address"),
             http: reqwest::Client::new(),
         }
     }
@@ -72,7 +92,9 @@ impl TestServer {
             task.await.unwrap();
         }
     }
+}
 
+impl Client {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
