@@ -139,6 +139,22 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
 }
 
+/// The query parameter `name` as a non-negative integer, if present.
+pub fn non_negative_param(
+    query: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<i64>, ApiError> {
+    query
+        .get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
+        })
+        .transpose()
+}
+
 /// Headers on every response.
 fn security_headers() -> HeaderMap {
     let mut h = HeaderMap::new();

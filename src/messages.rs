@@ -10,7 +10,7 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, json_body, with_state};
+use crate::app::{AppState, json_body, non_negative_param, with_state};
 use crate::auth::{Auth, authenticated};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind};
@@ -70,22 +70,6 @@ pub async fn room_for_member(
         .ok_or(ApiError::NotFound)
 }
 
-fn parse_id(
-    query: &HashMap<String, String>,
-    name: &'static str,
-) -> Result<Option<MessageId>, ApiError> {
-    query
-        .get(name)
-        .map(|v| {
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .map(MessageId)
-                .ok_or_else(|| ApiError::validation(name, "must be a message id"))
-        })
-        .transpose()
-}
-
 /// `GET /api/v1/chat/<room_id>/?limit=&before=|after=`: a page of history.
 async fn history(
     room_id: String,
@@ -103,7 +87,9 @@ async fn history(
             .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
             .min(MAX_PAGE),
     };
-    let page = match (parse_id(&query, "before")?, parse_id(&query, "after")?) {
+    let before = non_negative_param(&query, "before")?.map(MessageId);
+    let after = non_negative_param(&query, "after")?.map(MessageId);
+    let page = match (before, after) {
         (Some(_), Some(_)) => {
             return Err(ApiError::validation(
                 "after",

@@ -6,7 +6,7 @@ use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, with_state};
+use crate::app::{AppState, non_negative_param, with_state};
 use crate::auth::{Auth, authenticated};
 use crate::error::ApiError;
 use crate::model::UserId;
@@ -35,18 +35,6 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// `GET /api/v1/me/`: the caller.
 async fn me(auth: Auth) -> impl Reply {
     warp::reply::json(&auth.user)
-}
-
-fn parse_int(query: &HashMap<String, String>, name: &'static str) -> Result<Option<i64>, ApiError> {
-    query
-        .get(name)
-        .map(|v| {
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
-        })
-        .transpose()
 }
 
 fn page_url(host: &str, query: &HashMap<String, String>, limit: i64, offset: i64) -> String {
@@ -81,10 +69,10 @@ async fn list(
     host: Option<String>,
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
-    let limit = parse_int(&query, "limit")?
+    let limit = non_negative_param(&query, "limit")?
         .unwrap_or(DEFAULT_LIMIT)
         .clamp(1, MAX_LIMIT);
-    let offset = parse_int(&query, "offset")?.unwrap_or(0);
+    let offset = non_negative_param(&query, "offset")?.unwrap_or(0);
     let exclude = match query.get("exclude").map(|s| s.trim()) {
         None | Some("") => Vec::new(),
         Some(list) => list

@@ -28,7 +28,7 @@ use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, ConnectionSlot, with_state};
+use crate::app::{AppState, ConnectionSlot, non_negative_param, with_state};
 use crate::auth::{authenticate_token, token_from_header};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind, Frame};
@@ -125,16 +125,7 @@ async fn upgrade(
     if !origin_allowed(&headers, &state.config.cors.allowed_origins) {
         return Err(ApiError::Forbidden("origin not allowed"));
     }
-    let since = match query.get("since") {
-        None => None,
-        Some(v) => Some(
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .map(MessageId)
-                .ok_or_else(|| ApiError::validation("since", "must be a message id"))?,
-        ),
-    };
+    let since = non_negative_param(&query, "since")?.map(MessageId);
     let (Some(key), Some(on_upgrade)) = (websocket_key(&headers), on_upgrade) else {
         return Err(ApiError::UpgradeRequired(
             "this endpoint speaks WebSocket only",

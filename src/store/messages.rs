@@ -186,12 +186,7 @@ pub fn mark_read(conn: &Connection, message: MessageId, user: UserId) -> Result<
              JOIN room_members rm ON rm.room_id = r.id AND rm.user_id = ?2
              WHERE m.id = ?1",
         )?
-        .query_row(params![message, user], |r| {
-            Ok(RoomRef {
-                id: r.get(0)?,
-                public_id: r.get(1)?,
-            })
-        })
+        .query_row(params![message, user], RoomRef::from_row)
         .optional()?;
     let Some(room) = room else { return Ok(None) };
     let mark: MessageId = conn

@@ -14,6 +14,16 @@ pub struct RoomRef {
     pub public_id: String,
 }
 
+impl RoomRef {
+    /// From the columns `id, public_id`.
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RoomRef> {
+        Ok(RoomRef {
+            id: r.get(0)?,
+            public_id: r.get(1)?,
+        })
+    }
+}
+
 /// The key that makes a direct room unique per pair of users.
 pub fn direct_key(a: UserId, b: UserId) -> String {
     let (lo, hi) = if a.0 <= b.0 { (a, b) } else { (b, a) };
@@ -23,12 +33,7 @@ pub fn direct_key(a: UserId, b: UserId) -> String {
 pub fn find_direct(conn: &Connection, a: UserId, b: UserId) -> Result<Option<RoomRef>> {
     Ok(conn
         .prepare_cached("SELECT id, public_id FROM rooms WHERE direct_key = ?1")?
-        .query_row([direct_key(a, b)], |r| {
-            Ok(RoomRef {
-                id: r.get(0)?,
-                public_id: r.get(1)?,
-            })
-        })
+        .query_row([direct_key(a, b)], RoomRef::from_row)
         .optional()?)
 }
 
@@ -69,12 +74,7 @@ pub fn for_member(conn: &Connection, public_id: &str, user: UserId) -> Result<Op
              JOIN room_members m ON m.room_id = r.id AND m.user_id = ?2
              WHERE r.public_id = ?1",
         )?
-        .query_row(params![public_id, user], |r| {
-            Ok(RoomRef {
-                id: r.get(0)?,
-                public_id: r.get(1)?,
-            })
-        })
+        .query_row(params![public_id, user], RoomRef::from_row)
         .optional()?)
 }
 
@@ -129,12 +129,7 @@ pub fn list_for(conn: &Connection, user: UserId) -> Result<Vec<Room>> {
          WHERE m.user_id = ?1 ORDER BY r.last_activity DESC, r.id DESC",
     )?;
     let refs = stmt
-        .query_map([user], |r| {
-            Ok(RoomRef {
-                id: r.get(0)?,
-                public_id: r.get(1)?,
-            })
-        })?
+        .query_map([user], RoomRef::from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     refs.iter().map(|room| view(conn, room, user)).collect()
 }
@@ -191,11 +186,6 @@ pub fn refs_for(conn: &Connection, user: UserId) -> Result<Vec<RoomRef>> {
         "SELECT r.id, r.public_id FROM room_members m JOIN rooms r ON r.id = m.room_id
          WHERE m.user_id = ?1",
     )?;
-    let rows = stmt.query_map([user], |r| {
-        Ok(RoomRef {
-            id: r.get(0)?,
-            public_id: r.get(1)?,
-        })
-    })?;
+    let rows = stmt.query_map([user], RoomRef::from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -178,22 +178,17 @@ impl Client {
 
     /// Opens the room socket and returns it with its `hello` frame.
     pub async fn ws(&self, room: &str, user: &TestUser, query: &str) -> (Ws, Value) {
-        let url = format!(
-            "ws://{}/ws/chat/{room}/?token={}{query}",
-            self.addr, user.token
-        );
-        let (socket, _) = tokio_tungstenite::connect_async(url)
+        self.connect(&format!("/ws/chat/{room}/"), user, query)
             .await
-            .expect("ws connect");
-        let mut ws = Ws { socket };
-        let hello = ws.next_json().await;
-        assert_eq!(hello["type"], "hello", "{hello}");
-        (ws, hello)
     }
 
     /// Opens the all-rooms socket `/ws/` and returns it with its `hello` frame.
     pub async fn ws_all(&self, user: &TestUser, query: &str) -> (Ws, Value) {
-        let url = format!("ws://{}/ws/?token={}{query}", self.addr, user.token);
+        self.connect("/ws/", user, query).await
+    }
+
+    async fn connect(&self, path: &str, user: &TestUser, query: &str) -> (Ws, Value) {
+        let url = format!("ws://{}{path}?token={}{query}", self.addr, user.token);
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
