@@ -20,7 +20,10 @@ fn an_unknown_config_key_stops_startup_with_a_message() {
     std::fs::write(&path, "[server]\nprot = 8000\n").unwrap();
     let (code, stderr) = run(&["--config", path.to_str().unwrap(), "--db", ":memory:"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("unknown field") && stderr.contains("prot"), "{stderr}");
+    assert!(
+        stderr.contains("unknown field") && stderr.contains("prot"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 

@@ -30,8 +30,13 @@ fn id(v: &Value) -> i64 {
 #[tokio::test]
 async fn clients_reconnecting_mid_stream_see_every_message_exactly_once_in_order() {
     let s = fast_server().await;
-    let (alice, bob, room) = pair(&s).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let dave = s.user("dave").await;
+    let room = s.room(&alice, &[&bob, &carol, &dave], Some("busy")).await;
     const PER_SENDER: usize = 150;
+    const TOTAL: usize = 2 * PER_SENDER;
 
     // Two senders post concurrently, one over REST and one over a WebSocket.
     let rest = {
@@ -60,64 +65,74 @@ async fn clients_reconnecting_mid_stream_see_every_message_exactly_once_in_order
         }
     });
 
-    // A third party reads in short bursts, reconnecting with since= each time.
-    let carol_room = {
-        // carol joins the room so she may read it
-        let carol = s.user("carol").await;
-        let (status, _) = s
-            .post(
-                &format!("/api/v1/chat/{room}/members/"),
-                &alice.token,
-                json!({"user_id": carol.id}),
-            )
-            .await;
-        assert_eq!(status, 403, "direct rooms keep two members");
-        carol
-    };
-    drop(carol_room);
-    let mut seen: Vec<i64> = Vec::new();
-    let mut reconnects = 0;
-    while seen.len() < 2 * PER_SENDER {
-        let since = seen.last().copied().unwrap_or(0);
-        let (mut ws, _) = s.ws(&room, &alice, &format!("&since={since}")).await;
-        reconnects += 1;
-        for _ in 0..(7 + reconnects % 11) {
-            let v = ws.next_of("message").await;
-            seen.push(id(&v));
-            if seen.len() == 2 * PER_SENDER {
-                break;
+    // Three readers read in short bursts of different lengths, reconnecting with since= each
+    // time: two on the room socket, one on the all-rooms socket.
+    let reader = |user: TestUser, all_rooms: bool, burst: usize| {
+        let s = &s;
+        let room = room.clone();
+        async move {
+            let mut seen: Vec<i64> = Vec::new();
+            let mut reconnects = 0;
+            while seen.len() < TOTAL {
+                let since = format!("&since={}", seen.last().copied().unwrap_or(0));
+                let (mut ws, _) = if all_rooms {
+                    s.ws_all(&user, &since).await
+                } else {
+                    s.ws(&room, &user, &since).await
+                };
+                reconnects += 1;
+                for _ in 0..(burst + reconnects % 5) {
+                    seen.push(id(&ws.next_of("message").await));
+                    if seen.len() == TOTAL {
+                        break;
+                    }
+                }
             }
+            assert!(
+                reconnects > 10,
+                "{} reconnected {reconnects} times",
+                user.username
+            );
+            seen
         }
-    }
+    };
+    let readers = futures_util::future::join_all([
+        reader(alice.clone(), false, 5),
+        reader(carol.clone(), false, 13),
+        reader(dave.clone(), true, 9),
+    ])
+    .await;
     rest.await.unwrap();
     ws_task.await.unwrap();
 
-    assert!(reconnects > 10, "the reader reconnected {reconnects} times");
-    assert!(
-        seen.windows(2).all(|w| w[0] < w[1]),
-        "ids in order, no duplicates"
-    );
-    let (_, history) = s
-        .get(&format!("/api/v1/chat/{room}/?limit=200"), &alice.token)
-        .await;
-    let (_, older) = s
-        .get(
-            &format!(
-                "/api/v1/chat/{room}/?limit=200&before={}",
-                history["results"][199]["id"]
-            ),
-            &alice.token,
-        )
-        .await;
-    let mut stored: Vec<i64> = history["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .chain(older["results"].as_array().unwrap())
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
-    stored.sort();
-    assert_eq!(seen, stored, "every stored message was seen exactly once");
+    let mut stored: Vec<i64> = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = s
+            .get(
+                &format!("/api/v1/chat/{room}/?limit=200&after={after}"),
+                &alice.token,
+            )
+            .await;
+        let ids: Vec<i64> = page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect();
+        stored.extend(&ids);
+        match ids.last() {
+            Some(last) if page["has_more"] == true => after = *last,
+            _ => break,
+        }
+    }
+    assert_eq!(stored.len(), TOTAL);
+    for seen in readers {
+        assert_eq!(
+            seen, stored,
+            "every stored message seen exactly once, in order"
+        );
+    }
 }
 
 #[tokio::test]
