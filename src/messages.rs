@@ -50,16 +50,18 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
 /// The room with this public id if the caller is a member; 404 otherwise, so a non-member
 /// cannot tell whether it exists.
+/// Our room ids are short alphanumeric strings; anything else cannot name a room and costs
+/// no query.
+fn plausible_room_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
 pub async fn room_for_member(
     state: &AppState,
     public_id: String,
     user: &User,
 ) -> Result<RoomRef, ApiError> {
-    // Our ids are short hex strings; anything else cannot name a room.
-    if public_id.is_empty()
-        || public_id.len() > 64
-        || !public_id.bytes().all(|b| b.is_ascii_alphanumeric())
-    {
+    if !plausible_room_id(&public_id) {
         return Err(ApiError::NotFound);
     }
     let user = user.id;
@@ -77,7 +79,6 @@ async fn history(
     query: HashMap<String, String>,
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
-    let room = room_for_member(&state, room_id, &auth.user).await?;
     let limit = match query.get("limit") {
         None => DEFAULT_PAGE,
         Some(v) => v
@@ -99,13 +100,22 @@ async fn history(
         (before, None) => Page::Before(before),
         (None, Some(after)) => Page::After(after),
     };
-    let public_id = room.public_id.clone();
+    if !plausible_room_id(&room_id) {
+        return Err(ApiError::NotFound);
+    }
+    // The membership check and the page in one trip to the database.
+    let user = auth.user.id;
+    let public_id = room_id.clone();
     let (results, has_more) = state
         .store
-        .read(move |c| messages::page(c, &room, page, limit))
-        .await?;
+        .read(move |c| match rooms::for_member(c, &public_id, user)? {
+            Some(room) => messages::page(c, &room, page, limit).map(Some),
+            None => Ok(None),
+        })
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(warp::reply::json(&json!({
-        "room_id": public_id,
+        "room_id": room_id,
         "results": results,
         "has_more": has_more,
     })))
