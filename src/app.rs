@@ -20,6 +20,8 @@ use crate::auth::Passwords;
 use crate::config::Config;
 use crate::error::{ApiError, recover};
 use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::METRICS;
 use crate::model::{RoomId, UserId};
 use crate::ratelimit::{Buckets, FailureWindow};
 use crate::store::Store;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub limits: Arc<Limiters>,
     pub passwords: Arc<Passwords>,
     pub connections: Arc<Connections>,
+    /// Shutdown and forced session ends, which open WebSocket sessions listen to.
+    pub lifecycle: Lifecycle,
 }
 
 /// The abuse limits of DESIGN.md section 4.
@@ -68,6 +72,18 @@ impl Connections {
             connections: self.clone(),
             user,
         })
+    }
+
+    /// Open connections, all users together.
+    pub fn total(&self) -> u64 {
+        let map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().map(|&n| u64::from(n)).sum()
+    }
+
+    /// Users with at least one open connection.
+    pub fn users(&self) -> Vec<UserId> {
+        let map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        map.keys().copied().collect()
     }
 }
 
@@ -112,6 +128,7 @@ impl AppState {
             limits: Arc::new(limits),
             passwords,
             connections: Arc::default(),
+            lifecycle: Lifecycle::new(),
         })
     }
 }
@@ -186,6 +203,8 @@ pub fn routes(
         .or(crate::messages::routes(state))
         .unify()
         .or(crate::ws::routes(state))
+        .unify()
+        .or(crate::ops::routes(state))
         .unify();
     let log = warp::log::custom(|info| {
         // The path only: a WebSocket token may travel in the query string.
@@ -204,15 +223,27 @@ pub fn routes(
         .map(Reply::into_response)
 }
 
-/// Serves the application on `listener` until `shutdown` completes, then stops accepting and
-/// gives in-flight requests a bounded time to finish.
+/// How long shutdown waits for requests in flight and for sockets to say goodbye.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the last writes to commit and the WAL checkpoint.
+const CLOSE_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the application on `listener` (over TLS when the configuration names a certificate)
+/// until `shutdown` completes. Then it stops accepting, tells WebSocket clients to reconnect
+/// later (close code 1001), lets requests in flight finish, commits the writes already queued,
+/// checkpoints the WAL and returns, each step within a bounded time.
 pub async fn run(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = match (&state.config.server.tls_cert, &state.config.server.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let service = warp::service(routes(&state));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let deactivations = tokio::spawn(crate::lifecycle::watch_deactivations(state.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -228,29 +259,71 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let open = METRICS.http_connections.track();
+        METRICS.http_connections_total.inc();
         let service = service.clone();
         let handler =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(ClientAddr(peer));
                 service.clone().call(req)
             });
-        let connection = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(TokioIo::new(stream), handler)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => {
+                    let connection = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), handler)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Some(tls) => {
+                    let handshake =
+                        tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            METRICS.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            METRICS.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), handler)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            // An upgraded connection lives on in its WebSocket session; this counts until the
+            // HTTP side is done with it.
+            drop(open);
         });
     }
     drop(listener);
     tracing::info!("shutting down: no longer accepting connections");
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("some connections did not finish within 10 s");
+    state.lifecycle.begin_shutdown();
+    let drained = async {
+        tokio::join!(graceful.shutdown(), state.lifecycle.sessions_ended());
+    };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!(
+            "some connections did not finish within {} s",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    deactivations.abort();
+    match tokio::time::timeout(CLOSE_DATABASE_TIMEOUT, state.store.close()).await {
+        Ok(Ok(())) => tracing::info!("database closed: writes committed, WAL checkpointed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "database close incomplete"),
+        Err(_) => tracing::warn!("database writer did not finish in time"),
     }
     Ok(())
 }

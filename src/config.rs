@@ -2,7 +2,7 @@
 //! command-line flags. Every option is documented in `config.example.toml`, which a test parses.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Read-only connections in the pool that serves reads.
     pub read_connections: u32,
+    /// PEM certificate chain; with `tls_key`, the server speaks HTTPS and WSS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -101,6 +105,8 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             read_connections: 4,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -220,6 +226,9 @@ impl Config {
                 return Err(message.to_string());
             }
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err("server.tls_cert and server.tls_key must be given together".into());
+        }
         for origin in &self.cors.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
                 || origin.ends_with('/')
@@ -256,5 +265,6 @@ mod tests {
         assert!(Config::from_toml("[server]\nport = \"eighty\"\n").is_err());
         assert!(Config::from_toml("[limits]\nmax_message_chars = 0\n").is_err());
         assert!(Config::from_toml("[cors]\nallowed_origins = [\"example.com\"]\n").is_err());
+        assert!(Config::from_toml("[server]\ntls_cert = \"cert.pem\"\n").is_err());
     }
 }

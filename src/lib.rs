@@ -14,17 +14,27 @@
 //! - `store`: every SQL statement; one writer with group commit, a pool of readers.
 //! - `model`: the API objects and id newtypes.
 //! - `ratelimit`: token buckets and failure windows.
+//! - `lifecycle`: shutdown and forced session ends that open WebSockets listen to.
+//! - `metrics`: process-wide counters and histograms, rendered for Prometheus.
+//! - `ops`: `/healthz`, `/metrics` and `/api/v1/openapi.json`.
+//! - `tls`: HTTPS/WSS with rustls, reloading the certificate when it is renewed.
+//! - `admin`: the operator's subcommands (`backup`, `user ...`, `print-config`).
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
+pub mod lifecycle;
 pub mod messages;
+pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod ratelimit;
 pub mod rooms;
 pub mod store;
+pub mod tls;
 pub mod users;
 pub mod ws;
 

@@ -1,23 +1,35 @@
-//! The `chat-server` binary: parse flags, load the config, set up logging, bind, serve.
+//! The `chat-server` binary: parse flags, load the config, set up logging, bind, serve; or
+//! run one of the operator's subcommands (`backup`, `user ...`, `print-config`).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chat_server::admin::{self, PasswordSource, Profile};
 use chat_server::config::LogFormat;
 use chat_server::{AppState, Config};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 /// A self-hosted real-time chat API: REST + WebSocket on SQLite.
+///
+/// With no subcommand, serves the API.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
     /// SQLite database file, or ":memory:" [default: chat.db]
     #[arg(long)]
     db: Option<String>,
-    /// Port to listen on [default: 8000]
+    /// Port to listen on; 0 picks a free one [default: 8000]
     #[arg(long)]
     port: Option<u16>,
     /// Address to bind; 0.0.0.0 serves the LAN [default: 127.0.0.1]
@@ -29,13 +41,99 @@ struct Cli {
     /// Log level or tracing filter, e.g. "debug" [default: info]
     #[arg(long)]
     log_level: Option<String>,
+    /// PEM certificate chain: serve HTTPS and WSS (needs --tls-key)
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
-fn load_config(cli: &Cli) -> Result<Config, String> {
-    let mut config = match &cli.config {
-        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
+/// The database an admin command works on.
+#[derive(Args, Debug)]
+struct DbArgs {
+    /// SQLite database file [default: chat.db, or the config file's]
+    #[arg(long)]
+    db: Option<String>,
+    /// TOML configuration file, for the database path and password hashing cost
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Copy the database to FILE while the server runs, and verify the copy.
+    Backup {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Where to write the copy (replaced atomically once verified)
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Print the annotated default configuration (a starting config.toml).
+    PrintConfig,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an account. The password is read from standard input with --password-stdin;
+    /// otherwise a random one is generated and printed.
+    Create {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long, default_value = "")]
+        first_name: String,
+        #[arg(long, default_value = "")]
+        last_name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List every account, active or not.
+    List {
+        /// One JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set a new password (from standard input with --password-stdin, else generated) and
+    /// sign the user out everywhere.
+    SetPassword {
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Block an account: its tokens stop working and its open sockets close.
+    Deactivate {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Allow a deactivated account to log in again.
+    Activate {
+        username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn base_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    match path {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn serve_config(cli: &ServeArgs) -> Result<Config, String> {
+    let mut config = base_config(cli.config.as_ref())?;
     if let Some(db) = &cli.db {
         config.server.db = db.clone();
     }
@@ -47,6 +145,19 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
     }
     if let Some(level) = &cli.log_level {
         config.server.log_level = level.clone();
+    }
+    if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        config.server.tls_cert = Some(cert.clone());
+        config.server.tls_key = Some(key.clone());
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn admin_config(args: &DbArgs) -> Result<Config, String> {
+    let mut config = base_config(args.config.as_ref())?;
+    if let Some(db) = &args.db {
+        config.server.db = db.clone();
     }
     config.validate()?;
     Ok(config)
@@ -78,12 +189,68 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let config = match load_config(&cli) {
+fn run_admin(command: Command) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    match command {
+        Command::Backup { db, out: file } => admin::backup(&admin_config(&db)?, &file, &mut out),
+        Command::PrintConfig => {
+            use std::io::Write;
+            out.write_all(admin::EXAMPLE_CONFIG.as_bytes())
+                .map_err(|e| e.to_string())
+        }
+        Command::User(user) => match user {
+            UserCommand::Create {
+                username,
+                password_stdin,
+                first_name,
+                last_name,
+                email,
+                db,
+            } => {
+                let profile = Profile {
+                    first_name,
+                    last_name,
+                    email,
+                };
+                let source = if password_stdin {
+                    PasswordSource::Line(&mut input)
+                } else {
+                    PasswordSource::Generate
+                };
+                admin::create_user(&admin_config(&db)?, &username, profile, source, &mut out)
+            }
+            UserCommand::List { json, db } => {
+                admin::list_users(&admin_config(&db)?, json, &mut out)
+            }
+            UserCommand::SetPassword {
+                username,
+                password_stdin,
+                db,
+            } => {
+                let source = if password_stdin {
+                    PasswordSource::Line(&mut input)
+                } else {
+                    PasswordSource::Generate
+                };
+                admin::set_password(&admin_config(&db)?, &username, source, &mut out)
+            }
+            UserCommand::Deactivate { username, db } => {
+                admin::set_active(&admin_config(&db)?, &username, false, &mut out)
+            }
+            UserCommand::Activate { username, db } => {
+                admin::set_active(&admin_config(&db)?, &username, true, &mut out)
+            }
+        },
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let config = match serve_config(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chat-server: {e}");
@@ -96,6 +263,11 @@ async fn main() -> ExitCode {
     }
     let addr = SocketAddr::new(config.server.host, config.server.port);
     let db = config.server.db.clone();
+    let scheme = if config.server.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let state = match AppState::new(config) {
         Ok(s) => s,
         Err(e) => {
@@ -110,13 +282,38 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().unwrap_or(addr);
-    tracing::info!(%addr, db, "chat-server listening");
+    // The bound address, not the requested one: with --port 0 this is how to find the server.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, url = format!("{scheme}://{bound}"), db, "chat-server listening");
     match chat_server::run(state, listener, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            tracing::info!("chat-server stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "server failed");
+            eprintln!("chat-server: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(serve(cli.serve)),
+            Err(e) => {
+                eprintln!("chat-server: cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(command) => match run_admin(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-server: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

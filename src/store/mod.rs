@@ -8,6 +8,7 @@
 //! `:memory:` maps to a named in-process database (SQLite's `memdb` VFS) so the writer and
 //! the readers share it.
 
+pub mod admin;
 pub mod messages;
 pub mod rooms;
 pub mod tokens;
@@ -38,6 +39,8 @@ pub enum StoreError {
     WriterGone,
     #[error("invalid schema: {0}")]
     Schema(String),
+    #[error("{0}")]
+    Other(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -58,11 +61,18 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
 
+/// What the writer thread is asked to do.
+enum Command {
+    Write(Job),
+    /// Commit what is queued before this, checkpoint the WAL into the database file, and stop.
+    Close(oneshot::Sender<Result<()>>),
+}
+
 /// Cheap handle to the database; clone freely.
 #[derive(Clone)]
 pub struct Store {
     readers: r2d2::Pool<SqliteConnectionManager>,
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Command>,
 }
 
 /// Current time in Unix milliseconds.
@@ -130,6 +140,26 @@ pub fn open_memory_for_tests() -> Connection {
     conn
 }
 
+/// Opens a database file for the command-line tools: WAL mode, migrated, beside a running
+/// server if there is one (SQLite's locking keeps the two consistent).
+pub fn open_for_admin(path: &str) -> Result<Connection> {
+    if path == ":memory:" {
+        return Err(StoreError::Other(
+            "the admin commands need a database file, not :memory:".into(),
+        ));
+    }
+    let mut conn = Connection::open(path)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Schema(format!(
+            "could not switch {path} to WAL mode (got {mode})"
+        )));
+    }
+    apply_pragmas(&conn, false)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
     pub fn open(path: &str, read_connections: u32) -> Result<Store> {
@@ -173,7 +203,7 @@ impl Store {
             .min_idle(Some(1))
             .build(manager)?;
 
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::channel::<Command>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
@@ -229,7 +259,20 @@ impl Store {
                 let _ = tx.send(outcome);
             })
         });
-        self.writer.send(job).map_err(|_| StoreError::WriterGone)?;
+        self.writer
+            .send(Command::Write(job))
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Commits every write queued so far, checkpoints the WAL into the main database file
+    /// (truncating the WAL), and stops the writer: later writes fail with `WriterGone`.
+    /// Called once at shutdown.
+    pub async fn close(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Command::Close(tx))
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 }
@@ -248,9 +291,18 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = rx.recv() {
+    let mut closing = None;
+    while let Ok(command) = rx.recv() {
+        let first = match command {
+            Command::Write(job) => job,
+            Command::Close(reply) => {
+                closing = Some(reply);
+                break;
+            }
+        };
+        let started = std::time::Instant::now();
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
             let err = StoreError::from(e);
@@ -262,7 +314,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         completions.push(first(&conn));
         while completions.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => completions.push(job(&conn)),
+                Ok(Command::Write(job)) => completions.push(job(&conn)),
+                Ok(Command::Close(reply)) => {
+                    closing = Some(reply);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -271,11 +327,40 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
             tracing::error!(error = %e, "commit failed");
             let _ = conn.execute_batch("ROLLBACK");
         }
+        crate::metrics::METRICS
+            .write_batch_latency
+            .observe(started.elapsed());
+        crate::metrics::METRICS
+            .write_batch_jobs
+            .add(completions.len() as u64);
         for done in completions.drain(..) {
             done(committed.clone());
         }
+        if closing.is_some() {
+            break;
+        }
+    }
+    if let Some(reply) = closing {
+        // Nothing can be queued behind us any more: refuse later writes.
+        drop(rx);
+        let _ = reply.send(checkpoint(&conn));
     }
     tracing::debug!("database writer stopped");
+}
+
+/// Moves the WAL's content into the database file and truncates the WAL, so the file alone
+/// is a complete copy of the database.
+fn checkpoint(conn: &Connection) -> Result<()> {
+    let (busy, log, done): (i64, i64, i64) =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    if busy != 0 {
+        return Err(StoreError::Other(format!(
+            "WAL checkpoint incomplete: {done} of {log} frames (a reader held the database)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

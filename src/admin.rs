@@ -1,0 +1,282 @@
+//! The operator's subcommands: `backup`, `user create|list|set-password|deactivate|activate`
+//! and `print-config`. They open the database file directly and are safe to run while the
+//! server is serving it: SQLite's locking orders their writes with the server's, and a
+//! running server ends a deactivated user's sockets within a second (see `lifecycle`).
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use crate::auth::Passwords;
+use crate::config::Config;
+use crate::model::Millis;
+use crate::store::users::NewUser;
+use crate::store::{self, admin, now_ms, users};
+
+/// The annotated default configuration, as `chat-server print-config` prints it.
+pub const EXAMPLE_CONFIG: &str = include_str!("../config.example.toml");
+
+/// A failed admin command, with a message for the operator.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// `chat-server backup`: an online, verified copy of the database.
+pub fn backup(config: &Config, out: &Path, stdout: &mut impl Write) -> Result<()> {
+    let db = Path::new(&config.server.db);
+    if config.server.db == ":memory:" {
+        return Err("cannot back up a :memory: database".into());
+    }
+    if same_file(db, out) {
+        return Err("--out must not be the database itself".into());
+    }
+    let report =
+        admin::backup(db, out).map_err(|e| format!("backup of {} failed: {e}", db.display()))?;
+    writeln!(
+        stdout,
+        "backed up {} to {}: {} bytes, schema version {}, {} users, {} rooms, {} messages; integrity check ok",
+        db.display(),
+        out.display(),
+        report.bytes,
+        report.schema_version,
+        report.users,
+        report.rooms,
+        report.messages,
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn open(config: &Config) -> Result<rusqlite::Connection> {
+    store::open_for_admin(&config.server.db)
+        .map_err(|e| format!("cannot open database {}: {e}", config.server.db))
+}
+
+/// The username rules of the signup endpoint (DESIGN.md section 2).
+fn check_username(username: &str) -> Result<()> {
+    let len = username.chars().count();
+    if len == 0 || len > 150 {
+        return Err("username must be 1 to 150 characters".into());
+    }
+    if !username
+        .chars()
+        .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+    {
+        return Err("username may contain only letters, digits and @ . + - _".into());
+    }
+    Ok(())
+}
+
+/// The password policy of the signup endpoint (DESIGN.md section 2).
+fn check_password(username: &str, password: &str) -> Result<()> {
+    if password.chars().count() < 8 {
+        return Err("password must be at least 8 characters".into());
+    }
+    if password.chars().all(|c| c.is_ascii_digit()) {
+        return Err("password must not be entirely numeric".into());
+    }
+    if password.to_lowercase() == username.to_lowercase() {
+        return Err("password must not be the username".into());
+    }
+    if password.len() > 1024 {
+        return Err("password must be at most 1024 bytes".into());
+    }
+    Ok(())
+}
+
+/// Where a new password comes from.
+pub enum PasswordSource<'a> {
+    /// The first line of this reader (standard input), so it never shows in `ps` or history.
+    Line(&'a mut dyn BufRead),
+    /// A random one, printed once.
+    Generate,
+}
+
+/// The password, and whether it was generated (and so must be shown to the operator).
+fn password(source: PasswordSource<'_>) -> Result<(String, bool)> {
+    match source {
+        PasswordSource::Line(input) => {
+            let mut line = String::new();
+            input
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password: {e}"))?;
+            let password = line.trim_end_matches(['\r', '\n']).to_string();
+            Ok((password, false))
+        }
+        PasswordSource::Generate => {
+            let mut bytes = [0u8; 12];
+            rand::fill(&mut bytes);
+            // 96 random bits; the leading letter keeps it from ever being all digits.
+            Ok((format!("p{}", hex::encode(bytes)), true))
+        }
+    }
+}
+
+fn hasher(config: &Config) -> Result<Passwords> {
+    Passwords::new(&config.auth).map_err(|e| e.to_string())
+}
+
+/// The optional profile fields of a new user.
+#[derive(Default)]
+pub struct Profile {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+}
+
+/// `chat-server user create`.
+pub fn create_user(
+    config: &Config,
+    username: &str,
+    profile: Profile,
+    source: PasswordSource<'_>,
+    stdout: &mut impl Write,
+) -> Result<()> {
+    check_username(username)?;
+    let (password, generated) = password(source)?;
+    check_password(username, &password)?;
+    let password_hash = hasher(config)?.hash(&password).map_err(|e| e.to_string())?;
+    let conn = open(config)?;
+    let new = NewUser {
+        username: username.to_string(),
+        password_hash,
+        first_name: profile.first_name,
+        last_name: profile.last_name,
+        email: profile.email,
+    };
+    let user = users::insert(&conn, &new, now_ms())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("a user named {username:?} already exists"))?;
+    let out = if generated {
+        writeln!(
+            stdout,
+            "created user {} (id {}) with password: {password}",
+            user.username, user.id.0
+        )
+    } else {
+        writeln!(stdout, "created user {} (id {})", user.username, user.id.0)
+    };
+    out.map_err(|e| e.to_string())
+}
+
+/// `chat-server user list`: every account, active or not.
+pub fn list_users(config: &Config, json: bool, stdout: &mut impl Write) -> Result<()> {
+    let conn = open(config)?;
+    let accounts = admin::accounts(&conn).map_err(|e| e.to_string())?;
+    let write = |stdout: &mut dyn Write| -> std::io::Result<()> {
+        if json {
+            let rows: Vec<_> = accounts
+                .iter()
+                .map(|a| {
+                    let mut v = serde_json::to_value(&a.user).unwrap_or_default();
+                    v["is_active"] = a.is_active.into();
+                    v
+                })
+                .collect();
+            return writeln!(stdout, "{}", serde_json::Value::Array(rows));
+        }
+        writeln!(
+            stdout,
+            "{:>6}  {:<24} {:<8} {:<20} {:<24} email",
+            "id", "username", "active", "joined", "name"
+        )?;
+        for a in &accounts {
+            let u = &a.user;
+            let joined = Millis(u.date_joined.0).to_rfc3339();
+            let name = format!("{} {}", u.first_name, u.last_name);
+            writeln!(
+                stdout,
+                "{:>6}  {:<24} {:<8} {:<20} {:<24} {}",
+                u.id.0,
+                u.username,
+                if a.is_active { "yes" } else { "no" },
+                joined.get(..19).unwrap_or(&joined),
+                name.trim(),
+                u.email
+            )?;
+        }
+        Ok(())
+    };
+    write(stdout).map_err(|e| e.to_string())
+}
+
+/// `chat-server user set-password`: also signs the user out everywhere.
+pub fn set_password(
+    config: &Config,
+    username: &str,
+    source: PasswordSource<'_>,
+    stdout: &mut impl Write,
+) -> Result<()> {
+    let (password, generated) = password(source)?;
+    check_password(username, &password)?;
+    let hash = hasher(config)?.hash(&password).map_err(|e| e.to_string())?;
+    let conn = open(config)?;
+    admin::set_password(&conn, username, &hash)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no user named {username:?}"))?;
+    let out = if generated {
+        writeln!(
+            stdout,
+            "new password for {username}: {password} (existing sessions signed out)"
+        )
+    } else {
+        writeln!(
+            stdout,
+            "password of {username} changed; existing sessions signed out"
+        )
+    };
+    out.map_err(|e| e.to_string())
+}
+
+/// `chat-server user deactivate` and `activate`. Deactivation revokes the user's tokens at
+/// once; a running server closes the user's sockets within a second.
+pub fn set_active(
+    config: &Config,
+    username: &str,
+    active: bool,
+    stdout: &mut impl Write,
+) -> Result<()> {
+    let conn = open(config)?;
+    admin::set_active(&conn, username, active)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no user named {username:?}"))?;
+    let what = if active {
+        "activated"
+    } else {
+        "deactivated (tokens revoked, open sockets closing)"
+    };
+    writeln!(stdout, "{username} {what}").map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_rules_match_the_signup_rules() {
+        assert!(check_username("al.ice+1@x_y-z").is_ok());
+        assert!(check_username("").is_err());
+        assert!(check_username("a b").is_err());
+        assert!(check_username(&"a".repeat(151)).is_err());
+        assert!(check_password("alice", "short").is_err());
+        assert!(check_password("alice", "12345678901").is_err());
+        assert!(check_password("alice123", "ALICE123").is_err());
+        assert!(check_password("alice", "a good passphrase").is_ok());
+    }
+
+    #[test]
+    fn generated_passwords_pass_the_policy() {
+        let (p, generated) = password(PasswordSource::Generate).unwrap();
+        assert!(generated);
+        assert!(check_password("someone", &p).is_ok());
+    }
+
+    #[test]
+    fn the_printed_config_is_the_example_and_parses_to_the_defaults() {
+        let parsed = Config::from_toml(EXAMPLE_CONFIG).unwrap();
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", Config::default()));
+    }
+}

@@ -1,0 +1,206 @@
+//! SQL for operating the server: account administration from the command line, the
+//! deactivation watcher, the health check and the metrics scrape.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::backup::{Backup, StepResult};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use super::users::{USER_COLUMNS, user_from_row, username_key};
+use super::{Result, StoreError};
+use crate::model::{User, UserId};
+
+/// A user as the operator sees it: active or not.
+pub struct Account {
+    pub user: User,
+    pub is_active: bool,
+}
+
+/// Every account, active or not, by id.
+pub fn accounts(conn: &Connection) -> Result<Vec<Account>> {
+    let sql = format!("SELECT {USER_COLUMNS}, u.is_active FROM users u ORDER BY u.id");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], |row| {
+        Ok(Account {
+            user: user_from_row(row, 0)?,
+            is_active: row.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Activates or deactivates the account; `None` if there is no such username. Deactivating
+/// also revokes the account's tokens, so reactivating it does not revive old sessions.
+pub fn set_active(conn: &Connection, username: &str, active: bool) -> Result<Option<UserId>> {
+    let id: Option<UserId> = conn
+        .query_row(
+            "UPDATE users SET is_active = ?2 WHERE username_key = ?1 RETURNING id",
+            params![username_key(username), active],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let (Some(id), false) = (id, active) {
+        conn.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
+    }
+    Ok(id)
+}
+
+/// Replaces the password hash and revokes every token of the account; `None` if there is no
+/// such username.
+pub fn set_password(conn: &Connection, username: &str, hash: &str) -> Result<Option<UserId>> {
+    let id: Option<UserId> = conn
+        .query_row(
+            "UPDATE users SET password_hash = ?2 WHERE username_key = ?1 RETURNING id",
+            params![username_key(username), hash],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = id {
+        conn.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
+    }
+    Ok(id)
+}
+
+/// Which of `ids` are deactivated accounts (primary-key lookups only).
+pub fn inactive_among(conn: &Connection, ids: &[UserId]) -> Result<Vec<UserId>> {
+    let mut stmt = conn.prepare_cached("SELECT is_active FROM users WHERE id = ?1")?;
+    let mut inactive = Vec::new();
+    for id in ids {
+        let active: Option<bool> = stmt.query_row([id], |r| r.get(0)).optional()?;
+        if active == Some(false) {
+            inactive.push(*id);
+        }
+    }
+    Ok(inactive)
+}
+
+/// Highest message id stored: how many messages the database has seen (ids only grow).
+pub fn last_message_id(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM messages")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// The schema version and whether the database answers a query that touches a table.
+pub fn health(conn: &Connection) -> Result<i64> {
+    conn.prepare_cached("SELECT count(*) FROM (SELECT 1 FROM users LIMIT 1)")?
+        .query_row([], |r| r.get::<_, i64>(0))?;
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// What a verified backup holds.
+#[derive(Debug)]
+pub struct BackupReport {
+    pub schema_version: i64,
+    pub users: i64,
+    pub rooms: i64,
+    pub messages: i64,
+    pub bytes: u64,
+}
+
+/// Copies the database at `db` to `out` with SQLite's online backup API while a server may be
+/// writing to it, then opens the copy and checks it. The copy is written beside `out` and
+/// renamed into place only once verified, so `out` is never a partial file.
+pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
+    if !db.exists() {
+        return Err(StoreError::Other(format!(
+            "{} does not exist",
+            db.display()
+        )));
+    }
+    let source = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(Duration::from_secs(5))?;
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let _ = std::fs::remove_file(&partial);
+    {
+        let mut dest = Connection::open(&partial)?;
+        let copy = Backup::new(&source, &mut dest)?;
+        // All pages in one step: one read transaction, so the copy is a consistent snapshot
+        // however busy the server is (WAL readers never block its writer).
+        let mut attempts = 0;
+        loop {
+            match copy.step(-1)? {
+                StepResult::Done => break,
+                StepResult::More => continue,
+                _ if attempts < 100 => {
+                    // Busy or locked: another connection holds a lock for a moment.
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => return Err(StoreError::Other("the database stayed locked".into())),
+            }
+        }
+    }
+    let report = verify_copy(&partial)?;
+    std::fs::rename(&partial, out)
+        .map_err(|e| StoreError::Other(format!("cannot move the backup into place: {e}")))?;
+    Ok(report)
+}
+
+/// Opens a database copy read-only and checks that it is whole.
+pub fn verify_copy(path: &Path) -> Result<BackupReport> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(StoreError::Other(format!(
+            "the copy failed its integrity check: {check}"
+        )));
+    }
+    let count = |table: &str| -> Result<i64> {
+        Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    };
+    Ok(BackupReport {
+        schema_version: conn.pragma_query_value(None, "user_version", |r| r.get(0))?,
+        users: count("users")?,
+        rooms: count("rooms")?,
+        messages: count("messages")?,
+        bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::users::{NewUser, credentials, insert};
+    use crate::store::{open_memory_for_tests, tokens};
+
+    #[test]
+    fn deactivating_revokes_tokens_and_is_reported_among_online_users() {
+        let conn = open_memory_for_tests();
+        let new = |name: &str| NewUser {
+            username: name.into(),
+            password_hash: "h".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+        };
+        let a = insert(&conn, &new("Alice"), 0).unwrap().unwrap();
+        let b = insert(&conn, &new("bob"), 0).unwrap().unwrap();
+        tokens::insert(&conn, a.id, b"t", 0, 100).unwrap();
+        assert_eq!(set_active(&conn, "ALICE", false).unwrap(), Some(a.id));
+        assert!(tokens::authenticate(&conn, b"t", 1).unwrap().is_none());
+        assert_eq!(
+            inactive_among(&conn, &[a.id, b.id, UserId(99)]).unwrap(),
+            [a.id]
+        );
+        let listed = accounts(&conn).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(!listed[0].is_active && listed[1].is_active);
+
+        set_active(&conn, "alice", true).unwrap();
+        tokens::insert(&conn, a.id, b"t2", 0, 100).unwrap();
+        assert_eq!(set_password(&conn, "alice", "new").unwrap(), Some(a.id));
+        assert_eq!(
+            credentials(&conn, "alice").unwrap().unwrap().password_hash,
+            "new"
+        );
+        assert!(tokens::authenticate(&conn, b"t2", 1).unwrap().is_none());
+        assert_eq!(set_password(&conn, "nobody", "x").unwrap(), None);
+    }
+}
