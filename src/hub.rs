@@ -185,12 +185,14 @@ impl Hub {
     pub fn publish(&self, room: RoomId, event: Event) {
         let registry = self.lock();
         if let Some(entry) = registry.rooms.get(&room) {
+            let mut delivered = 0;
             for user in &entry.user_subs {
                 if let Some(u) = registry.users.get(user) {
-                    let _ = u.tx.send(event.clone());
+                    delivered += u.tx.send(event.clone()).unwrap_or(0);
                 }
             }
-            let _ = entry.tx.send(event);
+            delivered += entry.tx.send(event).unwrap_or(0);
+            crate::metrics::METRICS.deliveries.add(delivered as u64);
         }
     }
 
