@@ -208,12 +208,14 @@ pub async fn send(
     let hub = state.hub.clone();
     let room_id = room.id;
     let sender = sender.clone();
+    let _timer = crate::metrics::METRICS.send_latency.start_timer();
     let result = state
         .store
         .write_then(
             move |c| messages::insert(c, &room, &sender, &content, client_id.as_deref(), now_ms()),
             move |(message, created)| {
                 if *created {
+                    crate::metrics::METRICS.messages_stored.inc();
                     hub.publish(room_id, message_event(room_id, message));
                 }
             },
