@@ -102,6 +102,7 @@ impl ApiError {
 
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
+        crate::metrics::METRICS.rejected(self.code());
         if let ApiError::Internal(err) = &self {
             tracing::error!(error = format!("{err:#}"), "internal error");
         }
