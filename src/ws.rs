@@ -472,8 +472,11 @@ impl Session {
 
     async fn serve(&mut self, events: &mut Receiver<Event>) -> End {
         let mut ping = interval_at(Instant::now() + self.timeouts.ping, self.timeouts.ping);
+        // Shutdown (1001) or the user's deactivation (1008) ends the session.
+        let mut stop = std::pin::pin!(self.state.lifecycle.session_end(self.user.id));
         loop {
             let step = tokio::select! {
+                (code, reason) = &mut stop => Err(End::Close(code, reason)),
                 frame = self.socket.next() => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
