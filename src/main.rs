@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 ///
 /// With no subcommand, serves the API.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
