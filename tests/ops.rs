@@ -1217,9 +1217,9 @@ async fn sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged() {
     }
     drop(acks_tx);
 
-    // Under load: signal once 200 messages were acknowledged.
+    // Under load: signal once 500 messages were acknowledged.
     let mut acked = Vec::new();
-    while acked.len() < 200 {
+    while acked.len() < 500 {
         let ack = tokio::time::timeout(WAIT, acks_rx.recv())
             .await
             .expect("senders stalled")
