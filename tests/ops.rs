@@ -132,6 +132,7 @@ fn sample_body(operation: &str, fresh_user: &str) -> Option<Value> {
         }
         "createRoom" => Some(json!({"members": [2], "name": "probe"})),
         "postMessage" => Some(json!({"content": "probe"})),
+        "addMember" => Some(json!({"user_id": 3})),
         _ => None,
     }
 }
@@ -164,8 +165,11 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
     assert_eq!(doc["openapi"], "3.1.0");
     let alice = s.user("alice").await;
     let bob = s.user("bob").await;
-    assert_eq!(bob.id, 2, "sample_body assumes bob is user 2");
-    let room = s.room(&alice, &[&bob], None).await;
+    let carol = s.user("carol").await;
+    assert_eq!((bob.id, carol.id), (2, 3), "sample_body assumes these ids");
+    // A group room created by alice, so that every membership operation can succeed.
+    let room = s.room(&alice, &[&bob, &carol], Some("group")).await;
+    let members = format!("/api/v1/chat/{room}/members/");
     let (_, message) = s
         .post(
             &format!("/api/v1/chat/{room}/"),
@@ -181,7 +185,8 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
     for (template, item) in paths {
         let path = template
             .replace("{room_id}", &room)
-            .replace("{message_id}", &message_id);
+            .replace("{message_id}", &message_id)
+            .replace("{user_id}", &carol.id.to_string());
         for method in methods {
             let documented = item.get(method);
             for variant in [path.clone(), path.trim_end_matches('/').to_string()] {
@@ -201,6 +206,13 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
                 // body-less request to a route that exists.
                 let body = sample_body(op, &format!("fresh{probed}"))
                     .or(documented.is_none().then(|| json!({})));
+                if op == "removeMember" {
+                    // Each probe removes carol: put her back first.
+                    let (status, _) = s
+                        .post(&members, &alice.token, json!({"user_id": carol.id}))
+                        .await;
+                    assert!(status == 200 || status == 201);
+                }
                 let (status, reply) =
                     probe(&s, &method.to_uppercase(), &variant, &token, body).await;
                 probed += 1;
@@ -243,7 +255,6 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
         "/api/v1/openapi.yaml",
         "/api/v1/tokens/",
         "/api/v1/admin/",
-        "/ws/",
         "/ws/chat/",
         "/ws/chat/abc/extra/",
         "/healthz/x",
@@ -328,12 +339,13 @@ fn openapi_paths_match_the_route_table_in_the_source() {
             }
         }
     }
-    // The API is everything under /api/ and /ws/, and the operational endpoints; pages of a
+    // The API is everything under /api/ and /ws, and the operational endpoints; pages of a
     // web client, if any, are not part of it.
     let served: BTreeSet<_> = routes_in_source()
         .into_iter()
         .filter(|(_, path)| {
             path.starts_with("/api/")
+                || path == "/ws"
                 || path.starts_with("/ws/")
                 || ["/healthz", "/metrics"].contains(&path.as_str())
         })
