@@ -1,9 +1,11 @@
-//! Accounts and sessions: `/api/v1/signup/`, `/login/`, `/api-token-auth/`, `/logout/`, the
-//! token filter every protected route uses, and password hashing.
+//! Accounts and sessions: `/api/v1/signup/`, `/login/`, `/api-token-auth/`, `/logout/`,
+//! `/tokens/` (list and revoke one's sessions), the token filter every protected route uses,
+//! and password hashing.
 //!
 //! Passwords are hashed with argon2id on the blocking pool. Tokens are 256 random bits, given
 //! to the client once and stored only as their SHA-256 digest.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use warp::filters::BoxedFilter;
@@ -167,8 +169,27 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let logout_route = warp::path!("api" / "v1" / "logout")
         .and(warp::post())
         .and(authenticated(state))
+        .and(warp::query::<HashMap<String, String>>())
         .and(with_state(state))
         .then(logout)
+        .map(Reply::into_response);
+    let list_tokens_route = warp::path!("api" / "v1" / "tokens")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(list_tokens)
+        .map(Reply::into_response);
+    let revoke_all_route = warp::path!("api" / "v1" / "tokens")
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(revoke_all)
+        .map(Reply::into_response);
+    let revoke_route = warp::path!("api" / "v1" / "tokens" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(revoke_token)
         .map(Reply::into_response);
     signup_route
         .or(login_route)
@@ -176,6 +197,12 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(token_route)
         .unify()
         .or(logout_route)
+        .unify()
+        .or(list_tokens_route)
+        .unify()
+        .or(revoke_all_route)
+        .unify()
+        .or(revoke_route)
         .unify()
         .boxed()
 }
@@ -334,7 +361,10 @@ async fn login(
     let user_id = user.id;
     state
         .store
-        .write(move |c| tokens::insert(c, user_id, &digest, now, expires_at))
+        .write(move |c| {
+            tokens::delete_expired_for(c, user_id, now)?;
+            tokens::insert(c, user_id, &digest, now, expires_at)
+        })
         .await?;
     let body = match shape {
         LoginShape::Full => json!({
@@ -347,12 +377,84 @@ async fn login(
     Ok(warp::reply::json(&body).into_response())
 }
 
-/// `POST /api/v1/logout/`: revokes the token used for this request.
-async fn logout(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+/// `POST /api/v1/logout/`: revokes the token used for this request; with `?all=1`, every
+/// token of the caller (log out everywhere).
+async fn logout(
+    auth: Auth,
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let all = match query.get("all").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => return Err(ApiError::validation("all", "must be 1 or 0")),
+    };
+    if all {
+        return revoke_all(auth, state).await;
+    }
     let token_id = auth.token_id;
     state
         .store
         .write(move |c| tokens::delete(c, token_id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A session in `GET /api/v1/tokens/`: enough to recognise and revoke it, never the token.
+#[derive(Serialize)]
+struct TokenView {
+    id: i64,
+    created: Millis,
+    expires_at: Millis,
+    /// True for the token that authenticated this request.
+    current: bool,
+}
+
+/// `GET /api/v1/tokens/`: the caller's live sessions, newest first.
+async fn list_tokens(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+    let user = auth.user.id;
+    let rows = state
+        .store
+        .read(move |c| tokens::list_for(c, user, now_ms()))
+        .await?;
+    let views: Vec<TokenView> = rows
+        .into_iter()
+        .map(|t| TokenView {
+            id: t.id,
+            created: Millis(t.created),
+            expires_at: Millis(t.expires_at),
+            current: t.id == auth.token_id,
+        })
+        .collect();
+    Ok(warp::reply::json(&views))
+}
+
+/// `DELETE /api/v1/tokens/<id>/`: revokes one of the caller's sessions; someone else's token
+/// is a 404, exactly like a token that does not exist.
+async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(ApiError::NotFound)?;
+    let user = auth.user.id;
+    let deleted = state
+        .store
+        .write(move |c| tokens::delete_for(c, user, id))
+        .await?;
+    if !deleted {
+        return Err(ApiError::NotFound);
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/tokens/` (and `POST /api/v1/logout/?all=1`): revokes every session of the
+/// caller, this one included.
+async fn revoke_all(auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
+    let user = auth.user.id;
+    state
+        .store
+        .write(move |c| tokens::delete_all_for(c, user))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

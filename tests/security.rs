@@ -1,0 +1,194 @@
+//! Security properties, attacked through the real server: sessions (list, revoke, log out
+//! everywhere), connection caps, rate limits and CORS.
+
+mod common;
+
+use common::{TestServer, TestUser, test_config};
+use serde_json::{Value, json};
+
+/// Logs `user` in again, returning a second token.
+async fn login(s: &TestServer, user: &TestUser) -> String {
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": user.username, "password": format!("{}-secret-pw", user.username)})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+fn ids(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn users_list_their_sessions_without_ever_seeing_a_token_or_digest() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let second = login(&s, &alice).await;
+    let bob = s.user("bob").await;
+
+    let (status, list) = s.get("/api/v1/tokens/", &alice.token).await;
+    assert_eq!(status, 200, "{list}");
+    let sessions = list.as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "only alice's two sessions: {list}");
+    let text = list.to_string();
+    for secret in [&alice.token, &second, &bob.token] {
+        assert!(!text.contains(secret.as_str()), "a token leaked: {text}");
+    }
+    for session in sessions {
+        let mut keys: Vec<&str> = session
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["created", "current", "expires_at", "id"]);
+    }
+    // newest first, and the token used for the request is marked
+    assert_eq!(sessions[0]["current"], false);
+    assert_eq!(sessions[1]["current"], true);
+    let (_, list) = s.get("/api/v1/tokens", &second).await;
+    assert_eq!(list[0]["current"], true);
+    assert_eq!(list[1]["current"], false);
+}
+
+#[tokio::test]
+async fn revoking_a_session_ends_it_and_other_users_sessions_are_out_of_reach() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let phone = login(&s, &alice).await;
+    let bob = s.user("bob").await;
+    let (_, list) = s.get("/api/v1/tokens/", &phone).await;
+    let [phone_id, laptop_id] = ids(&list)[..] else {
+        panic!("{list}")
+    };
+    let (_, list) = s.get("/api/v1/tokens/", &bob.token).await;
+    let bob_id = ids(&list)[0];
+
+    // bob cannot revoke alice's session: same 404 as a session that does not exist
+    for path in [
+        format!("/api/v1/tokens/{phone_id}/"),
+        "/api/v1/tokens/999999/".into(),
+        "/api/v1/tokens/-1/".into(),
+        "/api/v1/tokens/abc/".into(),
+    ] {
+        let (status, body) = s.call("DELETE", &path, Some(&bob.token), None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    assert_eq!(s.get("/api/v1/me/", &phone).await.0, 200);
+    // alice cannot revoke bob's either
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{bob_id}"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(s.get("/api/v1/me/", &bob.token).await.0, 200);
+
+    // from the laptop, alice revokes the lost phone
+    let (status, body) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{phone_id}/"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = s.get("/api/v1/me/", &phone).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "not_authenticated");
+    let (_, list) = s.get("/api/v1/tokens/", &alice.token).await;
+    assert_eq!(ids(&list), [laptop_id]);
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_revokes_every_session_of_that_user_only() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+
+    // DELETE /api/v1/tokens/
+    let other = login(&s, &alice).await;
+    let (status, _) = s
+        .call("DELETE", "/api/v1/tokens/", Some(&alice.token), None)
+        .await;
+    assert_eq!(status, 204);
+    for token in [&alice.token, &other] {
+        assert_eq!(s.get("/api/v1/me/", token).await.0, 401);
+    }
+    assert_eq!(s.get("/api/v1/me/", &bob.token).await.0, 200);
+
+    // POST /api/v1/logout/?all=1
+    let one = login(&s, &alice).await;
+    let two = login(&s, &alice).await;
+    let (status, body) = s
+        .call("POST", "/api/v1/logout/?all=maybe", Some(&one), None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        s.get("/api/v1/me/", &one).await.0,
+        200,
+        "a bad request changes nothing"
+    );
+    let (status, _) = s
+        .call("POST", "/api/v1/logout/?all=1", Some(&one), None)
+        .await;
+    assert_eq!(status, 204);
+    for token in [&one, &two] {
+        assert_eq!(s.get("/api/v1/me/", token).await.0, 401);
+    }
+    assert_eq!(s.get("/api/v1/me/", &bob.token).await.0, 200);
+
+    // plain logout still ends only the session used
+    let one = login(&s, &alice).await;
+    let two = login(&s, &alice).await;
+    assert_eq!(
+        s.call("POST", "/api/v1/logout/", Some(&one), None).await.0,
+        204
+    );
+    assert_eq!(s.get("/api/v1/me/", &one).await.0, 401);
+    assert_eq!(s.get("/api/v1/me/", &two).await.0, 200);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused_and_pruned_at_the_next_login() {
+    let mut config = test_config();
+    config.auth.token_ttl_hours = 1;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    // Age alice's token past its expiry.
+    s.state
+        .store
+        .write(|c| {
+            c.execute("UPDATE tokens SET expires_at = 1", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, body) = s.get("/api/v1/me/", &alice.token).await;
+    assert_eq!(status, 401, "{body}");
+    let fresh = login(&s, &alice).await;
+    let (_, list) = s.get("/api/v1/tokens/", &fresh).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let rows: i64 = s
+        .state
+        .store
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the expired token row was deleted");
+}
