@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::auth::Passwords;
 use crate::config::Config;
+pub use crate::connections::{ConnectionSlot, Connections};
 use crate::error::{ApiError, recover};
 use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
@@ -45,62 +46,6 @@ pub struct Limiters {
     pub typing: Buckets<(UserId, RoomId)>,
     pub login_by_user: FailureWindow<String>,
     pub login_by_ip: FailureWindow<IpAddr>,
-}
-
-/// Open WebSocket connections per user, to enforce the per-user cap.
-#[derive(Default)]
-pub struct Connections {
-    per_user: Mutex<HashMap<UserId, u32>>,
-}
-
-/// Releases a connection slot when dropped.
-pub struct ConnectionSlot {
-    connections: Arc<Connections>,
-    user: UserId,
-}
-
-impl Connections {
-    /// Takes a slot for `user` unless it already holds `max`.
-    pub fn acquire(self: &Arc<Self>, user: UserId, max: u32) -> Option<ConnectionSlot> {
-        let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        let count = map.entry(user).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(ConnectionSlot {
-            connections: self.clone(),
-            user,
-        })
-    }
-
-    /// Open connections, all users together.
-    pub fn total(&self) -> u64 {
-        let map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().map(|&n| u64::from(n)).sum()
-    }
-
-    /// Users with at least one open connection.
-    pub fn users(&self) -> Vec<UserId> {
-        let map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        map.keys().copied().collect()
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .connections
-            .per_user
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = map.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
 }
 
 impl AppState {

@@ -32,6 +32,8 @@ use crate::store::{now_ms, tokens, users};
 pub struct Auth {
     pub user: User,
     pub token_id: i64,
+    /// When the token expires, in Unix milliseconds.
+    pub expires_at: i64,
 }
 
 /// argon2id with the configured cost, and a hash to verify against when the user is unknown
@@ -126,8 +128,12 @@ pub async fn authenticate_token(state: &AppState, token: Option<&str>) -> Result
         .store
         .read(move |c| tokens::authenticate(c, &digest, now_ms()))
         .await?;
-    let (token_id, user) = found.ok_or(ApiError::Unauthorized)?;
-    Ok(Auth { user, token_id })
+    let found = found.ok_or(ApiError::Unauthorized)?;
+    Ok(Auth {
+        user: found.user,
+        token_id: found.id,
+        expires_at: found.expires_at,
+    })
 }
 
 /// Filter: the authenticated caller, or a 401 rejection.
@@ -397,6 +403,7 @@ async fn logout(
         .store
         .write(move |c| tokens::delete(c, token_id))
         .await?;
+    state.connections.revoke(&[token_id]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -429,8 +436,8 @@ async fn list_tokens(auth: Auth, state: AppState) -> Result<impl Reply, ApiError
     Ok(warp::reply::json(&views))
 }
 
-/// `DELETE /api/v1/tokens/<id>/`: revokes one of the caller's sessions; someone else's token
-/// is a 404, exactly like a token that does not exist.
+/// `DELETE /api/v1/tokens/<id>/`: revokes one of the caller's sessions and closes the sockets
+/// opened with it; someone else's token is a 404, exactly like a token that does not exist.
 async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
     let id = id
         .parse::<i64>()
@@ -445,6 +452,7 @@ async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusC
     if !deleted {
         return Err(ApiError::NotFound);
     }
+    state.connections.revoke(&[id]);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -452,10 +460,11 @@ async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusC
 /// caller, this one included.
 async fn revoke_all(auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
     let user = auth.user.id;
-    state
+    let ids = state
         .store
         .write(move |c| tokens::delete_all_for(c, user))
         .await?;
+    state.connections.revoke(&ids);
     Ok(StatusCode::NO_CONTENT)
 }
 

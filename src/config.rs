@@ -78,6 +78,8 @@ pub struct LimitsConfig {
     pub typing_per_sec: f64,
     /// Open WebSocket connections per user.
     pub max_connections_per_user: u32,
+    /// Open WebSocket connections in total, over all users.
+    pub max_connections_total: u32,
     /// Events a connection may fall behind before it is resynced from the database.
     pub ws_queue_len: usize,
     /// Seconds between server pings on an idle WebSocket.
@@ -135,6 +137,7 @@ impl Default for LimitsConfig {
             login_window_secs: 300,
             typing_per_sec: 2.0,
             max_connections_per_user: 32,
+            max_connections_total: 20_000,
             ws_queue_len: 1024,
             ws_ping_interval_secs: 30,
             ws_idle_timeout_secs: 75,

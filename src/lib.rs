@@ -4,6 +4,7 @@
 //! # Layout
 //! - `app`: shared state, the route table, and the accept loop ([`app::run`]).
 //! - `config`: defaults, the TOML file and CLI overrides.
+//! - `connections`: WebSocket connection caps, and closing sockets whose token was revoked.
 //! - `error`: the one API error type and its JSON shape.
 //! - `auth`: signup, login, logout, tokens, password hashing, the auth filter.
 //! - `users`: `/api/v1/me/` and the user directory.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod hub;
 pub mod lifecycle;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestServer, TestUser, test_config};
+use common::{TestServer, TestUser, Ws, test_config};
 use serde_json::{Value, json};
 
 /// Logs `user` in again, returning a second token.
@@ -191,4 +191,124 @@ async fn expired_tokens_are_refused_and_pruned_at_the_next_login() {
         .await
         .unwrap();
     assert_eq!(rows, 1, "the expired token row was deleted");
+}
+
+/// Opens a WebSocket at `path` and reads its `hello`.
+async fn ws_at(s: &TestServer, path: &str) -> Ws {
+    let url = format!("ws://{}{path}", s.addr);
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    let mut ws = Ws { socket };
+    assert_eq!(ws.next_json().await["type"], "hello");
+    ws
+}
+
+/// A WebSocket handshake that should be refused: its status and `Retry-After`.
+async fn ws_refusal(s: &TestServer, path: &str) -> (u16, Option<String>) {
+    let url = format!("ws://{}{path}", s.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => (
+            res.status().as_u16(),
+            res.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string()),
+        ),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_the_sockets_opened_with_it_and_no_others() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let phone = TestUser {
+        token: login(&s, &alice).await,
+        ..alice.clone()
+    };
+    let (mut laptop_ws, _) = s.ws(&room, &alice, "").await;
+    let (mut phone_room_ws, _) = s.ws(&room, &phone, "").await;
+    let mut phone_all_ws = ws_at(&s, &format!("/ws/?token={}", phone.token)).await;
+    let (mut bob_ws, _) = s.ws(&room, &bob, "").await;
+
+    let (_, list) = s.get("/api/v1/tokens/", &phone.token).await;
+    let phone_id = list[0]["id"].as_i64().unwrap();
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{phone_id}/"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(phone_room_ws.closed().await, Some(4001));
+    assert_eq!(phone_all_ws.closed().await, Some(4001));
+
+    // The laptop's and bob's sockets go on working.
+    let sent = laptop_ws.say("still here", "l1").await;
+    let got = bob_ws.next_of("message").await;
+    assert_eq!(got["message"]["id"], sent["id"]);
+
+    // Log out everywhere closes the laptop too; bob stays.
+    let (status, _) = s
+        .call("POST", "/api/v1/logout/?all=1", Some(&alice.token), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(laptop_ws.closed().await, Some(4001));
+    bob_ws.send_json(json!({"action": "ping"})).await;
+    assert_eq!(bob_ws.next_of("pong").await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_socket_closes_when_its_token_expires() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    // Alice's token expires half a second from now.
+    s.state
+        .store
+        .write(|c| {
+            c.execute(
+                "UPDATE tokens SET expires_at = ?1 WHERE user_id = 1",
+                [chat_server::store::now_ms() + 500],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (mut ws, _) = s.ws(&room, &alice, "").await;
+    assert_eq!(ws.closed().await, Some(4001));
+    assert_eq!(s.get("/api/v1/me/", &alice.token).await.0, 401);
+}
+
+#[tokio::test]
+async fn connection_caps_per_user_and_in_total_answer_429_with_retry_after() {
+    let mut config = test_config();
+    config.limits.max_connections_per_user = 2;
+    config.limits.max_connections_total = 3;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob, &carol], Some("team")).await;
+
+    let _a1 = s.ws(&room, &alice, "").await;
+    let _a2 = s.ws(&room, &alice, "").await;
+    let (status, retry) = ws_refusal(&s, &format!("/ws/chat/{room}/?token={}", alice.token)).await;
+    assert_eq!(status, 429, "per-user cap");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+
+    let _b1 = s.ws(&room, &bob, "").await;
+    let (status, retry) = ws_refusal(&s, &format!("/ws/?token={}", carol.token)).await;
+    assert_eq!(status, 429, "total cap");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // A refused handshake holds no slot.
+    let (status, _) = ws_refusal(&s, &format!("/ws/?token={}", carol.token)).await;
+    assert_eq!(status, 429);
+    assert_eq!(s.state.connections.total(), 3);
 }

@@ -21,16 +21,28 @@ pub fn insert(
     Ok(conn.last_insert_rowid())
 }
 
-/// The token's id and its active user, if the digest names a live token.
-pub fn authenticate(conn: &Connection, digest: &[u8], now: i64) -> Result<Option<(i64, User)>> {
+/// A live token, as [`authenticate`] finds it.
+#[derive(Debug, Clone)]
+pub struct LiveToken {
+    pub id: i64,
+    pub expires_at: i64,
+    pub user: User,
+}
+
+/// The token and its active user, if the digest names a live token.
+pub fn authenticate(conn: &Connection, digest: &[u8], now: i64) -> Result<Option<LiveToken>> {
     let sql = format!(
-        "SELECT t.id, {USER_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id
+        "SELECT t.id, t.expires_at, {USER_COLUMNS} FROM tokens t JOIN users u ON u.id = t.user_id
          WHERE t.digest = ?1 AND t.expires_at > ?2 AND u.is_active = 1"
     );
     Ok(conn
         .prepare_cached(&sql)?
         .query_row(params![digest, now], |row| {
-            Ok((row.get(0)?, user_from_row(row, 1)?))
+            Ok(LiveToken {
+                id: row.get(0)?,
+                expires_at: row.get(1)?,
+                user: user_from_row(row, 2)?,
+            })
         })
         .optional()?)
 }
