@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
@@ -41,6 +42,56 @@ pub struct Auth {
 pub struct Passwords {
     params: Params,
     dummy_hash: String,
+    queue: HashQueue,
+}
+
+/// Bounds password hashing: each hash takes `argon2_memory_kib` of memory and a core for tens
+/// of milliseconds, so unbounded concurrent signups or logins could exhaust memory (the
+/// blocking pool has hundreds of threads) or starve message delivery of CPU.
+pub struct HashQueue {
+    running: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl HashQueue {
+    /// At most `running` hashes at once and `max_waiting` queued behind them.
+    pub fn new(running: usize, max_waiting: usize) -> HashQueue {
+        HashQueue {
+            running: Arc::new(tokio::sync::Semaphore::new(running.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+        }
+    }
+
+    /// Runs `f` on the blocking pool once a hashing slot is free; a full queue is a 429.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = ApiError::RateLimited {
+            retry_after_secs: 1,
+        };
+        let permit = match self.running.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(busy);
+                }
+                let permit = self.running.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                permit.map_err(ApiError::internal)?
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let value = f();
+            drop(permit);
+            value
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
 }
 
 impl Passwords {
@@ -52,9 +103,12 @@ impl Passwords {
             None,
         )
         .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        // Half the cores: hashing never takes all of them from the chat.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut passwords = Passwords {
             params,
             dummy_hash: String::new(),
+            queue: HashQueue::new(cores / 2, 256),
         };
         passwords.dummy_hash = passwords.hash("not a real password")?;
         Ok(passwords)
@@ -88,13 +142,12 @@ impl Passwords {
     }
 }
 
-/// Runs a blocking password operation off the async workers.
+/// Runs a password operation off the async workers, within the hashing bounds.
 async fn blocking<T: Send + 'static>(
+    passwords: &Passwords,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)
+    passwords.queue.run(f).await
 }
 
 pub fn token_digest(token: &str) -> Vec<u8> {
@@ -280,7 +333,7 @@ async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiErro
     }
     let passwords = state.passwords.clone();
     let password = body.password.clone();
-    let password_hash = blocking(move || passwords.hash(&password))
+    let password_hash = blocking(&state.passwords, move || passwords.hash(&password))
         .await?
         .map_err(ApiError::Internal)?;
     let new = users::NewUser {
@@ -347,7 +400,10 @@ async fn login(
         _ => (None, None),
     };
     let password = body.password;
-    let ok = blocking(move || passwords.verify(&password, hash.as_deref())).await?;
+    let ok = blocking(&state.passwords, move || {
+        passwords.verify(&password, hash.as_deref())
+    })
+    .await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
         _ => {
@@ -500,6 +556,35 @@ mod tests {
         assert!(p.verify("correct horse", Some(&h)));
         assert!(!p.verify("wrong", Some(&h)));
         assert!(!p.verify("not a real password", None));
+    }
+
+    #[tokio::test]
+    async fn the_hash_queue_bounds_running_and_waiting_work() {
+        let queue = Arc::new(HashQueue::new(1, 1));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let q = queue.clone();
+        let first = tokio::spawn(async move {
+            q.run(move || {
+                let _ = started_tx.send(());
+                hold.recv().unwrap();
+                1
+            })
+            .await
+        });
+        started.await.unwrap();
+        let q = queue.clone();
+        let second = tokio::spawn(async move { q.run(|| 2).await });
+        // Wait until the second job is queued behind the first.
+        while queue.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let third = queue.run(|| 3).await;
+        assert!(matches!(third, Err(ApiError::RateLimited { .. })));
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
+        assert_eq!(queue.run(|| 4).await.unwrap(), 4);
     }
 
     #[test]
