@@ -150,6 +150,25 @@ async fn blocking<T: Send + 'static>(
     passwords.queue.run(f).await
 }
 
+/// Longest username an account can have.
+const MAX_USERNAME_CHARS: usize = 150;
+
+/// The key an address is throttled under: an IPv6 client usually holds a whole /64, so it is
+/// throttled as one; IPv4 (and IPv4-mapped IPv6) addresses as themselves.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::from(segments)
+            }
+        },
+        v4 => v4,
+    }
+}
+
 pub fn token_digest(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
@@ -283,7 +302,7 @@ struct SignupBody {
 fn validate_signup(b: &SignupBody) -> FieldErrors {
     let mut errors = FieldErrors::new();
     let name_len = b.username.chars().count();
-    if name_len == 0 || name_len > 150 {
+    if name_len == 0 || name_len > MAX_USERNAME_CHARS {
         errors.insert("username", "must be 1 to 150 characters".into());
     } else if !b
         .username
@@ -375,18 +394,26 @@ async fn login(
     shape: LoginShape,
 ) -> Result<warp::reply::Response, ApiError> {
     let limits = &state.limits;
-    let user_key = users::username_key(&body.username);
-    let ip: Option<IpAddr> = addr.map(|a| a.0.ip());
-    let throttled = limits
-        .login_by_user
-        .check(&user_key)
-        .err()
-        .into_iter()
-        .chain(ip.and_then(|ip| limits.login_by_ip.check(&ip).err()));
-    if let Some(wait) = throttled.max() {
-        return Err(ApiError::RateLimited {
-            retry_after_secs: retry_after_secs(wait),
-        });
+    let ip: Option<IpAddr> = addr.map(|a| ip_key(a.0.ip()));
+    // No account has a longer name; such a key would only bloat the throttle's memory.
+    let user_key = (body.username.chars().count() <= MAX_USERNAME_CHARS)
+        .then(|| users::username_key(&body.username));
+    // Each attempt is counted as a failure before the password is checked, and forgiven if
+    // it succeeds: checking first and counting after would let a burst of concurrent guesses
+    // all pass the check.
+    let throttled = |wait| ApiError::RateLimited {
+        retry_after_secs: retry_after_secs(wait),
+    };
+    if let Some(key) = &user_key {
+        limits.login_by_user.begin(key).map_err(throttled)?;
+    }
+    if let Some(ip) = &ip
+        && let Err(wait) = limits.login_by_ip.begin(ip)
+    {
+        if let Some(key) = &user_key {
+            limits.login_by_user.forgive(key);
+        }
+        return Err(throttled(wait));
     }
 
     let username = body.username.clone();
@@ -406,14 +433,15 @@ async fn login(
     .await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
-        _ => {
-            limits.login_by_user.fail(&user_key);
-            if let Some(ip) = ip {
-                limits.login_by_ip.fail(&ip);
-            }
-            return Err(ApiError::BadCredentials);
-        }
+        _ => return Err(ApiError::BadCredentials),
     };
+    // Successful logins do not count.
+    if let Some(key) = &user_key {
+        limits.login_by_user.forgive(key);
+    }
+    if let Some(ip) = &ip {
+        limits.login_by_ip.forgive(ip);
+    }
 
     let token = new_token();
     let digest = token_digest(&token);
@@ -556,6 +584,16 @@ mod tests {
         assert!(p.verify("correct horse", Some(&h)));
         assert!(!p.verify("wrong", Some(&h)));
         assert!(!p.verify("not a real password", None));
+    }
+
+    #[test]
+    fn ipv6_clients_are_throttled_per_64_and_ipv4_as_themselves() {
+        let key = |s: &str| ip_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("10.1.2.3"), "10.1.2.3");
     }
 
     #[tokio::test]

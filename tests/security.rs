@@ -312,3 +312,74 @@ async fn connection_caps_per_user_and_in_total_answer_429_with_retry_after() {
     assert_eq!(status, 429);
     assert_eq!(s.state.connections.total(), 3);
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_cannot_exceed_the_login_failure_limit() {
+    let mut config = test_config();
+    config.limits.login_failures_per_user = 3;
+    let s = TestServer::start_with(config).await;
+    s.user("alice").await;
+    let guesses = (0..24).map(|i| {
+        let req = s
+            .http
+            .post(s.url("/api/v1/login/"))
+            .json(&json!({"username": "ALICE", "password": format!("guess-{i}")}));
+        async move {
+            let res = req.send().await.unwrap();
+            let retry = res.headers().get("retry-after").cloned();
+            (res.status().as_u16(), retry)
+        }
+    });
+    let results = futures_util::future::join_all(guesses).await;
+    let wrong = results.iter().filter(|(s, _)| *s == 401).count();
+    let limited = results.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(wrong, 3, "exactly the limit is checked: {results:?}");
+    assert_eq!(limited, 21, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s == 429)
+            .all(|(_, retry)| retry.is_some())
+    );
+    // The name is blocked for the window, even with the right password.
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": "alice", "password": "alice-secret-pw"})),
+        )
+        .await;
+    assert_eq!(status, 429);
+    // Other accounts are untouched.
+    s.user("bob").await;
+}
+
+#[tokio::test]
+async fn successful_logins_do_not_use_up_the_failure_budget() {
+    let mut config = test_config();
+    config.limits.login_failures_per_user = 2;
+    config.limits.login_failures_per_ip = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    for _ in 0..5 {
+        login(&s, &alice).await;
+    }
+    let bad = json!({"username": "alice", "password": "wrong-password"});
+    assert_eq!(
+        s.call("POST", "/api/v1/login/", None, Some(bad.clone()))
+            .await
+            .0,
+        401
+    );
+    login(&s, &alice).await;
+    assert_eq!(
+        s.call("POST", "/api/v1/login/", None, Some(bad.clone()))
+            .await
+            .0,
+        401
+    );
+    let (status, body) = s.call("POST", "/api/v1/login/", None, Some(bad)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
