@@ -161,8 +161,9 @@ pub fn routes(
             micros = info.elapsed().as_micros() as u64,
         );
     });
-    api.recover(recover)
-        .unify()
+    let cors = crate::cors::Cors::new(&state.config.cors.allowed_origins);
+    let api = crate::cors::guard(&cors).or(api).unify();
+    crate::cors::wrap(&cors, api.recover(recover).unify())
         .with(warp::reply::with::headers(security_headers()))
         .with(log)
         .map(Reply::into_response)

@@ -383,3 +383,191 @@ async fn successful_logins_do_not_use_up_the_failure_budget() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
 }
+
+/// Sends `method path` with the given headers; returns the status and response headers.
+async fn raw(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = s.http.request(method, s.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.headers().clone())
+}
+
+const EVIL: &str = "https://evil.example";
+
+#[tokio::test]
+async fn by_default_nothing_is_allowed_cross_origin() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let auth = format!("Token {}", alice.token);
+
+    // A foreign page may send a GET, but gets no CORS header, so its script cannot read it.
+    let (status, h) = raw(
+        &s,
+        "GET",
+        "/api/v1/me/",
+        &[("origin", EVIL), ("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(h.get("access-control-allow-origin").is_none());
+    assert!(
+        h.get("vary").is_none(),
+        "no allowlist, nothing varies by origin"
+    );
+
+    // Preflights from it are refused.
+    let preflight = [
+        ("origin", EVIL),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (status, h) = raw(&s, "OPTIONS", "/api/v1/chats/", &preflight, None).await;
+    assert_eq!(status, 403);
+    assert!(h.get("access-control-allow-origin").is_none());
+
+    // Writes from it are refused before they do anything: no account is created, no failed
+    // login is counted.
+    let signup = json!({"username": "mallory", "password": "mallory-secret-pw"});
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &[("origin", EVIL)],
+        Some(signup),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": "mallory", "password": "mallory-secret-pw"})),
+        )
+        .await;
+    assert_eq!(status, 401, "mallory was not created");
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/logout/",
+        &[("origin", EVIL), ("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        s.get("/api/v1/me/", &alice.token).await.0,
+        200,
+        "still logged in"
+    );
+
+    // The server's own pages (Origin equals Host) and non-browser clients work as usual.
+    let own = format!("http://{}", s.addr);
+    let signup = json!({"username": "carol", "password": "carol-secret-pw"});
+    let (status, h) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &[("origin", &own)],
+        Some(signup),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(h.get("access-control-allow-origin").is_none());
+    // OPTIONS without Origin is not a preflight: the route answers 405 as before.
+    let (status, _) = raw(&s, "OPTIONS", "/api/v1/me/", &[], None).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn an_allowlisted_origin_gets_cors_headers_and_its_preflights_answered() {
+    const APP: &str = "https://chat.example";
+    let mut config = test_config();
+    config.cors.allowed_origins = vec![APP.into()];
+    config.limits.send_burst = 1;
+    config.limits.send_rate_per_sec = 0.001;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let auth = format!("Token {}", alice.token);
+
+    let preflight = [
+        ("origin", APP),
+        ("access-control-request-method", "PATCH"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (status, h) = raw(
+        &s,
+        "OPTIONS",
+        "/api/v1/messages/1/update/",
+        &preflight,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(h["access-control-allow-origin"], APP);
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(
+        methods.contains("PATCH") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    let allowed = h["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    assert!(
+        h.get("access-control-allow-credentials").is_none(),
+        "tokens, not cookies"
+    );
+
+    let path = format!("/api/v1/chat/{room}/");
+    let headers = [("origin", APP), ("authorization", auth.as_str())];
+    let (status, h) = raw(&s, "POST", &path, &headers, Some(json!({"content": "hi"}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(h["access-control-allow-origin"], APP);
+    assert!(h.get_all("vary").iter().any(|v| v == "origin"));
+    // Errors carry the headers too, and the page may read Retry-After.
+    let (status, h) = raw(
+        &s,
+        "POST",
+        &path,
+        &headers,
+        Some(json!({"content": "again"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(h["access-control-allow-origin"], APP);
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(h["access-control-expose-headers"], "retry-after");
+
+    // Another origin still gets nothing.
+    let (status, h) = raw(
+        &s,
+        "GET",
+        "/api/v1/me/",
+        &[("origin", EVIL), ("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(h.get("access-control-allow-origin").is_none());
+    assert!(h.get_all("vary").iter().any(|v| v == "origin"));
+}
