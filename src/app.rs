@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -174,6 +175,39 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the last writes to commit and the WAL checkpoint.
 const CLOSE_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An HTTP/1 connection builder whose request heads must arrive within `header_timeout`.
+fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper never times out a request head: a client sending its headers a
+    // byte at a time, or idling on keep-alive, would hold the connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+}
+
+/// Drives `connection`, but drops it if no request has started within `timeout`: hyper's
+/// header timeout only starts once the client has sent something, so a client that connects
+/// and stays silent would otherwise hold the connection forever. `None` if dropped.
+async fn first_request_within<F: Future>(
+    connection: F,
+    served: &AtomicBool,
+    timeout: Duration,
+) -> Option<F::Output> {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        output = &mut connection => Some(output),
+        () = tokio::time::sleep(timeout) => {
+            if served.load(Ordering::Relaxed) {
+                Some(connection.await)
+            } else {
+                None
+            }
+        }
+    }
+}
+
 /// Serves the application on `listener` (over TLS when the configuration names a certificate)
 /// until `shutdown` completes. Then it stops accepting, tells WebSocket clients to reconnect
 /// later (close code 1001), lets requests in flight finish, commits the writes already queued,
@@ -188,6 +222,7 @@ pub async fn run(
         _ => None,
     };
     let service = warp::service(routes(&state));
+    let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_secs);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let deactivations = tokio::spawn(crate::lifecycle::watch_deactivations(state.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -208,8 +243,11 @@ pub async fn run(
         let open = METRICS.http_connections.track();
         METRICS.http_connections_total.inc();
         let service = service.clone();
+        let served = Arc::new(AtomicBool::new(false));
+        let first_request = served.clone();
         let handler =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                first_request.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ClientAddr(peer));
                 service.clone().call(req)
             });
@@ -218,10 +256,10 @@ pub async fn run(
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let connection = auto::Builder::new(TokioExecutor::new())
+                    let connection = http_builder(header_timeout)
                         .serve_connection_with_upgrades(TokioIo::new(stream), handler)
                         .into_owned();
-                    watcher.watch(connection).await
+                    first_request_within(watcher.watch(connection), &served, header_timeout).await
                 }
                 Some(tls) => {
                     let handshake =
@@ -239,14 +277,16 @@ pub async fn run(
                             return;
                         }
                     };
-                    let connection = auto::Builder::new(TokioExecutor::new())
+                    let connection = http_builder(header_timeout)
                         .serve_connection_with_upgrades(TokioIo::new(stream), handler)
                         .into_owned();
-                    watcher.watch(connection).await
+                    first_request_within(watcher.watch(connection), &served, header_timeout).await
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match result {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                None => tracing::debug!(%peer, "no request within the header timeout"),
             }
             // An upgraded connection lives on in its WebSocket session; this counts until the
             // HTTP side is done with it.

@@ -571,3 +571,29 @@ async fn an_allowlisted_origin_gets_cors_headers_and_its_preflights_answered() {
     assert!(h.get("access-control-allow-origin").is_none());
     assert!(h.get_all("vary").iter().any(|v| v == "origin"));
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.limits.header_read_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"GET /api/v1/me/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    for (i, stream) in [&mut slow, &mut idle].into_iter().enumerate() {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(common::WAIT, stream.read_to_end(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("the server closes connection {i}"));
+        assert!(
+            read.is_err() || buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    // The server still serves everyone else.
+    s.user("alice").await;
+}
