@@ -597,3 +597,57 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     // The server still serves everyone else.
     s.user("alice").await;
 }
+
+#[tokio::test]
+async fn sends_over_rest_and_websocket_share_one_rate_limit() {
+    let mut config = test_config();
+    config.limits.send_burst = 3;
+    config.limits.send_rate_per_sec = 0.001;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let path = format!("/api/v1/chat/{room}/");
+    let (mut ws, _) = s.ws(&room, &alice, "").await;
+
+    assert_eq!(
+        s.post(&path, &alice.token, json!({"content": "1"})).await.0,
+        201
+    );
+    assert_eq!(
+        s.post(&path, &alice.token, json!({"content": "2"})).await.0,
+        201
+    );
+    ws.say("3", "w3").await;
+    // The bucket is empty, whichever way the next message comes.
+    ws.send_json(json!({"action": "message", "content": "4", "client_id": "w4"}))
+        .await;
+    let error = ws.next_of("error").await;
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    let (status, h) = raw(
+        &s,
+        "POST",
+        &path,
+        &[("authorization", &format!("Token {}", alice.token))],
+        Some(json!({"content": "5"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    // Bob has his own bucket, and alice's socket stays open.
+    assert_eq!(
+        s.post(&path, &bob.token, json!({"content": "6"})).await.0,
+        201
+    );
+    ws.send_json(json!({"action": "ping"})).await;
+    assert_eq!(ws.next_of("pong").await["type"], "pong");
+    let (_, history) = s.get(&format!("{path}?after=0"), &bob.token).await;
+    let contents: Vec<&str> = history["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["1", "2", "3", "6"]);
+}
