@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -18,6 +19,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::auth::Passwords;
 use crate::config::Config;
+pub use crate::connections::{ConnectionSlot, Connections};
 use crate::error::{ApiError, recover};
 use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
@@ -45,62 +47,6 @@ pub struct Limiters {
     pub typing: Buckets<(UserId, RoomId)>,
     pub login_by_user: FailureWindow<String>,
     pub login_by_ip: FailureWindow<IpAddr>,
-}
-
-/// Open WebSocket connections per user, to enforce the per-user cap.
-#[derive(Default)]
-pub struct Connections {
-    per_user: Mutex<HashMap<UserId, u32>>,
-}
-
-/// Releases a connection slot when dropped.
-pub struct ConnectionSlot {
-    connections: Arc<Connections>,
-    user: UserId,
-}
-
-impl Connections {
-    /// Takes a slot for `user` unless it already holds `max`.
-    pub fn acquire(self: &Arc<Self>, user: UserId, max: u32) -> Option<ConnectionSlot> {
-        let mut map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        let count = map.entry(user).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(ConnectionSlot {
-            connections: self.clone(),
-            user,
-        })
-    }
-
-    /// Open connections, all users together.
-    pub fn total(&self) -> u64 {
-        let map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        map.values().map(|&n| u64::from(n)).sum()
-    }
-
-    /// Users with at least one open connection.
-    pub fn users(&self) -> Vec<UserId> {
-        let map = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
-        map.keys().copied().collect()
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut map = self
-            .connections
-            .per_user
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = map.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
 }
 
 impl AppState {
@@ -216,8 +162,9 @@ pub fn routes(
             micros = info.elapsed().as_micros() as u64,
         );
     });
-    api.recover(recover)
-        .unify()
+    let cors = crate::cors::Cors::new(&state.config.cors.allowed_origins);
+    let api = crate::cors::guard(&cors).or(api).unify();
+    crate::cors::wrap(&cors, api.recover(recover).unify())
         .with(warp::reply::with::headers(security_headers()))
         .with(log)
         .map(Reply::into_response)
@@ -227,6 +174,39 @@ pub fn routes(
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the last writes to commit and the WAL checkpoint.
 const CLOSE_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP/1 connection builder whose request heads must arrive within `header_timeout`.
+fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Without a timer hyper never times out a request head: a client sending its headers a
+    // byte at a time, or idling on keep-alive, would hold the connection forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+}
+
+/// Drives `connection`, but drops it if no request has started within `timeout`: hyper's
+/// header timeout only starts once the client has sent something, so a client that connects
+/// and stays silent would otherwise hold the connection forever. `None` if dropped.
+async fn first_request_within<F: Future>(
+    connection: F,
+    served: &AtomicBool,
+    timeout: Duration,
+) -> Option<F::Output> {
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        output = &mut connection => Some(output),
+        () = tokio::time::sleep(timeout) => {
+            if served.load(Ordering::Relaxed) {
+                Some(connection.await)
+            } else {
+                None
+            }
+        }
+    }
+}
 
 /// Serves the application on `listener` (over TLS when the configuration names a certificate)
 /// until `shutdown` completes. Then it stops accepting, tells WebSocket clients to reconnect
@@ -242,6 +222,7 @@ pub async fn run(
         _ => None,
     };
     let service = warp::service(routes(&state));
+    let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_secs);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let deactivations = tokio::spawn(crate::lifecycle::watch_deactivations(state.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
@@ -262,8 +243,11 @@ pub async fn run(
         let open = METRICS.http_connections.track();
         METRICS.http_connections_total.inc();
         let service = service.clone();
+        let served = Arc::new(AtomicBool::new(false));
+        let first_request = served.clone();
         let handler =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                first_request.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ClientAddr(peer));
                 service.clone().call(req)
             });
@@ -272,10 +256,10 @@ pub async fn run(
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let connection = auto::Builder::new(TokioExecutor::new())
+                    let connection = http_builder(header_timeout)
                         .serve_connection_with_upgrades(TokioIo::new(stream), handler)
                         .into_owned();
-                    watcher.watch(connection).await
+                    first_request_within(watcher.watch(connection), &served, header_timeout).await
                 }
                 Some(tls) => {
                     let handshake =
@@ -293,14 +277,16 @@ pub async fn run(
                             return;
                         }
                     };
-                    let connection = auto::Builder::new(TokioExecutor::new())
+                    let connection = http_builder(header_timeout)
                         .serve_connection_with_upgrades(TokioIo::new(stream), handler)
                         .into_owned();
-                    watcher.watch(connection).await
+                    first_request_within(watcher.watch(connection), &served, header_timeout).await
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+            match result {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                None => tracing::debug!(%peer, "no request within the header timeout"),
             }
             // An upgraded connection lives on in its WebSocket session; this counts until the
             // HTTP side is done with it.

@@ -1,17 +1,20 @@
-//! Accounts and sessions: `/api/v1/signup/`, `/login/`, `/api-token-auth/`, `/logout/`, the
-//! token filter every protected route uses, and password hashing.
+//! Accounts and sessions: `/api/v1/signup/`, `/login/`, `/api-token-auth/`, `/logout/`,
+//! `/tokens/` (list and revoke one's sessions), the token filter every protected route uses,
+//! and password hashing.
 //!
 //! Passwords are hashed with argon2id on the blocking pool. Tokens are 256 random bits, given
 //! to the client once and stored only as their SHA-256 digest.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use warp::filters::BoxedFilter;
@@ -30,6 +33,8 @@ use crate::store::{now_ms, tokens, users};
 pub struct Auth {
     pub user: User,
     pub token_id: i64,
+    /// When the token expires, in Unix milliseconds.
+    pub expires_at: i64,
 }
 
 /// argon2id with the configured cost, and a hash to verify against when the user is unknown
@@ -37,6 +42,56 @@ pub struct Auth {
 pub struct Passwords {
     params: Params,
     dummy_hash: String,
+    queue: HashQueue,
+}
+
+/// Bounds password hashing: each hash takes `argon2_memory_kib` of memory and a core for tens
+/// of milliseconds, so unbounded concurrent signups or logins could exhaust memory (the
+/// blocking pool has hundreds of threads) or starve message delivery of CPU.
+pub struct HashQueue {
+    running: Arc<tokio::sync::Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+impl HashQueue {
+    /// At most `running` hashes at once and `max_waiting` queued behind them.
+    pub fn new(running: usize, max_waiting: usize) -> HashQueue {
+        HashQueue {
+            running: Arc::new(tokio::sync::Semaphore::new(running.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+        }
+    }
+
+    /// Runs `f` on the blocking pool once a hashing slot is free; a full queue is a 429.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let busy = ApiError::RateLimited {
+            retry_after_secs: 1,
+        };
+        let permit = match self.running.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(busy);
+                }
+                let permit = self.running.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                permit.map_err(ApiError::internal)?
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let value = f();
+            drop(permit);
+            value
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
 }
 
 impl Passwords {
@@ -48,9 +103,12 @@ impl Passwords {
             None,
         )
         .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+        // Half the cores: hashing never takes all of them from the chat.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut passwords = Passwords {
             params,
             dummy_hash: String::new(),
+            queue: HashQueue::new(cores / 2, 256),
         };
         passwords.dummy_hash = passwords.hash("not a real password")?;
         Ok(passwords)
@@ -84,13 +142,31 @@ impl Passwords {
     }
 }
 
-/// Runs a blocking password operation off the async workers.
+/// Runs a password operation off the async workers, within the hashing bounds.
 async fn blocking<T: Send + 'static>(
+    passwords: &Passwords,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)
+    passwords.queue.run(f).await
+}
+
+/// Longest username an account can have.
+const MAX_USERNAME_CHARS: usize = 150;
+
+/// The key an address is throttled under: an IPv6 client usually holds a whole /64, so it is
+/// throttled as one; IPv4 (and IPv4-mapped IPv6) addresses as themselves.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::from(segments)
+            }
+        },
+        v4 => v4,
+    }
 }
 
 pub fn token_digest(token: &str) -> Vec<u8> {
@@ -124,8 +200,12 @@ pub async fn authenticate_token(state: &AppState, token: Option<&str>) -> Result
         .store
         .read(move |c| tokens::authenticate(c, &digest, now_ms()))
         .await?;
-    let (token_id, user) = found.ok_or(ApiError::Unauthorized)?;
-    Ok(Auth { user, token_id })
+    let found = found.ok_or(ApiError::Unauthorized)?;
+    Ok(Auth {
+        user: found.user,
+        token_id: found.id,
+        expires_at: found.expires_at,
+    })
 }
 
 /// Filter: the authenticated caller, or a 401 rejection.
@@ -167,8 +247,27 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let logout_route = warp::path!("api" / "v1" / "logout")
         .and(warp::post())
         .and(authenticated(state))
+        .and(warp::query::<HashMap<String, String>>())
         .and(with_state(state))
         .then(logout)
+        .map(Reply::into_response);
+    let list_tokens_route = warp::path!("api" / "v1" / "tokens")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(list_tokens)
+        .map(Reply::into_response);
+    let revoke_all_route = warp::path!("api" / "v1" / "tokens")
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(revoke_all)
+        .map(Reply::into_response);
+    let revoke_route = warp::path!("api" / "v1" / "tokens" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(revoke_token)
         .map(Reply::into_response);
     signup_route
         .or(login_route)
@@ -176,6 +275,12 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(token_route)
         .unify()
         .or(logout_route)
+        .unify()
+        .or(list_tokens_route)
+        .unify()
+        .or(revoke_all_route)
+        .unify()
+        .or(revoke_route)
         .unify()
         .boxed()
 }
@@ -197,7 +302,7 @@ struct SignupBody {
 fn validate_signup(b: &SignupBody) -> FieldErrors {
     let mut errors = FieldErrors::new();
     let name_len = b.username.chars().count();
-    if name_len == 0 || name_len > 150 {
+    if name_len == 0 || name_len > MAX_USERNAME_CHARS {
         errors.insert("username", "must be 1 to 150 characters".into());
     } else if !b
         .username
@@ -247,7 +352,7 @@ async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiErro
     }
     let passwords = state.passwords.clone();
     let password = body.password.clone();
-    let password_hash = blocking(move || passwords.hash(&password))
+    let password_hash = blocking(&state.passwords, move || passwords.hash(&password))
         .await?
         .map_err(ApiError::Internal)?;
     let new = users::NewUser {
@@ -289,18 +394,26 @@ async fn login(
     shape: LoginShape,
 ) -> Result<warp::reply::Response, ApiError> {
     let limits = &state.limits;
-    let user_key = users::username_key(&body.username);
-    let ip: Option<IpAddr> = addr.map(|a| a.0.ip());
-    let throttled = limits
-        .login_by_user
-        .check(&user_key)
-        .err()
-        .into_iter()
-        .chain(ip.and_then(|ip| limits.login_by_ip.check(&ip).err()));
-    if let Some(wait) = throttled.max() {
-        return Err(ApiError::RateLimited {
-            retry_after_secs: retry_after_secs(wait),
-        });
+    let ip: Option<IpAddr> = addr.map(|a| ip_key(a.0.ip()));
+    // No account has a longer name; such a key would only bloat the throttle's memory.
+    let user_key = (body.username.chars().count() <= MAX_USERNAME_CHARS)
+        .then(|| users::username_key(&body.username));
+    // Each attempt is counted as a failure before the password is checked, and forgiven if
+    // it succeeds: checking first and counting after would let a burst of concurrent guesses
+    // all pass the check.
+    let throttled = |wait| ApiError::RateLimited {
+        retry_after_secs: retry_after_secs(wait),
+    };
+    if let Some(key) = &user_key {
+        limits.login_by_user.begin(key).map_err(throttled)?;
+    }
+    if let Some(ip) = &ip
+        && let Err(wait) = limits.login_by_ip.begin(ip)
+    {
+        if let Some(key) = &user_key {
+            limits.login_by_user.forgive(key);
+        }
+        return Err(throttled(wait));
     }
 
     let username = body.username.clone();
@@ -314,17 +427,21 @@ async fn login(
         _ => (None, None),
     };
     let password = body.password;
-    let ok = blocking(move || passwords.verify(&password, hash.as_deref())).await?;
+    let ok = blocking(&state.passwords, move || {
+        passwords.verify(&password, hash.as_deref())
+    })
+    .await?;
     let user = match (ok, user) {
         (true, Some(user)) => user,
-        _ => {
-            limits.login_by_user.fail(&user_key);
-            if let Some(ip) = ip {
-                limits.login_by_ip.fail(&ip);
-            }
-            return Err(ApiError::BadCredentials);
-        }
+        _ => return Err(ApiError::BadCredentials),
     };
+    // Successful logins do not count.
+    if let Some(key) = &user_key {
+        limits.login_by_user.forgive(key);
+    }
+    if let Some(ip) = &ip {
+        limits.login_by_ip.forgive(ip);
+    }
 
     let token = new_token();
     let digest = token_digest(&token);
@@ -334,7 +451,10 @@ async fn login(
     let user_id = user.id;
     state
         .store
-        .write(move |c| tokens::insert(c, user_id, &digest, now, expires_at))
+        .write(move |c| {
+            tokens::delete_expired_for(c, user_id, now)?;
+            tokens::insert(c, user_id, &digest, now, expires_at)
+        })
         .await?;
     let body = match shape {
         LoginShape::Full => json!({
@@ -347,13 +467,88 @@ async fn login(
     Ok(warp::reply::json(&body).into_response())
 }
 
-/// `POST /api/v1/logout/`: revokes the token used for this request.
-async fn logout(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+/// `POST /api/v1/logout/`: revokes the token used for this request; with `?all=1`, every
+/// token of the caller (log out everywhere).
+async fn logout(
+    auth: Auth,
+    query: HashMap<String, String>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let all = match query.get("all").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => return Err(ApiError::validation("all", "must be 1 or 0")),
+    };
+    if all {
+        return revoke_all(auth, state).await;
+    }
     let token_id = auth.token_id;
     state
         .store
         .write(move |c| tokens::delete(c, token_id))
         .await?;
+    state.connections.revoke(&[token_id]);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A session in `GET /api/v1/tokens/`: enough to recognise and revoke it, never the token.
+#[derive(Serialize)]
+struct TokenView {
+    id: i64,
+    created: Millis,
+    expires_at: Millis,
+    /// True for the token that authenticated this request.
+    current: bool,
+}
+
+/// `GET /api/v1/tokens/`: the caller's live sessions, newest first.
+async fn list_tokens(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
+    let user = auth.user.id;
+    let rows = state
+        .store
+        .read(move |c| tokens::list_for(c, user, now_ms()))
+        .await?;
+    let views: Vec<TokenView> = rows
+        .into_iter()
+        .map(|t| TokenView {
+            id: t.id,
+            created: Millis(t.created),
+            expires_at: Millis(t.expires_at),
+            current: t.id == auth.token_id,
+        })
+        .collect();
+    Ok(warp::reply::json(&views))
+}
+
+/// `DELETE /api/v1/tokens/<id>/`: revokes one of the caller's sessions and closes the sockets
+/// opened with it; someone else's token is a 404, exactly like a token that does not exist.
+async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
+    let id = id
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(ApiError::NotFound)?;
+    let user = auth.user.id;
+    let deleted = state
+        .store
+        .write(move |c| tokens::delete_for(c, user, id))
+        .await?;
+    if !deleted {
+        return Err(ApiError::NotFound);
+    }
+    state.connections.revoke(&[id]);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/tokens/` (and `POST /api/v1/logout/?all=1`): revokes every session of the
+/// caller, this one included.
+async fn revoke_all(auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
+    let user = auth.user.id;
+    let ids = state
+        .store
+        .write(move |c| tokens::delete_all_for(c, user))
+        .await?;
+    state.connections.revoke(&ids);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -389,6 +584,45 @@ mod tests {
         assert!(p.verify("correct horse", Some(&h)));
         assert!(!p.verify("wrong", Some(&h)));
         assert!(!p.verify("not a real password", None));
+    }
+
+    #[test]
+    fn ipv6_clients_are_throttled_per_64_and_ipv4_as_themselves() {
+        let key = |s: &str| ip_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.1.2.3"), "10.1.2.3");
+        assert_eq!(key("10.1.2.3"), "10.1.2.3");
+    }
+
+    #[tokio::test]
+    async fn the_hash_queue_bounds_running_and_waiting_work() {
+        let queue = Arc::new(HashQueue::new(1, 1));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let q = queue.clone();
+        let first = tokio::spawn(async move {
+            q.run(move || {
+                let _ = started_tx.send(());
+                hold.recv().unwrap();
+                1
+            })
+            .await
+        });
+        started.await.unwrap();
+        let q = queue.clone();
+        let second = tokio::spawn(async move { q.run(|| 2).await });
+        // Wait until the second job is queued behind the first.
+        while queue.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let third = queue.run(|| 3).await;
+        assert!(matches!(third, Err(ApiError::RateLimited { .. })));
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        assert_eq!(second.await.unwrap().unwrap(), 2);
+        assert_eq!(queue.run(|| 4).await.unwrap(), 4);
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct LimitsConfig {
     pub max_message_chars: usize,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: u64,
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_read_timeout_secs: u64,
     /// Largest WebSocket message a client may send, in bytes.
     pub max_ws_message_bytes: usize,
     /// Sustained messages per second per user (REST and WebSocket together).
@@ -78,6 +81,8 @@ pub struct LimitsConfig {
     pub typing_per_sec: f64,
     /// Open WebSocket connections per user.
     pub max_connections_per_user: u32,
+    /// Open WebSocket connections in total, over all users.
+    pub max_connections_total: u32,
     /// Events a connection may fall behind before it is resynced from the database.
     pub ws_queue_len: usize,
     /// Seconds between server pings on an idle WebSocket.
@@ -127,6 +132,7 @@ impl Default for LimitsConfig {
         Self {
             max_message_chars: 4000,
             max_body_bytes: 64 * 1024,
+            header_read_timeout_secs: 30,
             max_ws_message_bytes: 64 * 1024,
             send_rate_per_sec: 20.0,
             send_burst: 40,
@@ -135,6 +141,7 @@ impl Default for LimitsConfig {
             login_window_secs: 300,
             typing_per_sec: 2.0,
             max_connections_per_user: 32,
+            max_connections_total: 20_000,
             ws_queue_len: 1024,
             ws_ping_interval_secs: 30,
             ws_idle_timeout_secs: 75,
@@ -193,6 +200,10 @@ impl Config {
             (
                 l.max_body_bytes >= 1024,
                 "limits.max_body_bytes must be at least 1024",
+            ),
+            (
+                l.header_read_timeout_secs >= 1,
+                "limits.header_read_timeout_secs must be at least 1",
             ),
             (
                 l.max_ws_message_bytes >= 1024,

@@ -155,8 +155,8 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
             .unwrap_or(ApiError::Internal(anyhow::anyhow!("error reported twice")))
     } else if rejection.is_not_found() {
         ApiError::NotFound
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::MethodNotAllowed
+    // `find` looks through every route's rejection; the method of another route on the same
+    // path must not hide what was wrong with the request on the route that matched it.
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::PayloadTooLarge
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
@@ -172,6 +172,8 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
         .is_some()
     {
         ApiError::BadRequest("unsupported media type".into())
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
     } else {
         ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
     };

@@ -4,6 +4,8 @@
 //! # Layout
 //! - `app`: shared state, the route table, and the accept loop ([`app::run`]).
 //! - `config`: defaults, the TOML file and CLI overrides.
+//! - `connections`: WebSocket connection caps, and closing sockets whose token was revoked.
+//! - `cors`: the cross-origin allowlist of the REST API.
 //! - `error`: the one API error type and its JSON shape.
 //! - `auth`: signup, login, logout, tokens, password hashing, the auth filter.
 //! - `users`: `/api/v1/me/` and the user directory.
@@ -24,6 +26,8 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod connections;
+pub mod cors;
 pub mod error;
 pub mod hub;
 pub mod lifecycle;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 const IDLE: Duration = Duration::from_secs(600);
 /// Prune at most this often.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most keys a failure window tracks before it forgets the ones that are not blocked.
+const MAX_KEYS: usize = 100_000;
 
 /// Tokens left and when they were last topped up, per key; and when idle keys were last pruned.
 type BucketMap<K> = (HashMap<K, (f64, Instant)>, Instant);
@@ -87,9 +89,42 @@ impl<K: Hash + Eq + Clone> FailureWindow<K> {
     pub fn fail(&self, key: &K) {
         let now = Instant::now();
         let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() > 100_000 {
+        self.count(&mut map, key, now);
+    }
+
+    /// Counts an attempt as a failure up front, unless `key` is already blocked: checking and
+    /// counting in one step means concurrent attempts cannot all slip past the limit. Call
+    /// [`FailureWindow::forgive`] if the attempt succeeds.
+    pub fn begin(&self, key: &K) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((count, start)) = map.get(key) {
+            let elapsed = now.duration_since(*start);
+            if *count >= self.limit && elapsed < self.window {
+                return Err(self.window - elapsed);
+            }
+        }
+        self.count(&mut map, key, now);
+        Ok(())
+    }
+
+    /// Takes back one failure counted by [`FailureWindow::begin`].
+    pub fn forgive(&self, key: &K) {
+        let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((count, _)) = map.get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn count(&self, map: &mut HashMap<K, (u32, Instant)>, key: &K, now: Instant) {
+        if map.len() >= MAX_KEYS && !map.contains_key(key) {
             let window = self.window;
             map.retain(|_, (_, start)| now.duration_since(*start) < window);
+            if map.len() >= MAX_KEYS {
+                // Still full within the window: keep only the keys that are blocked.
+                let limit = self.limit;
+                map.retain(|_, (count, _)| *count >= limit);
+            }
         }
         let entry = map.entry(key.clone()).or_insert((0, now));
         if now.duration_since(entry.1) >= self.window {
@@ -129,5 +164,19 @@ mod tests {
         w.fail(&"a");
         assert!(w.check(&"a").is_err());
         w.check(&"b").unwrap();
+    }
+
+    #[test]
+    fn begin_counts_up_front_and_forgive_takes_it_back() {
+        let w = FailureWindow::new(2, Duration::from_secs(60));
+        w.begin(&"a").unwrap();
+        w.begin(&"a").unwrap();
+        assert!(
+            w.begin(&"a").is_err(),
+            "two attempts in flight use the budget"
+        );
+        w.forgive(&"a");
+        w.begin(&"a").unwrap();
+        assert!(w.check(&"a").is_err());
     }
 }

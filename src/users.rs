@@ -101,7 +101,8 @@ async fn list(
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
         })
         .unwrap_or_else(|| "localhost".into());
-    let next = (offset + limit < count).then(|| page_url(&host, &query, limit, offset + limit));
+    let next = (offset.saturating_add(limit) < count)
+        .then(|| page_url(&host, &query, limit, offset + limit));
     let previous = (offset > 0).then(|| page_url(&host, &query, limit, (offset - limit).max(0)));
     Ok(warp::reply::json(&json!({
         "count": count,

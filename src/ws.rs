@@ -51,6 +51,8 @@ const MAX_RESYNC: usize = 5_000;
 pub const CLOSE_RESYNC: u16 = 4000;
 /// Close code: the user is not, or no longer, a member of the room.
 pub const CLOSE_REMOVED: u16 = 4003;
+/// Close code: the token this socket was opened with was revoked or expired; log in again.
+pub const CLOSE_SESSION_ENDED: u16 = 4001;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let room = warp::path!("ws" / "chat" / String)
@@ -117,6 +119,7 @@ async fn upgrade(
     let token = header(&headers, "authorization")
         .and_then(token_from_header)
         .or(query.get("token").map(String::as_str));
+    let revocations = state.connections.revocations();
     let auth = authenticate_token(&state, token).await?;
     let scope = match room_id {
         Some(room_id) => Scope::Room(room_for_member(&state, room_id, &auth.user).await?),
@@ -131,13 +134,11 @@ async fn upgrade(
             "this endpoint speaks WebSocket only",
         ));
     };
-    let max = state.config.limits.max_connections_per_user;
-    let slot = state
-        .connections
-        .acquire(auth.user.id, max)
-        .ok_or(ApiError::RateLimited {
-            retry_after_secs: 5,
-        })?;
+    let slot = state.connections.acquire(&auth, &state.config.limits)?;
+    if state.connections.revocations() != revocations {
+        // A revocation ran while this connection was being set up and may have missed it.
+        authenticate_token(&state, token).await?;
+    }
     let accept = derive_accept_key(key.as_bytes());
 
     let limits = &state.config.limits;
@@ -235,6 +236,8 @@ struct Session {
     /// serves a single room and all rooms alike.
     last_sent: MessageId,
     last_heard: Instant,
+    /// Held for the life of the connection; ends it when its token is revoked.
+    slot: ConnectionSlot,
 }
 
 impl Session {
@@ -260,6 +263,7 @@ impl Session {
             timeouts,
             last_sent: since.unwrap_or(MessageId(0)),
             last_heard: Instant::now(),
+            slot,
         };
         // Subscribe first, then read: nothing committed in between can be missed.
         let end = match session.subscribe().await {
@@ -281,7 +285,6 @@ impl Session {
             };
             let _ = timeout(session.timeouts.write, session.socket.close(Some(frame))).await;
         }
-        drop(slot);
     }
 
     fn presence(&self, room: RoomId, public_id: &str, online: bool) {
@@ -490,6 +493,9 @@ impl Session {
                     Err(RecvError::Lagged(_)) => self.replay(MAX_RESYNC).await,
                     Err(RecvError::Closed) => Err(End::Close(1001, "server shutting down")),
                 },
+                () = self.slot.ended() => {
+                    Err(End::Close(CLOSE_SESSION_ENDED, "session ended: log in again"))
+                }
                 _ = ping.tick() => {
                     if self.last_heard.elapsed() > self.timeouts.idle {
                         Err(End::Gone)

@@ -197,11 +197,18 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
                     .and_then(|o| o["operationId"].as_str())
                     .unwrap_or("");
                 // A token of its own, so that probing logout does not sign alice out.
-                let token = if op == "logout" {
+                let token = if ["logout", "revokeAllTokens", "revokeToken"].contains(&op) {
                     s.user(&format!("probe{probed}")).await.token
                 } else {
                     alice.token.clone()
                 };
+                let token_id = if op == "revokeToken" {
+                    let (_, sessions) = s.get("/api/v1/tokens/", &token).await;
+                    sessions[0]["id"].to_string()
+                } else {
+                    "1".to_string()
+                };
+                let variant = variant.replace("{token_id}", &token_id);
                 // Undocumented methods get a body too: without one, warp may answer 405 for a
                 // body-less request to a route that exists.
                 let body = sample_body(op, &format!("fresh{probed}"))
@@ -253,7 +260,7 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
         "/api/v1/messages/1/",
         "/api/v1/messages/1/update/more/",
         "/api/v1/openapi.yaml",
-        "/api/v1/tokens/",
+        "/api/v1/tokens/1/extra/",
         "/api/v1/admin/",
         "/ws/chat/",
         "/ws/chat/abc/extra/",

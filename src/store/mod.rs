@@ -450,6 +450,10 @@ mod tests {
         let token = tokens::insert(&conn, a.id, b"digest", 0, 10).unwrap();
         tokens::authenticate(&conn, b"digest", 5).unwrap();
         tokens::delete(&conn, token).unwrap();
+        tokens::list_for(&conn, a.id, 5).unwrap();
+        tokens::delete_for(&conn, a.id, token).unwrap();
+        tokens::delete_expired_for(&conn, a.id, 5).unwrap();
+        tokens::delete_all_for(&conn, a.id).unwrap();
         conn.trace_v2(rusqlite::trace::TraceEventCodes::empty(), None);
 
         let statements = std::mem::take(&mut *TRACED.lock().unwrap());

@@ -1,0 +1,653 @@
+//! Security properties, attacked through the real server: sessions (list, revoke, log out
+//! everywhere), connection caps, rate limits and CORS.
+
+mod common;
+
+use common::{TestServer, TestUser, Ws, test_config};
+use serde_json::{Value, json};
+
+/// Logs `user` in again, returning a second token.
+async fn login(s: &TestServer, user: &TestUser) -> String {
+    let (status, body) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": user.username, "password": format!("{}-secret-pw", user.username)})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_string()
+}
+
+fn ids(list: &Value) -> Vec<i64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn users_list_their_sessions_without_ever_seeing_a_token_or_digest() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let second = login(&s, &alice).await;
+    let bob = s.user("bob").await;
+
+    let (status, list) = s.get("/api/v1/tokens/", &alice.token).await;
+    assert_eq!(status, 200, "{list}");
+    let sessions = list.as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "only alice's two sessions: {list}");
+    let text = list.to_string();
+    for secret in [&alice.token, &second, &bob.token] {
+        assert!(!text.contains(secret.as_str()), "a token leaked: {text}");
+    }
+    for session in sessions {
+        let mut keys: Vec<&str> = session
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        assert_eq!(keys, ["created", "current", "expires_at", "id"]);
+    }
+    // newest first, and the token used for the request is marked
+    assert_eq!(sessions[0]["current"], false);
+    assert_eq!(sessions[1]["current"], true);
+    let (_, list) = s.get("/api/v1/tokens", &second).await;
+    assert_eq!(list[0]["current"], true);
+    assert_eq!(list[1]["current"], false);
+}
+
+#[tokio::test]
+async fn revoking_a_session_ends_it_and_other_users_sessions_are_out_of_reach() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let phone = login(&s, &alice).await;
+    let bob = s.user("bob").await;
+    let (_, list) = s.get("/api/v1/tokens/", &phone).await;
+    let [phone_id, laptop_id] = ids(&list)[..] else {
+        panic!("{list}")
+    };
+    let (_, list) = s.get("/api/v1/tokens/", &bob.token).await;
+    let bob_id = ids(&list)[0];
+
+    // bob cannot revoke alice's session: same 404 as a session that does not exist
+    for path in [
+        format!("/api/v1/tokens/{phone_id}/"),
+        "/api/v1/tokens/999999/".into(),
+        "/api/v1/tokens/-1/".into(),
+        "/api/v1/tokens/abc/".into(),
+    ] {
+        let (status, body) = s.call("DELETE", &path, Some(&bob.token), None).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    assert_eq!(s.get("/api/v1/me/", &phone).await.0, 200);
+    // alice cannot revoke bob's either
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{bob_id}"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(s.get("/api/v1/me/", &bob.token).await.0, 200);
+
+    // from the laptop, alice revokes the lost phone
+    let (status, body) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{phone_id}/"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = s.get("/api/v1/me/", &phone).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "not_authenticated");
+    let (_, list) = s.get("/api/v1/tokens/", &alice.token).await;
+    assert_eq!(ids(&list), [laptop_id]);
+}
+
+#[tokio::test]
+async fn logging_out_everywhere_revokes_every_session_of_that_user_only() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+
+    // DELETE /api/v1/tokens/
+    let other = login(&s, &alice).await;
+    let (status, _) = s
+        .call("DELETE", "/api/v1/tokens/", Some(&alice.token), None)
+        .await;
+    assert_eq!(status, 204);
+    for token in [&alice.token, &other] {
+        assert_eq!(s.get("/api/v1/me/", token).await.0, 401);
+    }
+    assert_eq!(s.get("/api/v1/me/", &bob.token).await.0, 200);
+
+    // POST /api/v1/logout/?all=1
+    let one = login(&s, &alice).await;
+    let two = login(&s, &alice).await;
+    let (status, body) = s
+        .call("POST", "/api/v1/logout/?all=maybe", Some(&one), None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        s.get("/api/v1/me/", &one).await.0,
+        200,
+        "a bad request changes nothing"
+    );
+    let (status, _) = s
+        .call("POST", "/api/v1/logout/?all=1", Some(&one), None)
+        .await;
+    assert_eq!(status, 204);
+    for token in [&one, &two] {
+        assert_eq!(s.get("/api/v1/me/", token).await.0, 401);
+    }
+    assert_eq!(s.get("/api/v1/me/", &bob.token).await.0, 200);
+
+    // plain logout still ends only the session used
+    let one = login(&s, &alice).await;
+    let two = login(&s, &alice).await;
+    assert_eq!(
+        s.call("POST", "/api/v1/logout/", Some(&one), None).await.0,
+        204
+    );
+    assert_eq!(s.get("/api/v1/me/", &one).await.0, 401);
+    assert_eq!(s.get("/api/v1/me/", &two).await.0, 200);
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused_and_pruned_at_the_next_login() {
+    let mut config = test_config();
+    config.auth.token_ttl_hours = 1;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    // Age alice's token past its expiry.
+    s.state
+        .store
+        .write(|c| {
+            c.execute("UPDATE tokens SET expires_at = 1", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (status, body) = s.get("/api/v1/me/", &alice.token).await;
+    assert_eq!(status, 401, "{body}");
+    let fresh = login(&s, &alice).await;
+    let (_, list) = s.get("/api/v1/tokens/", &fresh).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let rows: i64 = s
+        .state
+        .store
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(rows, 1, "the expired token row was deleted");
+}
+
+/// Opens a WebSocket at `path` and reads its `hello`.
+async fn ws_at(s: &TestServer, path: &str) -> Ws {
+    let url = format!("ws://{}{path}", s.addr);
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    let mut ws = Ws { socket };
+    assert_eq!(ws.next_json().await["type"], "hello");
+    ws
+}
+
+/// A WebSocket handshake that should be refused: its status and `Retry-After`.
+async fn ws_refusal(s: &TestServer, path: &str) -> (u16, Option<String>) {
+    let url = format!("ws://{}{path}", s.addr);
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => (
+            res.status().as_u16(),
+            res.headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string()),
+        ),
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_token_closes_the_sockets_opened_with_it_and_no_others() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let phone = TestUser {
+        token: login(&s, &alice).await,
+        ..alice.clone()
+    };
+    let (mut laptop_ws, _) = s.ws(&room, &alice, "").await;
+    let (mut phone_room_ws, _) = s.ws(&room, &phone, "").await;
+    let mut phone_all_ws = ws_at(&s, &format!("/ws/?token={}", phone.token)).await;
+    let (mut bob_ws, _) = s.ws(&room, &bob, "").await;
+
+    let (_, list) = s.get("/api/v1/tokens/", &phone.token).await;
+    let phone_id = list[0]["id"].as_i64().unwrap();
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{phone_id}/"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(phone_room_ws.closed().await, Some(4001));
+    assert_eq!(phone_all_ws.closed().await, Some(4001));
+
+    // The laptop's and bob's sockets go on working.
+    let sent = laptop_ws.say("still here", "l1").await;
+    let got = bob_ws.next_of("message").await;
+    assert_eq!(got["message"]["id"], sent["id"]);
+
+    // Log out everywhere closes the laptop too; bob stays.
+    let (status, _) = s
+        .call("POST", "/api/v1/logout/?all=1", Some(&alice.token), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(laptop_ws.closed().await, Some(4001));
+    bob_ws.send_json(json!({"action": "ping"})).await;
+    assert_eq!(bob_ws.next_of("pong").await["type"], "pong");
+}
+
+#[tokio::test]
+async fn a_socket_closes_when_its_token_expires() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    // Alice's token expires half a second from now.
+    s.state
+        .store
+        .write(|c| {
+            c.execute(
+                "UPDATE tokens SET expires_at = ?1 WHERE user_id = 1",
+                [chat_server::store::now_ms() + 500],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let (mut ws, _) = s.ws(&room, &alice, "").await;
+    assert_eq!(ws.closed().await, Some(4001));
+    assert_eq!(s.get("/api/v1/me/", &alice.token).await.0, 401);
+}
+
+#[tokio::test]
+async fn connection_caps_per_user_and_in_total_answer_429_with_retry_after() {
+    let mut config = test_config();
+    config.limits.max_connections_per_user = 2;
+    config.limits.max_connections_total = 3;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob, &carol], Some("team")).await;
+
+    let _a1 = s.ws(&room, &alice, "").await;
+    let _a2 = s.ws(&room, &alice, "").await;
+    let (status, retry) = ws_refusal(&s, &format!("/ws/chat/{room}/?token={}", alice.token)).await;
+    assert_eq!(status, 429, "per-user cap");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+
+    let _b1 = s.ws(&room, &bob, "").await;
+    let (status, retry) = ws_refusal(&s, &format!("/ws/?token={}", carol.token)).await;
+    assert_eq!(status, 429, "total cap");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // A refused handshake holds no slot.
+    let (status, _) = ws_refusal(&s, &format!("/ws/?token={}", carol.token)).await;
+    assert_eq!(status, 429);
+    assert_eq!(s.state.connections.total(), 3);
+}
+
+#[tokio::test]
+async fn a_burst_of_concurrent_guesses_cannot_exceed_the_login_failure_limit() {
+    let mut config = test_config();
+    config.limits.login_failures_per_user = 3;
+    let s = TestServer::start_with(config).await;
+    s.user("alice").await;
+    let guesses = (0..24).map(|i| {
+        let req = s
+            .http
+            .post(s.url("/api/v1/login/"))
+            .json(&json!({"username": "ALICE", "password": format!("guess-{i}")}));
+        async move {
+            let res = req.send().await.unwrap();
+            let retry = res.headers().get("retry-after").cloned();
+            (res.status().as_u16(), retry)
+        }
+    });
+    let results = futures_util::future::join_all(guesses).await;
+    let wrong = results.iter().filter(|(s, _)| *s == 401).count();
+    let limited = results.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(wrong, 3, "exactly the limit is checked: {results:?}");
+    assert_eq!(limited, 21, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s == 429)
+            .all(|(_, retry)| retry.is_some())
+    );
+    // The name is blocked for the window, even with the right password.
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": "alice", "password": "alice-secret-pw"})),
+        )
+        .await;
+    assert_eq!(status, 429);
+    // Other accounts are untouched.
+    s.user("bob").await;
+}
+
+#[tokio::test]
+async fn successful_logins_do_not_use_up_the_failure_budget() {
+    let mut config = test_config();
+    config.limits.login_failures_per_user = 2;
+    config.limits.login_failures_per_ip = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    for _ in 0..5 {
+        login(&s, &alice).await;
+    }
+    let bad = json!({"username": "alice", "password": "wrong-password"});
+    assert_eq!(
+        s.call("POST", "/api/v1/login/", None, Some(bad.clone()))
+            .await
+            .0,
+        401
+    );
+    login(&s, &alice).await;
+    assert_eq!(
+        s.call("POST", "/api/v1/login/", None, Some(bad.clone()))
+            .await
+            .0,
+        401
+    );
+    let (status, body) = s.call("POST", "/api/v1/login/", None, Some(bad)).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+}
+
+/// Sends `method path` with the given headers; returns the status and response headers.
+async fn raw(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = s.http.request(method, s.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    (res.status().as_u16(), res.headers().clone())
+}
+
+const EVIL: &str = "https://evil.example";
+
+#[tokio::test]
+async fn by_default_nothing_is_allowed_cross_origin() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let auth = format!("Token {}", alice.token);
+
+    // A foreign page may send a GET, but gets no CORS header, so its script cannot read it.
+    let (status, h) = raw(
+        &s,
+        "GET",
+        "/api/v1/me/",
+        &[("origin", EVIL), ("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(h.get("access-control-allow-origin").is_none());
+    assert!(
+        h.get("vary").is_none(),
+        "no allowlist, nothing varies by origin"
+    );
+
+    // Preflights from it are refused.
+    let preflight = [
+        ("origin", EVIL),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (status, h) = raw(&s, "OPTIONS", "/api/v1/chats/", &preflight, None).await;
+    assert_eq!(status, 403);
+    assert!(h.get("access-control-allow-origin").is_none());
+
+    // Writes from it are refused before they do anything: no account is created, no failed
+    // login is counted.
+    let signup = json!({"username": "mallory", "password": "mallory-secret-pw"});
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &[("origin", EVIL)],
+        Some(signup),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": "mallory", "password": "mallory-secret-pw"})),
+        )
+        .await;
+    assert_eq!(status, 401, "mallory was not created");
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/logout/",
+        &[("origin", EVIL), ("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        s.get("/api/v1/me/", &alice.token).await.0,
+        200,
+        "still logged in"
+    );
+
+    // The server's own pages (Origin equals Host) and non-browser clients work as usual.
+    let own = format!("http://{}", s.addr);
+    let signup = json!({"username": "carol", "password": "carol-secret-pw"});
+    let (status, h) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &[("origin", &own)],
+        Some(signup),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(h.get("access-control-allow-origin").is_none());
+    // OPTIONS without Origin is not a preflight: the route answers 405 as before.
+    let (status, _) = raw(&s, "OPTIONS", "/api/v1/me/", &[], None).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn an_allowlisted_origin_gets_cors_headers_and_its_preflights_answered() {
+    const APP: &str = "https://chat.example";
+    let mut config = test_config();
+    config.cors.allowed_origins = vec![APP.into()];
+    config.limits.send_burst = 1;
+    config.limits.send_rate_per_sec = 0.001;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let auth = format!("Token {}", alice.token);
+
+    let preflight = [
+        ("origin", APP),
+        ("access-control-request-method", "PATCH"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (status, h) = raw(
+        &s,
+        "OPTIONS",
+        "/api/v1/messages/1/update/",
+        &preflight,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(h["access-control-allow-origin"], APP);
+    let methods = h["access-control-allow-methods"].to_str().unwrap();
+    assert!(
+        methods.contains("PATCH") && methods.contains("DELETE"),
+        "{methods}"
+    );
+    let allowed = h["access-control-allow-headers"].to_str().unwrap();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    assert!(
+        h.get("access-control-allow-credentials").is_none(),
+        "tokens, not cookies"
+    );
+
+    let path = format!("/api/v1/chat/{room}/");
+    let headers = [("origin", APP), ("authorization", auth.as_str())];
+    let (status, h) = raw(&s, "POST", &path, &headers, Some(json!({"content": "hi"}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(h["access-control-allow-origin"], APP);
+    assert!(h.get_all("vary").iter().any(|v| v == "origin"));
+    // Errors carry the headers too, and the page may read Retry-After.
+    let (status, h) = raw(
+        &s,
+        "POST",
+        &path,
+        &headers,
+        Some(json!({"content": "again"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(h["access-control-allow-origin"], APP);
+    assert!(h.get("retry-after").is_some());
+    assert_eq!(h["access-control-expose-headers"], "retry-after");
+
+    // Another origin still gets nothing.
+    let (status, h) = raw(
+        &s,
+        "GET",
+        "/api/v1/me/",
+        &[("origin", EVIL), ("authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(h.get("access-control-allow-origin").is_none());
+    assert!(h.get_all("vary").iter().any(|v| v == "origin"));
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.limits.header_read_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(b"GET /api/v1/me/ HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    for (i, stream) in [&mut slow, &mut idle].into_iter().enumerate() {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(common::WAIT, stream.read_to_end(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("the server closes connection {i}"));
+        assert!(
+            read.is_err() || buf.is_empty() || buf.starts_with(b"HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&buf)
+        );
+    }
+    // The server still serves everyone else.
+    s.user("alice").await;
+}
+
+#[tokio::test]
+async fn sends_over_rest_and_websocket_share_one_rate_limit() {
+    let mut config = test_config();
+    config.limits.send_burst = 3;
+    config.limits.send_rate_per_sec = 0.001;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let path = format!("/api/v1/chat/{room}/");
+    let (mut ws, _) = s.ws(&room, &alice, "").await;
+
+    assert_eq!(
+        s.post(&path, &alice.token, json!({"content": "1"})).await.0,
+        201
+    );
+    assert_eq!(
+        s.post(&path, &alice.token, json!({"content": "2"})).await.0,
+        201
+    );
+    ws.say("3", "w3").await;
+    // The bucket is empty, whichever way the next message comes.
+    ws.send_json(json!({"action": "message", "content": "4", "client_id": "w4"}))
+        .await;
+    let error = ws.next_of("error").await;
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    let (status, h) = raw(
+        &s,
+        "POST",
+        &path,
+        &[("authorization", &format!("Token {}", alice.token))],
+        Some(json!({"content": "5"})),
+    )
+    .await;
+    assert_eq!(status, 429);
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    // Bob has his own bucket, and alice's socket stays open.
+    assert_eq!(
+        s.post(&path, &bob.token, json!({"content": "6"})).await.0,
+        201
+    );
+    ws.send_json(json!({"action": "ping"})).await;
+    assert_eq!(ws.next_of("pong").await["type"], "pong");
+    let (_, history) = s.get(&format!("{path}?after=0"), &bob.token).await;
+    let contents: Vec<&str> = history["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["1", "2", "3", "6"]);
+}
