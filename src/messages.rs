@@ -237,7 +237,8 @@ pub async fn mark_read(
         .write_then(
             move |c| messages::mark_read(c, message_id, user_id),
             move |mark| {
-                if let Some(mark) = mark {
+                // Only a mark that moved is news; repeating a read broadcasts nothing.
+                if let Some(mark) = mark.as_ref().filter(|m| m.moved) {
                     let event = Event::new(
                         mark.room.id,
                         EventKind::Read,

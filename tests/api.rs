@@ -33,12 +33,6 @@ async fn two_users_chat_live_in_both_directions_and_read_state_agrees_with_histo
     assert_eq!(ack["id"], got["id"]);
     assert_eq!(ack["client_id"], "a1");
 
-    // bob -> alice
-    let reply = b.say("hi alice", "b1").await;
-    let got = a.next_of("message").await["message"].clone();
-    assert_eq!(got["id"], reply["id"]);
-    assert!(reply["id"].as_i64() > ack["id"].as_i64());
-
     // bob marks alice's message read over the socket; alice sees the receipt
     b.send_json(json!({"action": "read", "message_id": ack["id"]}))
         .await;
@@ -49,9 +43,14 @@ async fn two_users_chat_live_in_both_directions_and_read_state_agrees_with_histo
         "the reader's own sockets hear it too"
     );
     assert_eq!(receipt["user_id"], bob.id);
-    // marks never move back: bob's reply already marked everything up to it as read by him
-    assert_eq!(receipt["message_id"], reply["id"]);
+    assert_eq!(receipt["message_id"], ack["id"]);
     assert_eq!(receipt["room_id"], room.as_str());
+
+    // bob -> alice
+    let reply = b.say("hi alice", "b1").await;
+    let got = a.next_of("message").await["message"].clone();
+    assert_eq!(got["id"], reply["id"]);
+    assert!(reply["id"].as_i64() > ack["id"].as_i64());
 
     let (status, history) = s.get(&format!("/api/v1/chat/{room}/"), &alice.token).await;
     assert_eq!(status, 200);
@@ -93,6 +92,15 @@ async fn two_users_chat_live_in_both_directions_and_read_state_agrees_with_histo
             .iter()
             .all(|m| m["is_read"] == true)
     );
+
+    // reading it again succeeds but is no news: bob's next event is alice's next message
+    let again = format!("/api/v1/messages/{}/update/", reply["id"]);
+    assert_eq!(
+        s.call("PATCH", &again, Some(&alice.token), None).await.0,
+        200
+    );
+    let next = a.say("one more", "a2").await;
+    assert_eq!(b.next_json().await["message"]["id"], next["id"]);
 }
 
 #[tokio::test]

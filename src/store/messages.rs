@@ -174,6 +174,8 @@ pub struct ReadMark {
     pub room: RoomRef,
     pub user: UserId,
     pub message_id: MessageId,
+    /// False if the mark was already at or past the message.
+    pub moved: bool,
 }
 
 /// Marks `message` and everything before it in its room as read by `user`. `None` if the
@@ -189,16 +191,23 @@ pub fn mark_read(conn: &Connection, message: MessageId, user: UserId) -> Result<
         .query_row(params![message, user], RoomRef::from_row)
         .optional()?;
     let Some(room) = room else { return Ok(None) };
+    let moved = conn
+        .prepare_cached(
+            "UPDATE room_members SET last_read_id = ?3
+             WHERE room_id = ?1 AND user_id = ?2 AND last_read_id < ?3",
+        )?
+        .execute(params![room.id, user, message])?
+        > 0;
     let mark: MessageId = conn
         .prepare_cached(
-            "UPDATE room_members SET last_read_id = max(last_read_id, ?3)
-             WHERE room_id = ?1 AND user_id = ?2 RETURNING last_read_id",
+            "SELECT last_read_id FROM room_members WHERE room_id = ?1 AND user_id = ?2",
         )?
-        .query_row(params![room.id, user, message], |r| r.get(0))?;
+        .query_row(params![room.id, user], |r| r.get(0))?;
     Ok(Some(ReadMark {
         room,
         user,
         message_id: mark,
+        moved,
     }))
 }
 
