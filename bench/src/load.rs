@@ -421,6 +421,8 @@ pub struct Step {
     pub latency: Percentiles,
     pub server_cpu_s: f64,
     pub loadgen_cpu_s: f64,
+    /// CPU seconds used by everything else on the machine during the step (noise).
+    pub other_cpu_s: f64,
     pub deliveries_per_cpu_s: f64,
     /// Every client received every accepted message within the drain time.
     pub drained: bool,
@@ -454,6 +456,7 @@ pub async fn step(
     let received_before = stats.total_received();
     let cpu_before = sys::cpu_seconds(server_pid)?;
     let self_before = sys::cpu_seconds(std::process::id())?;
+    let busy_before = sys::machine_busy_seconds()?;
     let began = Instant::now();
     publishers.burst(total_rate, duration).await?;
     let deadline = Instant::now() + drain;
@@ -470,6 +473,8 @@ pub async fn step(
     let seconds = began.elapsed().as_secs_f64();
     let server_cpu_s = sys::cpu_seconds(server_pid)? - cpu_before;
     let loadgen_cpu_s = sys::cpu_seconds(std::process::id())? - self_before;
+    let other_cpu_s =
+        (sys::machine_busy_seconds()? - busy_before - server_cpu_s - loadgen_cpu_s).max(0.0);
     let received = stats.total_received();
     let deliveries = received - received_before;
     let expected = fleet.expected(counters);
@@ -482,6 +487,7 @@ pub async fn step(
         latency: Percentiles::of(&stats.take_latency()),
         server_cpu_s,
         loadgen_cpu_s,
+        other_cpu_s,
         deliveries_per_cpu_s: if server_cpu_s > 0.0 {
             deliveries as f64 / server_cpu_s
         } else {

@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 
 use crate::child::Kind;
-use crate::suite::{Env, RunOutput, Sizes};
+use crate::suite::{Env, RunOutput, Scenario, Sizes};
 
 /// Load generator and benchmark suite for chat-server.
 #[derive(Parser, Debug)]
@@ -46,12 +46,23 @@ struct Cli {
     /// Which servers to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "chat,bare")]
     servers: Vec<String>,
+    /// Which scenarios to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "rooms,big,durable,history"
+    )]
+    scenarios: Vec<Scenario>,
     /// The chat-server binary [default: next to this one]
     #[arg(long)]
     chat_bin: Option<PathBuf>,
     /// The bare-server binary [default: next to this one]
     #[arg(long)]
     bare_bin: Option<PathBuf>,
+    /// Extra arguments for bare-server, e.g. --bare-arg=--naive (see bare-server --help).
+    #[arg(long, allow_hyphen_values = true)]
+    bare_arg: Vec<String>,
     /// Directory for databases and config files.
     #[arg(long, default_value = "target/bench")]
     work_dir: PathBuf,
@@ -110,6 +121,7 @@ async fn run(cli: Cli) -> Result<bool> {
             None => sibling("bare-server")?,
         },
         work_dir: cli.work_dir.canonicalize()?,
+        bare_args: cli.bare_arg.clone(),
     };
     for bin in [&env.chat_bin, &env.bare_bin] {
         if !bin.exists() {
@@ -130,7 +142,7 @@ async fn run(cli: Cli) -> Result<bool> {
     let mut failures = Vec::new();
     for run in 1..=runs {
         for &kind in &kinds {
-            match suite::run_server(kind, run, &sizes, &env).await {
+            match suite::run_server(kind, run, &sizes, &env, &cli.scenarios).await {
                 Ok(out) => {
                     all.figures.extend(out.figures);
                     all.details.extend(out.details);

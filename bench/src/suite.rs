@@ -84,6 +84,19 @@ impl Sizes {
     }
 }
 
+/// The groups of scenarios, selectable with `--scenarios`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Connect storm, idle memory and fan-out over many small rooms.
+    Rooms,
+    /// Post-to-all latency and fan-out in one big room.
+    Big,
+    /// Durable posts, closed loop.
+    Durable,
+    /// History paging in the seeded room.
+    History,
+}
+
 /// One measured number.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -144,6 +157,7 @@ pub struct Env {
     pub chat_bin: PathBuf,
     pub bare_bin: PathBuf,
     pub work_dir: PathBuf,
+    pub bare_args: Vec<String>,
 }
 
 /// Signs up `sizes.users` users, logs each in, and creates the rooms: one with every user,
@@ -304,7 +318,8 @@ async fn start(kind: Kind, env: &Env, db: &Path) -> Result<Server> {
             Server::start(kind, &env.chat_bin, &args, port).await
         }
         Kind::Bare => {
-            let args = ["--port".to_string(), port.to_string()];
+            let mut args = vec!["--port".to_string(), port.to_string()];
+            args.extend(env.bare_args.iter().cloned());
             Server::start(kind, &env.bare_bin, &args, port).await
         }
     }
@@ -344,22 +359,33 @@ async fn fanout(
     rates: &[f64],
     names: (&'static str, &'static str, &'static str),
     latency: Option<&'static str>,
+    first_phase: bool,
 ) -> Result<()> {
     let (connect_name, idle_name, fanout_name) = names;
     let pid = server.pid();
     let fds = sys::open_fds(pid)?;
     let rss_before = sys::rss_kib(pid)?;
+    let cpu_before = sys::cpu_seconds(pid)?;
     let (fleet, took) =
         Fleet::connect(server.addr, rooms, per_room, sizes.connect_concurrency).await?;
     rec.figure(connect_name, "seconds", took.as_secs_f64());
     settle(pid).await?;
+    // Includes the work that continues after the last hello (presence fan-out).
+    rec.figure(
+        connect_name,
+        "server_cpu_s",
+        sys::cpu_seconds(pid)? - cpu_before,
+    );
     let rss_after = sys::rss_kib(pid)?;
     rec.figure(idle_name, "rss_mib", rss_after as f64 / 1024.0);
-    rec.figure(
-        idle_name,
-        "kib_per_connection",
-        (rss_after as f64 - rss_before as f64) / fleet.len() as f64,
-    );
+    if first_phase {
+        // Only meaningful in a fresh process: later phases reuse memory freed by earlier ones.
+        rec.figure(
+            idle_name,
+            "kib_per_connection",
+            (rss_after as f64 - rss_before as f64) / fleet.len() as f64,
+        );
+    }
 
     let publishers = Publishers::connect(server.addr, rooms).await?;
     let step_time = Duration::from_secs_f64(sizes.step_secs);
@@ -386,12 +412,13 @@ async fn fanout(
             let s = load::step(pid, &fleet, &publishers, rate, step_time, drain).await?;
             eprintln!(
                 "    step {rate:>7} msg/s: {:>10.0} deliveries/s (offered {:>10.0}), p99 {:>8.1} ms, \
-                 server cpu {:.2} s, loadgen cpu {:.2} s, missing {}",
+                 cpu s: server {:.2} loadgen {:.2} other {:.2}, missing {}",
                 s.deliveries_per_s,
                 s.offered_deliveries_per_s,
                 s.latency.p99_ms,
                 s.server_cpu_s,
                 s.loadgen_cpu_s,
+                s.other_cpu_s,
                 s.missing
             );
             let saturated = s.saturated();
@@ -425,7 +452,13 @@ async fn fanout(
 }
 
 /// Runs every scenario against one server.
-pub async fn run_server(kind: Kind, run: usize, sizes: &Sizes, env: &Env) -> Result<RunOutput> {
+pub async fn run_server(
+    kind: Kind,
+    run: usize,
+    sizes: &Sizes,
+    env: &Env,
+    scenarios: &[Scenario],
+) -> Result<RunOutput> {
     let mut out = RunOutput::default();
     let mut rec = Recorder {
         server: kind,
@@ -466,70 +499,80 @@ pub async fn run_server(kind: Kind, run: usize, sizes: &Sizes, env: &Env) -> Res
         sys::rss_kib(pid)? as f64 / 1024.0,
     );
 
-    fanout(
-        &mut rec,
-        &server,
-        sizes,
-        &layout.many,
-        sizes.room_clients,
-        &sizes.many_rates,
-        ("connect_rooms", "idle_rooms", "fanout_rooms"),
-        None,
-    )
-    .await
-    .context("fan-out over many rooms")?;
-    fanout(
-        &mut rec,
-        &server,
-        sizes,
-        std::slice::from_ref(&layout.big),
-        sizes.big_clients,
-        &sizes.big_rates,
-        ("connect_big", "idle_big", "fanout_big"),
-        Some("latency_big"),
-    )
-    .await
-    .context("fan-out in one big room")?;
+    if scenarios.contains(&Scenario::Rooms) {
+        fanout(
+            &mut rec,
+            &server,
+            sizes,
+            &layout.many,
+            sizes.room_clients,
+            &sizes.many_rates,
+            ("connect_rooms", "idle_rooms", "fanout_rooms"),
+            None,
+            true,
+        )
+        .await
+        .context("fan-out over many rooms")?;
+    }
+    if scenarios.contains(&Scenario::Big) {
+        fanout(
+            &mut rec,
+            &server,
+            sizes,
+            std::slice::from_ref(&layout.big),
+            sizes.big_clients,
+            &sizes.big_rates,
+            ("connect_big", "idle_big", "fanout_big"),
+            Some("latency_big"),
+            !scenarios.contains(&Scenario::Rooms),
+        )
+        .await
+        .context("fan-out in one big room")?;
+    }
 
-    let d = load::durable(
-        server.addr,
-        pid,
-        &layout.durable,
-        Duration::from_secs_f64(sizes.durable_secs),
-    )
-    .await
-    .context("durable posts")?;
-    rec.figure("durable", "msgs_per_s", d.msgs_per_s);
-    rec.figure("durable", "p50_ack_ms", d.ack.p50_ms);
-    rec.figure("durable", "p99_ack_ms", d.ack.p99_ms);
-    rec.figure("durable", "errors", d.errors as f64);
-    rec.figure(
-        "durable",
-        "msgs_per_cpu_s",
-        if d.server_cpu_s > 0.0 {
-            d.acked as f64 / d.server_cpu_s
-        } else {
-            0.0
-        },
-    );
-    rec.detail("durable", &d);
-    settle(pid).await?;
+    if scenarios.contains(&Scenario::Durable) {
+        let d = load::durable(
+            server.addr,
+            pid,
+            &layout.durable,
+            Duration::from_secs_f64(sizes.durable_secs),
+        )
+        .await
+        .context("durable posts")?;
+        rec.figure("durable", "msgs_per_s", d.msgs_per_s);
+        rec.figure("durable", "p50_ack_ms", d.ack.p50_ms);
+        rec.figure("durable", "p99_ack_ms", d.ack.p99_ms);
+        rec.figure("durable", "errors", d.errors as f64);
+        rec.figure(
+            "durable",
+            "msgs_per_cpu_s",
+            if d.server_cpu_s > 0.0 {
+                d.acked as f64 / d.server_cpu_s
+            } else {
+                0.0
+            },
+        );
+        rec.detail("durable", &d);
+        settle(pid).await?;
+    }
 
-    let p = load::paging(
-        server.addr,
-        pid,
-        &layout.history,
-        layout.history_max_id,
-        sizes.paging_connections,
-        Duration::from_secs_f64(sizes.paging_secs),
-    )
-    .await
-    .context("history paging")?;
-    rec.figure("history", "pages_per_s", p.pages_per_s);
-    rec.figure("history", "p50_ms", p.latency.p50_ms);
-    rec.figure("history", "p99_ms", p.latency.p99_ms);
-    rec.figure("history", "errors", p.errors as f64);
-    rec.detail("history", &p);
+    if scenarios.contains(&Scenario::History) {
+        let p = load::paging(
+            server.addr,
+            pid,
+            &layout.history,
+            layout.history_max_id,
+            sizes.paging_connections,
+            Duration::from_secs_f64(sizes.paging_secs),
+        )
+        .await
+        .context("history paging")?;
+        rec.figure("history", "pages_per_s", p.pages_per_s);
+        rec.figure("history", "p50_ms", p.latency.p50_ms);
+        rec.figure("history", "p99_ms", p.latency.p99_ms);
+        rec.figure("history", "errors", p.errors as f64);
+        rec.detail("history", &p);
+    }
 
     rec.figure("idle", "rss_at_end_mib", sys::rss_kib(pid)? as f64 / 1024.0);
     server.stop().await?;

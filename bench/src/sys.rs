@@ -43,6 +43,21 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((utime + stime) / clock_ticks_per_sec())
 }
 
+/// CPU seconds the whole machine has been busy (all CPUs, from `/proc/stat`): with the
+/// server's and the load generator's shares subtracted, what else ran during a measurement.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let line = text.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    Ok((total - idle) / clock_ticks_per_sec())
+}
+
 /// Resident set size in KiB, from `VmRSS` in `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");

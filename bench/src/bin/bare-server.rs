@@ -5,7 +5,8 @@
 //! Rooms are named by the path `/ws/chat/<room>/`. A client frame with a `content` field is
 //! wrapped in a message frame shaped and sized like chat-server's, serialized once and broadcast
 //! to everyone in the room, the sender included. Queued frames are written in one flush, as in
-//! chat-server; `--naive` writes and flushes every frame on its own instead.
+//! chat-server; `--naive` writes and flushes every frame on its own instead, and
+//! `--publish-thread` publishes from a dedicated OS thread as chat-server's database writer does.
 //!
 //! `GET /api/v1/chat/<room>/` answers a fixed history page of 50 messages, the ceiling for the
 //! history benchmark.
@@ -43,6 +44,10 @@ struct Args {
     /// Write and flush each frame separately instead of batching queued frames.
     #[arg(long)]
     naive: bool,
+    /// Publish from one dedicated OS thread, as chat-server publishes from its database writer
+    /// thread, instead of from the sending connection's task on the async runtime.
+    #[arg(long)]
+    publish_thread: bool,
     /// Frames a connection may fall behind before it loses some (chat-server's default).
     #[arg(long, default_value_t = 1024)]
     queue: usize,
@@ -57,7 +62,10 @@ struct Shared {
     page: Bytes,
     naive: bool,
     queue: usize,
+    relay: Option<Mutex<std::sync::mpsc::Sender<Relayed>>>,
 }
+
+type Relayed = (broadcast::Sender<Utf8Bytes>, Utf8Bytes);
 
 impl Shared {
     fn room(&self, name: &str) -> broadcast::Sender<Utf8Bytes> {
@@ -182,7 +190,16 @@ async fn session(shared: Arc<Shared>, room: String, mut socket: Socket) {
                             "type": "message",
                             "message": message_json(id, &room, &content, client_id.as_deref()),
                         });
-                        let _ = tx.send(Utf8Bytes::from(frame.to_string()));
+                        let frame = Utf8Bytes::from(frame.to_string());
+                        match &shared.relay {
+                            Some(relay) => {
+                                let relay = relay.lock().unwrap_or_else(|e| e.into_inner());
+                                let _ = relay.send((tx.clone(), frame));
+                            }
+                            None => {
+                                let _ = tx.send(frame);
+                            }
+                        }
                     }
                 }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
@@ -225,12 +242,22 @@ async fn deliver(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let relay = args.publish_thread.then(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Relayed>();
+        std::thread::spawn(move || {
+            for (room, frame) in rx {
+                let _ = room.send(frame);
+            }
+        });
+        Mutex::new(tx)
+    });
     let shared = Arc::new(Shared {
         rooms: Mutex::default(),
         next_id: AtomicI64::new(1),
         page: history_page(),
         naive: args.naive,
         queue: args.queue,
+        relay,
     });
     let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
     let listener = tokio::net::TcpListener::bind(addr).await?;
