@@ -1,8 +1,9 @@
 //! The load itself: fleets of receiving WebSocket clients, open-loop publishers, closed-loop
 //! durable senders and history pagers, and what they measure.
 //!
-//! Every message a publisher sends carries its room sequence number and its intended send time
-//! (microseconds since the load generator started) in its content: `bench <seq> <micros> ...`.
+//! Every message a publisher sends carries the publisher's number within its room, its own
+//! sequence number and its intended send time (microseconds since the load generator started)
+//! in its content: `bench <publisher> <seq> <micros> ...`.
 //! Stamping the intended rather than the actual send time keeps a stalled sender from hiding
 //! latency (coordinated omission). Receivers check the sequence for gaps and duplicates and
 //! count every message, so a step ends only when every client has received every message that
@@ -42,17 +43,28 @@ pub fn new_histogram() -> Histogram<u64> {
 
 const CONTENT_PREFIX: &str = "\"content\":\"bench ";
 
-/// The room sequence number and send time of a benchmark message frame.
-pub fn parse_bench(frame: &str) -> Option<(u64, u64)> {
-    let at = frame.find(CONTENT_PREFIX)? + CONTENT_PREFIX.len();
-    let mut fields = frame[at..].split([' ', '"']);
-    let seq = fields.next()?.parse().ok()?;
-    let sent = fields.next()?.parse().ok()?;
-    Some((seq, sent))
+/// A benchmark message: who sent it within its room, its sequence number, its send time.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub publisher: usize,
+    pub seq: u64,
+    pub sent_us: u64,
 }
 
-fn bench_content(seq: u64, sent_us: u64) -> String {
-    format!("bench {seq} {sent_us} lorem ipsum dolor sit amet, consectetur adipiscing elit")
+pub fn parse_bench(frame: &str) -> Option<Stamp> {
+    let at = frame.find(CONTENT_PREFIX)? + CONTENT_PREFIX.len();
+    let mut fields = frame[at..].split([' ', '"']);
+    Some(Stamp {
+        publisher: fields.next()?.parse().ok()?,
+        seq: fields.next()?.parse().ok()?,
+        sent_us: fields.next()?.parse().ok()?,
+    })
+}
+
+fn bench_content(publisher: usize, seq: u64, sent_us: u64) -> String {
+    format!(
+        "bench {publisher} {seq} {sent_us} lorem ipsum dolor sit amet, consectetur adipiscing elit"
+    )
 }
 
 const SHARDS: usize = 16;
@@ -221,18 +233,25 @@ impl Fleet {
 }
 
 async fn receive(mut ws: Ws, idx: usize, stats: &Stats) {
-    let mut last = 0u64;
+    // The last sequence number seen from each publisher of the room.
+    let mut last: Vec<u64> = Vec::new();
     while let Some(frame) = ws.next().await {
         match frame {
             Ok(Message::Text(text)) => {
-                if let Some((seq, sent)) = parse_bench(text.as_str()) {
+                if let Some(stamp) = parse_bench(text.as_str()) {
                     let now = micros_since_start(Instant::now());
-                    stats.record(idx, now.saturating_sub(sent));
-                    if seq <= last {
+                    stats.record(idx, now.saturating_sub(stamp.sent_us));
+                    if stamp.publisher >= last.len() {
+                        last.resize(stamp.publisher + 1, 0);
+                    }
+                    let last = &mut last[stamp.publisher];
+                    if stamp.seq <= *last {
                         stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        stats.gaps.fetch_add(seq - last - 1, Ordering::Relaxed);
-                        last = seq;
+                        stats
+                            .gaps
+                            .fetch_add(stamp.seq - *last - 1, Ordering::Relaxed);
+                        *last = stamp.seq;
                     }
                 }
             }
@@ -267,7 +286,7 @@ struct Burst {
     done: oneshot::Sender<()>,
 }
 
-/// One sending connection per room, driven step by step.
+/// Sending connections, `per_room` in every room, driven step by step.
 pub struct Publishers {
     commands: Vec<mpsc::Sender<Burst>>,
     pub counters: Arc<RoomCounters>,
@@ -275,8 +294,12 @@ pub struct Publishers {
 }
 
 impl Publishers {
-    /// Connects one publisher to each room, as the room's first member.
-    pub async fn connect(server: SocketAddr, rooms: &[Room]) -> Result<Publishers> {
+    /// Connects `per_room` publishers to each room, as its first members.
+    pub async fn connect(
+        server: SocketAddr,
+        rooms: &[Room],
+        per_room: usize,
+    ) -> Result<Publishers> {
         let n = rooms.len();
         let counters = Arc::new(RoomCounters {
             sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -284,11 +307,13 @@ impl Publishers {
         });
         let mut commands = Vec::with_capacity(n);
         let mut tasks = Vec::with_capacity(n);
-        for (r, room) in rooms.iter().enumerate() {
-            let ws = open(server, &room.ws_path(0)).await?;
-            let (tx, rx) = mpsc::channel(1);
-            commands.push(tx);
-            tasks.push(tokio::spawn(publish(ws, r, counters.clone(), rx)));
+        for j in 0..per_room {
+            for (r, room) in rooms.iter().enumerate() {
+                let ws = open(server, &room.ws_path(j)).await?;
+                let (tx, rx) = mpsc::channel(1);
+                commands.push(tx);
+                tasks.push(tokio::spawn(publish(ws, r, j, counters.clone(), rx)));
+            }
         }
         Ok(Publishers {
             commands,
@@ -297,9 +322,12 @@ impl Publishers {
         })
     }
 
-    /// Every room sends `total_rate / rooms` messages per second for `duration`, open loop.
-    async fn burst(&self, total_rate: f64, duration: Duration) -> Result<()> {
+    /// Every publisher sends its share of `total_rate` messages per second for `duration`,
+    /// open loop.
+    /// Returns how many messages were sent in all.
+    async fn burst(&self, total_rate: f64, duration: Duration) -> Result<u64> {
         let rate = total_rate / self.commands.len() as f64;
+        let each = (rate * duration.as_secs_f64()).round() as u64;
         let mut done = Vec::new();
         for tx in &self.commands {
             let (done_tx, done_rx) = oneshot::channel();
@@ -316,7 +344,7 @@ impl Publishers {
             rx.await
                 .map_err(|_| anyhow::anyhow!("a publisher connection ended"))?;
         }
-        Ok(())
+        Ok(each * self.commands.len() as u64)
     }
 
     pub fn close(self) {
@@ -348,6 +376,7 @@ fn publisher_frame(
 async fn publish(
     mut ws: Ws,
     room: usize,
+    me: usize,
     counters: Arc<RoomCounters>,
     mut commands: mpsc::Receiver<Burst>,
 ) {
@@ -372,7 +401,7 @@ async fn publish(
                     seq += 1;
                     let frame = json!({
                         "action": "message",
-                        "content": bench_content(seq, micros_since_start(at)),
+                        "content": bench_content(me, seq, micros_since_start(at)),
                     });
                     if ws.send(Message::text(frame.to_string())).await.is_err() {
                         return;
@@ -458,7 +487,7 @@ pub async fn step(
     let self_before = sys::cpu_seconds(std::process::id())?;
     let busy_before = sys::machine_busy_seconds()?;
     let began = Instant::now();
-    publishers.burst(total_rate, duration).await?;
+    let sent = publishers.burst(total_rate, duration).await?;
     let deadline = Instant::now() + drain;
     let counters = &publishers.counters;
     let drained = loop {
@@ -478,10 +507,12 @@ pub async fn step(
     let received = stats.total_received();
     let deliveries = received - received_before;
     let expected = fleet.expected(counters);
-    let per_message = fleet.len() as f64 / publishers.commands.len() as f64;
+    // Every message goes to every receiver in its room.
+    let per_message = fleet.len() as f64 / publishers.counters.sent.len() as f64;
+    let offered_msgs_per_s = sent as f64 / duration.as_secs_f64();
     Ok(Step {
-        offered_msgs_per_s: total_rate,
-        offered_deliveries_per_s: total_rate * per_message,
+        offered_msgs_per_s,
+        offered_deliveries_per_s: offered_msgs_per_s * per_message,
         deliveries,
         deliveries_per_s: deliveries as f64 / seconds,
         latency: Percentiles::of(&stats.take_latency()),
@@ -544,7 +575,7 @@ pub async fn durable(
                     let sent = Instant::now();
                     let frame = json!({
                         "action": "message",
-                        "content": bench_content(n, micros_since_start(sent)),
+                        "content": bench_content(0, n, micros_since_start(sent)),
                         "client_id": client_id,
                     });
                     ws.send(Message::text(frame.to_string())).await?;
@@ -681,9 +712,16 @@ mod tests {
     fn parses_sequence_and_time_from_a_message_frame() {
         let frame = format!(
             r#"{{"message":{{"id":7,"content":"{}","client_id":null}},"type":"message"}}"#,
-            bench_content(42, 123_456)
+            bench_content(3, 42, 123_456)
         );
-        assert_eq!(parse_bench(&frame), Some((42, 123_456)));
+        assert_eq!(
+            parse_bench(&frame),
+            Some(Stamp {
+                publisher: 3,
+                seq: 42,
+                sent_us: 123_456
+            })
+        );
         assert_eq!(parse_bench(r#"{"type":"hello"}"#), None);
     }
 }

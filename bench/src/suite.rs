@@ -22,6 +22,9 @@ pub struct Sizes {
     pub big_clients: usize,
     pub rooms: usize,
     pub room_clients: usize,
+    /// Sending connections in the big room, and in each small room, during fan-out steps.
+    pub big_publishers: usize,
+    pub room_publishers: usize,
     /// Open-loop steps, in messages per second into the one big room.
     pub big_rates: Vec<f64>,
     /// Open-loop steps, in messages per second over all the small rooms together.
@@ -45,6 +48,8 @@ impl Sizes {
             big_clients: 10_000,
             rooms: 100,
             room_clients: 100,
+            big_publishers: 20,
+            room_publishers: 4,
             big_rates: vec![10.0, 20.0, 40.0, 80.0, 120.0, 160.0, 240.0, 320.0],
             many_rates: vec![
                 1000.0, 2000.0, 4000.0, 8000.0, 12000.0, 16000.0, 24000.0, 32000.0,
@@ -68,6 +73,8 @@ impl Sizes {
             big_clients: 500,
             rooms: 10,
             room_clients: 50,
+            big_publishers: 4,
+            room_publishers: 2,
             big_rates: vec![10.0, 40.0],
             many_rates: vec![100.0, 400.0],
             step_secs: 1.0,
@@ -356,6 +363,7 @@ async fn fanout(
     sizes: &Sizes,
     rooms: &[Room],
     per_room: usize,
+    publishers_per_room: usize,
     rates: &[f64],
     names: (&'static str, &'static str, &'static str),
     latency: Option<&'static str>,
@@ -387,7 +395,7 @@ async fn fanout(
         );
     }
 
-    let publishers = Publishers::connect(server.addr, rooms).await?;
+    let publishers = Publishers::connect(server.addr, rooms, publishers_per_room).await?;
     let step_time = Duration::from_secs_f64(sizes.step_secs);
     let drain = Duration::from_secs_f64(sizes.drain_secs);
     let mut steps: Vec<Step> = Vec::new();
@@ -506,6 +514,7 @@ pub async fn run_server(
             sizes,
             &layout.many,
             sizes.room_clients,
+            sizes.room_publishers,
             &sizes.many_rates,
             ("connect_rooms", "idle_rooms", "fanout_rooms"),
             None,
@@ -521,6 +530,7 @@ pub async fn run_server(
             sizes,
             std::slice::from_ref(&layout.big),
             sizes.big_clients,
+            sizes.big_publishers,
             &sizes.big_rates,
             ("connect_big", "idle_big", "fanout_big"),
             Some("latency_big"),
