@@ -1,0 +1,170 @@
+//! `chat-bench`: the load generator and benchmark suite for chat-server.
+//!
+//! It starts the real `chat-server` release binary and, as the ceiling, this crate's
+//! `bare-server` as child processes on loopback, runs the scenarios of DESIGN.md section 5
+//! against each in turn (alternating, so both see the same machine conditions), and prints a
+//! table of medians over the runs with the ratio of chat-server to the bare server and the
+//! DESIGN.md target, and writes every figure and every fan-out step as JSON.
+//!
+//! Full suite (by hand, ~20 minutes): `bench/run`. Smoke (CI, under 2 minutes):
+//! `bench/run --smoke`.
+//!
+//! # Layout
+//! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
+//! - `load`: receivers, publishers, durable senders and pagers, and what they measure.
+//! - `net`: HTTP and WebSocket client connections over many loopback source addresses.
+//! - `child`: starting and stopping the servers under test.
+//! - `sys`: CPU time, RSS and open files from `/proc`; the open-files limit.
+//! - `report`: medians, ratios, targets, the table and the JSON.
+
+mod child;
+mod load;
+mod net;
+mod report;
+mod suite;
+mod sys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use crate::child::Kind;
+use crate::suite::{Env, RunOutput, Scenario, Sizes};
+
+/// Load generator and benchmark suite for chat-server.
+#[derive(Parser, Debug)]
+#[command(about)]
+struct Cli {
+    /// Small sizes that finish in under two minutes; checks correctness, not targets.
+    #[arg(long)]
+    smoke: bool,
+    /// Runs per server; the table reports medians [default: 3, or 1 with --smoke]
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Which servers to run, in order.
+    #[arg(long, value_delimiter = ',', default_value = "chat,bare")]
+    servers: Vec<String>,
+    /// Which scenarios to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "rooms,big,durable,history"
+    )]
+    scenarios: Vec<Scenario>,
+    /// The chat-server binary [default: next to this one]
+    #[arg(long)]
+    chat_bin: Option<PathBuf>,
+    /// The bare-server binary [default: next to this one]
+    #[arg(long)]
+    bare_bin: Option<PathBuf>,
+    /// Extra arguments for bare-server, e.g. --bare-arg=--naive (see bare-server --help).
+    #[arg(long, allow_hyphen_values = true)]
+    bare_arg: Vec<String>,
+    /// Directory for databases and config files.
+    #[arg(long, default_value = "target/bench")]
+    work_dir: PathBuf,
+    /// Where to write the JSON results [default: <work-dir>/results.json]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn sibling(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    Ok(exe.with_file_name(name))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("chat-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    let files = sys::raise_nofile_limit()?;
+    let sizes = if cli.smoke {
+        Sizes::smoke()
+    } else {
+        Sizes::full()
+    };
+    let needed = (sizes.big_clients.max(sizes.rooms * sizes.room_clients) + 1000) as u64;
+    if files < needed {
+        anyhow::bail!("the open-files limit is {files}; this suite needs {needed} (ulimit -Hn)");
+    }
+    let runs = cli.runs.unwrap_or(if cli.smoke { 1 } else { 3 });
+    let kinds = cli
+        .servers
+        .iter()
+        .map(|s| match s.as_str() {
+            "chat" => Ok(Kind::Chat),
+            "bare" => Ok(Kind::Bare),
+            other => anyhow::bail!("unknown server {other:?}: use chat or bare"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    std::fs::create_dir_all(&cli.work_dir)
+        .with_context(|| format!("creating {}", cli.work_dir.display()))?;
+    let env = Env {
+        chat_bin: match cli.chat_bin {
+            Some(p) => p,
+            None => sibling("chat-server")?,
+        },
+        bare_bin: match cli.bare_bin {
+            Some(p) => p,
+            None => sibling("bare-server")?,
+        },
+        work_dir: cli.work_dir.canonicalize()?,
+        bare_args: cli.bare_arg.clone(),
+    };
+    for bin in [&env.chat_bin, &env.bare_bin] {
+        if !bin.exists() {
+            anyhow::bail!(
+                "{} not found: build the workspace first (cargo build --release --workspace)",
+                bin.display()
+            );
+        }
+    }
+    let out_path = cli.out.unwrap_or_else(|| env.work_dir.join("results.json"));
+    let machine = sys::machine();
+    eprintln!(
+        "chat-bench: {} mode, {runs} run(s), {machine}, open files {files}",
+        if cli.smoke { "smoke" } else { "full" }
+    );
+
+    let mut all = RunOutput::default();
+    let mut failures = Vec::new();
+    for run in 1..=runs {
+        for &kind in &kinds {
+            match suite::run_server(kind, run, &sizes, &env, &cli.scenarios).await {
+                Ok(out) => {
+                    all.figures.extend(out.figures);
+                    all.details.extend(out.details);
+                }
+                Err(e) => {
+                    eprintln!("[run {run}] {} failed: {e:#}", kind.name());
+                    failures.push(format!("run {run} {}: {e:#}", kind.name()));
+                }
+            }
+            report::write_json(&out_path, &machine, cli.smoke, &sizes, &all, &failures)?;
+        }
+    }
+    let table = report::summarize(&all.figures, cli.smoke);
+    println!("{}", report::render(&table, &machine, runs, cli.smoke));
+    report::write_json(&out_path, &machine, cli.smoke, &sizes, &all, &failures)?;
+    eprintln!("results written to {}", out_path.display());
+    let problems = report::correctness_problems(&all.figures);
+    for p in &problems {
+        eprintln!("FAILED: {p}");
+    }
+    for f in &failures {
+        eprintln!("FAILED: {f}");
+    }
+    Ok(problems.is_empty() && failures.is_empty())
+}
