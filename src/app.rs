@@ -147,10 +147,6 @@ fn security_headers() -> HeaderMap {
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -170,6 +166,8 @@ pub fn routes(
         .or(crate::messages::routes(state))
         .unify()
         .or(crate::ws::routes(state))
+        .unify()
+        .or(crate::web::routes(state))
         .unify();
     let log = warp::log::custom(|info| {
         // The path only: a WebSocket token may travel in the query string.
@@ -184,6 +182,11 @@ pub fn routes(
     api.recover(recover)
         .unify()
         .with(warp::reply::with::headers(security_headers()))
+        // Only where a route set none: the web client's page brings its own policy.
+        .with(warp::reply::with::default_header(
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
         .with(log)
         .map(Reply::into_response)
 }

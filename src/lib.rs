@@ -10,6 +10,7 @@
 //! - `rooms`: `/api/v1/chats/`, listing and creating rooms.
 //! - `messages`: history, posting and read receipts; the send path REST and WebSocket share.
 //! - `ws`: the room WebSocket `/ws/chat/<room_id>/`.
+//! - `web`: the browser client at `/`, embedded in the binary, with its own CSP.
 //! - `hub`: publish/subscribe between connections, and presence.
 //! - `store`: every SQL statement; one writer with group commit, a pool of readers.
 //! - `model`: the API objects and id newtypes.
@@ -26,6 +27,7 @@ pub mod ratelimit;
 pub mod rooms;
 pub mod store;
 pub mod users;
+pub mod web;
 pub mod ws;
 
 pub use app::{AppState, run};
