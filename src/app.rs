@@ -126,10 +126,6 @@ fn security_headers() -> HeaderMap {
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
         ("cache-control", "no-store"),
-        (
-            "content-security-policy",
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -151,6 +147,8 @@ pub fn routes(
         .or(crate::ws::routes(state))
         .unify()
         .or(crate::ops::routes(state))
+        .unify()
+        .or(crate::web::routes(state))
         .unify();
     let log = warp::log::custom(|info| {
         // The path only: a WebSocket token may travel in the query string.
@@ -166,6 +164,11 @@ pub fn routes(
     let api = crate::cors::guard(&cors).or(api).unify();
     crate::cors::wrap(&cors, api.recover(recover).unify())
         .with(warp::reply::with::headers(security_headers()))
+        // Only where a route set none: the web client's page brings its own policy.
+        .with(warp::reply::with::default_header(
+            "content-security-policy",
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
         .with(log)
         .map(Reply::into_response)
 }

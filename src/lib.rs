@@ -12,6 +12,7 @@
 //! - `rooms`: `/api/v1/chats/` (listing, creating) and `/api/v1/chat/<id>/members/`.
 //! - `messages`: history, posting and read receipts; the send path REST and WebSocket share.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms).
+//! - `web`: the browser client at `/`, embedded in the binary, with its own CSP.
 //! - `hub`: publish/subscribe between connections, and presence.
 //! - `store`: every SQL statement; one writer with group commit, a pool of readers.
 //! - `model`: the API objects and id newtypes.
@@ -40,6 +41,7 @@ pub mod rooms;
 pub mod store;
 pub mod tls;
 pub mod users;
+pub mod web;
 pub mod ws;
 
 pub use app::{AppState, run};

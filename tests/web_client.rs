@@ -1,0 +1,367 @@
+//! The web client at `/`: how it is served, and end-to-end tests in a real headless Chromium.
+//!
+//! The browser tests skip, saying why, on a machine without Chromium and chromedriver;
+//! `CHAT_BROWSER_TESTS=require` (set by `.ci/run`) turns that into a failure.
+//! `CHAT_SCREENSHOTS=docs` also saves their screenshots to `docs/screenshots/`.
+
+mod browser;
+mod common;
+
+use std::net::SocketAddr;
+
+use browser::{Driver, Server, config, enter, log_in, sign_up};
+use common::TestServer;
+use serde_json::json;
+
+const DESKTOP: (u32, u32) = (1280, 800);
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+#[tokio::test]
+async fn page_is_served_with_its_own_strict_csp_and_the_api_keeps_its_own() {
+    let server = TestServer::start().await;
+    let page = server.http.get(server.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "form-action 'none'",
+        "base-uri 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(headers.get_all("content-security-policy").iter().count(), 1);
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let html = page.text().await.unwrap();
+    // No inline script or style for the policy to have to allow.
+    assert!(html.contains(r#"<script src="/assets/app.js" defer></script>"#));
+    assert_eq!(html.matches("<script").count(), 1);
+    assert!(!html.contains("<style") && !html.contains("style="));
+
+    for (path, content_type) in [
+        ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/app.css", "text/css; charset=utf-8"),
+        ("/assets/icon.svg", "image/svg+xml"),
+    ] {
+        let res = server.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["content-type"], content_type, "{path}");
+    }
+    let script = server
+        .http
+        .get(server.url("/assets/app.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML"));
+
+    let (status, body) = server.call("GET", "/assets/nothing.js", None, None).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let api = server
+        .http
+        .get(server.url("/api/v1/me/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        api.headers()["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_after_reload() {
+    let Some(tools) = browser::tools("two_people_sign_up_chat_live") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    let bob = driver.browser(DESKTOP.0, DESKTOP.1).await;
+
+    alice.goto(&server.url("/")).await;
+    alice.visible("#login-form").await;
+    alice.screenshot("desktop-login").await;
+    sign_up(&alice, &server, "alice", "Alice").await;
+    sign_up(&bob, &server, "bob", "Bob").await;
+    assert_eq!(
+        alice
+            .js(
+                "return document.getElementById('me-name').textContent",
+                vec![]
+            )
+            .await,
+        "Alice"
+    );
+
+    // Alice starts a direct chat with Bob from the people list.
+    alice.click("#new-chat").await;
+    alice.click(".user-row[data-username='bob'] input").await;
+    let label = alice
+        .visible("#new-chat-submit")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(label, "Message Bob");
+    alice.screenshot("desktop-new-chat").await;
+    alice.click("#new-chat-submit").await;
+    let room = alice.room_id().await;
+    alice.visible("#room-view").await;
+    assert_eq!(
+        alice
+            .js(
+                "return document.getElementById('room-name').textContent",
+                vec![]
+            )
+            .await,
+        "Bob"
+    );
+
+    // Enter sends.
+    alice
+        .type_into("#input", &format!("Hi Bob! Lunch at 12:30?{}", enter()))
+        .await;
+    alice.wait_message("Hi Bob! Lunch at 12:30?").await;
+    alice
+        .wait_for(
+            "the message to be acknowledged",
+            "const m = document.querySelector('#message-list .msg.mine'); \
+             return m && m.dataset.id && m.dataset.status === 'sent';",
+            vec![],
+        )
+        .await;
+
+    // Bob's room list picks up the new room with the message and an unread badge.
+    let item = format!("#rooms .room-item[data-room-id='{room}']");
+    bob.wait_for(
+        "an unread badge in Bob's room list",
+        "const el = document.querySelector(arguments[0]); \
+         return el && el.querySelector('.badge')?.textContent === '1' \
+            && el.querySelector('.room-preview').textContent === 'Hi Bob! Lunch at 12:30?';",
+        vec![json!(item)],
+    )
+    .await;
+    bob.screenshot("desktop-unread").await;
+
+    // Bob opens it: he sees the message, and Alice sees that he read it and is here.
+    bob.click(&item).await;
+    bob.wait_message("Hi Bob! Lunch at 12:30?").await;
+    alice
+        .wait_for(
+            "Alice's message to show as read",
+            "return document.querySelector('#message-list .msg.mine').dataset.status === 'read';",
+            vec![],
+        )
+        .await;
+    alice
+        .wait_for(
+            "Bob to show as online",
+            "return document.getElementById('room-status').textContent === 'Online';",
+            vec![],
+        )
+        .await;
+    bob.gone(&format!("{item} .badge")).await;
+
+    // Bob types: Alice sees it; he sends: she gets the message live and the indicator goes.
+    bob.type_into("#input", "Sounds good").await;
+    alice
+        .wait_for(
+            "the typing indicator",
+            "return document.getElementById('typing').textContent === 'Bob is typing';",
+            vec![],
+        )
+        .await;
+    bob.type_into("#input", &format!(", see you there{}", enter()))
+        .await;
+    alice.wait_message("Sounds good, see you there").await;
+    alice
+        .wait_for(
+            "the typing indicator to clear",
+            "return document.getElementById('typing').textContent === '';",
+            vec![],
+        )
+        .await;
+
+    // User text is text: markup arrives as the characters typed, never as elements.
+    let markup = r#"<img src=x onerror="window.pwned=1"><b>bold?</b>"#;
+    alice
+        .type_into("#input", &format!("{markup}{}", enter()))
+        .await;
+    bob.wait_message(markup).await;
+    assert_eq!(
+        bob.js(
+            "return document.querySelectorAll('#message-list .text *').length === 0 \
+                 && window.pwned === undefined;",
+            vec![]
+        )
+        .await,
+        true
+    );
+
+    // A longer exchange, for the screenshots.
+    for (who, text) in [
+        (&bob, "Should I book a table? It gets busy on Fridays."),
+        (&alice, "Yes please, for three — Sam is joining us."),
+        (&bob, "Done ✅ Table by the window."),
+    ] {
+        who.type_into("#input", &format!("{text}{}", enter())).await;
+        alice.wait_message(text).await;
+        bob.wait_message(text).await;
+    }
+    alice.screenshot("desktop-chat").await;
+
+    // The token never appears in the page's URL.
+    let (url, token) = (
+        alice.js("return location.href", vec![]).await,
+        alice
+            .js(
+                "return JSON.parse(sessionStorage.getItem('chat.session')).token",
+                vec![],
+            )
+            .await,
+    );
+    assert!(!url.as_str().unwrap().contains(token.as_str().unwrap()));
+
+    // A reload keeps the session and the open room, and shows the history in order.
+    let before = bob.message_texts().await;
+    assert_eq!(before.len(), 6, "{before:?}");
+    bob.client.refresh().await.unwrap();
+    bob.wait_message("Done ✅ Table by the window.").await;
+    assert_eq!(bob.message_texts().await, before);
+
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_survives_a_server_restart_and_resumes_with_what_it_missed() {
+    let Some(tools) = browser::tools("page_survives_a_server_restart") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Server::start(config(Some(&db)), any_port());
+    let addr = server.addr;
+    let (_, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let (status, room) = server
+        .call(
+            "POST",
+            "/api/v1/chats/",
+            Some(&alice_token),
+            Some(json!({"members": [bob_id]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let room = room["room_id"].as_str().unwrap().to_string();
+    server
+        .post_message(&room, &bob_token, "Before the restart")
+        .await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{room}']"))
+        .await;
+    alice.wait_message("Before the restart").await;
+    alice
+        .wait_for(
+            "the room socket",
+            "return document.getElementById('room-status').textContent !== 'Connecting…';",
+            vec![],
+        )
+        .await;
+    assert!(!alice.is_visible("#offline").await);
+
+    // The server dies: the page says so, and keeps what Alice writes meanwhile.
+    server.kill();
+    alice.visible("#offline").await;
+    alice
+        .type_into("#input", &format!("Written while offline{}", enter()))
+        .await;
+    alice
+        .wait_for(
+            "the unsent message to show as pending",
+            "const m = [...document.querySelectorAll('#message-list .msg.mine')].pop(); \
+             return m && m.dataset.status === 'pending';",
+            vec![],
+        )
+        .await;
+    alice.screenshot("desktop-offline").await;
+
+    // Bob posts through another server process on the same database while Alice's page
+    // cannot connect, so the page can only learn of it by resuming with `since`.
+    let side = Server::start(config(Some(&db)), any_port());
+    side.post_message(&room, &bob_token, "Posted while you were away")
+        .await;
+    side.kill();
+
+    // The server comes back on the same port and file.
+    let server = Server::start(config(Some(&db)), addr);
+    alice
+        .wait_for_within(
+            std::time::Duration::from_secs(40),
+            "the page to reconnect",
+            "return document.getElementById('offline').hidden;",
+            vec![],
+        )
+        .await;
+    alice.wait_message("Posted while you were away").await;
+    alice
+        .wait_for(
+            "the queued message to be delivered",
+            "const m = [...document.querySelectorAll('#message-list .msg.mine')].pop(); \
+             return m && m.dataset.id && m.dataset.status !== 'pending';",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        alice.message_texts().await,
+        [
+            "Before the restart",
+            "Posted while you were away",
+            "Written while offline"
+        ]
+    );
+
+    // The server stored the queued message exactly once, and live delivery works again.
+    let (_, history) = server
+        .call(
+            "GET",
+            &format!("/api/v1/chat/{room}/"),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let texts: Vec<&str> = history["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Written while offline",
+            "Posted while you were away",
+            "Before the restart"
+        ]
+    );
+    server.post_message(&room, &bob_token, "Live again").await;
+    alice.wait_message("Live again").await;
+    alice.close().await;
+}

@@ -1,0 +1,1302 @@
+// The chat-server web client: plain JavaScript against the REST API and the room WebSocket.
+//
+// Safety rules this file keeps: user text only ever reaches the page as text nodes
+// (textContent / createTextNode, never parsed as markup); the token lives in Web Storage and goes in
+// request headers, or in the WebSocket query string, which the server never logs.
+'use strict';
+
+(() => {
+  const API = '/api/v1';
+  const SESSION_KEY = 'chat.session';
+  const PAGE_SIZE = 50;
+  const ROOMS_EVERY_MS = 4000;
+  const TYPING_SEND_EVERY_MS = 2500;
+  const TYPING_IDLE_MS = 4000;
+  const TYPING_SHOWN_MS = 6000;
+  const RESEND_AFTER_MS = 4000;
+  const GROUP_GAP_MS = 5 * 60 * 1000;
+  const PING_EVERY_MS = 25000;
+  const SILENT_LIMIT_MS = 60000;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---------------------------------------------------------------- DOM helpers
+
+  /** Creates an element. Children that are strings become text nodes, never markup. */
+  function h(tag, props, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === 'class') el.className = value;
+      else if (key === 'dataset') Object.assign(el.dataset, value);
+      else if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+      else if (key === 'text') el.textContent = value;
+      else el.setAttribute(key, value === true ? '' : String(value));
+    }
+    append(el, children);
+    return el;
+  }
+
+  function append(el, children) {
+    for (const child of children.flat()) {
+      if (child === null || child === undefined || child === false) continue;
+      el.append(typeof child === 'string' ? document.createTextNode(child) : child);
+    }
+  }
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+  const ICONS = {
+    plus: 'M12 5v14M5 12h14',
+    logout: 'M15 4h3a2 2 0 0 1 2 2v12a2 2 0 0 1-2 2h-3M10 17l5-5-5-5M15 12H4',
+    send: 'M4 12l16-8-6 16-2.5-6.5L4 12z',
+    back: 'M15 5l-7 7 7 7',
+    close: 'M6 6l12 12M18 6L6 18',
+    check: 'M5 12.5l4.5 4.5L19 7.5',
+    checks: 'M2.5 12.5L7 17l9.5-9.5M12 16l1 1 9.5-9.5',
+    clock: 'M12 7v5l3 2M21 12a9 9 0 1 1-18 0 9 9 0 0 1 18 0z',
+    down: 'M12 5v14M6 13l6 6 6-6',
+  };
+
+  function icon(name) {
+    const svg = document.createElementNS(SVG_NS, 'svg');
+    svg.setAttribute('viewBox', '0 0 24 24');
+    svg.setAttribute('aria-hidden', 'true');
+    svg.setAttribute('class', `icon icon-${name}`);
+    const path = document.createElementNS(SVG_NS, 'path');
+    path.setAttribute('d', ICONS[name]);
+    svg.append(path);
+    return svg;
+  }
+
+  function show(el, visible) {
+    el.hidden = !visible;
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  function displayName(user) {
+    if (!user) return 'Someone';
+    const full = [user.first_name, user.last_name].filter(Boolean).join(' ').trim();
+    return full || user.username;
+  }
+
+  function initials(text) {
+    const words = String(text).trim().split(/[\s._@+-]+/).filter(Boolean);
+    const letters = words.slice(0, 2).map((w) => Array.from(w)[0]);
+    return (letters.join('') || '?').toUpperCase();
+  }
+
+  function colorIndex(key) {
+    let hash = 0;
+    for (const ch of String(key)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+    return hash % 8;
+  }
+
+  function fillAvatar(el, label, key, online) {
+    el.textContent = initials(label);
+    el.className = `avatar c${colorIndex(key)}${online ? ' online' : ''}`;
+  }
+
+  function avatar(label, key, extra) {
+    const el = h('span', { 'aria-hidden': 'true' });
+    fillAvatar(el, label, key, false);
+    if (extra) el.classList.add(extra);
+    return el;
+  }
+
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const weekdayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short' });
+  const dateFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
+  const longDateFmt = new Intl.DateTimeFormat(undefined, {
+    weekday: 'long', day: 'numeric', month: 'long', year: 'numeric',
+  });
+
+  function startOfDay(d) {
+    return new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  }
+
+  function shortWhen(iso) {
+    const d = new Date(iso);
+    const days = Math.round((startOfDay(new Date()) - startOfDay(d)) / 86400000);
+    if (days <= 0) return timeFmt.format(d);
+    if (days === 1) return 'Yesterday';
+    if (days < 7) return weekdayFmt.format(d);
+    return dateFmt.format(d);
+  }
+
+  function dayLabel(iso) {
+    const d = new Date(iso);
+    const days = Math.round((startOfDay(new Date()) - startOfDay(d)) / 86400000);
+    if (days <= 0) return 'Today';
+    if (days === 1) return 'Yesterday';
+    return longDateFmt.format(d);
+  }
+
+  function randomId() {
+    const bytes = new Uint8Array(12);
+    crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+
+  // ---------------------------------------------------------------- session storage
+
+  const session = {
+    load() {
+      for (const area of [sessionStorage, localStorage]) {
+        try {
+          const raw = area.getItem(SESSION_KEY);
+          if (raw) return JSON.parse(raw);
+        } catch (_) { /* unreadable: treat as signed out */ }
+      }
+      return null;
+    },
+    save(value, remember) {
+      this.clear();
+      (remember ? localStorage : sessionStorage).setItem(SESSION_KEY, JSON.stringify(value));
+    },
+    clear() {
+      sessionStorage.removeItem(SESSION_KEY);
+      localStorage.removeItem(SESSION_KEY);
+    },
+  };
+
+  // ---------------------------------------------------------------- app state
+
+  const state = {
+    token: null,
+    me: null,
+    rooms: [],
+    filter: '',
+    view: null, // the open RoomView
+    roomsTimer: null,
+    roomsInFlight: null,
+    restDown: false,
+  };
+
+  // ---------------------------------------------------------------- API
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const err = (body && body.error) || {};
+      super(err.message || (status ? `HTTP ${status}` : 'The server cannot be reached.'));
+      this.status = status;
+      this.code = err.code || (status ? 'http_error' : 'network_error');
+      this.fields = err.fields || null;
+    }
+  }
+
+  async function api(method, path, body) {
+    const headers = { Accept: 'application/json' };
+    if (state.token) headers.Authorization = `Token ${state.token}`;
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(API + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: 'no-store',
+        credentials: 'omit',
+      });
+    } catch (_) {
+      setRestDown(true);
+      throw new ApiError(0, null);
+    }
+    setRestDown(false);
+    const text = await res.text();
+    let data = null;
+    if (text) {
+      try { data = JSON.parse(text); } catch (_) { data = null; }
+    }
+    if (!res.ok) {
+      const error = new ApiError(res.status, data);
+      if (res.status === 401 && state.token) sessionExpired();
+      throw error;
+    }
+    return data;
+  }
+
+  // ---------------------------------------------------------------- connection banner
+
+  function setRestDown(down) {
+    if (state.restDown === down) return;
+    state.restDown = down;
+    renderConnection();
+  }
+
+  let bannerTimer = null;
+
+  function renderConnection() {
+    const view = state.view;
+    const wsDown = Boolean(view && view.down);
+    const down = state.restDown || wsDown || !navigator.onLine;
+    const banner = $('offline');
+    show(banner, down && Boolean(state.me));
+    document.body.classList.toggle('is-offline', down);
+    clearInterval(bannerTimer);
+    bannerTimer = null;
+    if (!down) return;
+    const text = $('offline-text');
+    const update = () => {
+      const base = navigator.onLine ? 'Connection lost.' : "You're offline.";
+      let when = ' Reconnecting…';
+      if (view && view.retryAt) {
+        const secs = Math.ceil((view.retryAt - Date.now()) / 1000);
+        if (secs > 0) when = ` Reconnecting in ${secs} s…`;
+      }
+      const queued = view ? view.pending.length : 0;
+      const note = queued ? ` ${queued} unsent ${queued === 1 ? 'message' : 'messages'} will be sent when you're back.` : '';
+      text.textContent = base + when + note;
+    };
+    update();
+    bannerTimer = setInterval(update, 1000);
+  }
+
+  function retryNow() {
+    if (state.view) state.view.retryNow();
+    refreshRooms();
+  }
+
+  // ---------------------------------------------------------------- toasts
+
+  let toastTimer = null;
+
+  function toast(message) {
+    const el = $('toast');
+    el.textContent = message;
+    show(el, true);
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => show(el, false), 4500);
+  }
+
+  // ---------------------------------------------------------------- auth screens
+
+  function showAuth(which, message) {
+    show($('boot'), false);
+    show($('main'), false);
+    show($('auth'), true);
+    $('auth-host').textContent = `on ${location.host}`;
+    show($('login-form'), which !== 'signup');
+    show($('signup-form'), which === 'signup');
+    setFormError('login-error', which !== 'signup' ? message : null);
+    const first = which === 'signup' ? $('signup-first-name') : $('login-username');
+    first.focus();
+  }
+
+  function setFormError(id, message) {
+    const el = $(id);
+    el.textContent = message || '';
+    show(el, Boolean(message));
+  }
+
+  function setFieldErrors(form, fields) {
+    for (const el of form.querySelectorAll('.field-error')) {
+      const why = fields && fields[el.dataset.for];
+      el.textContent = why ? capitalize(why) : '';
+      show(el, Boolean(why));
+      const input = el.closest('.field').querySelector('input');
+      if (why) input.setAttribute('aria-invalid', 'true');
+      else input.removeAttribute('aria-invalid');
+    }
+  }
+
+  function capitalize(s) {
+    return s ? s[0].toUpperCase() + s.slice(1) : s;
+  }
+
+  async function withBusy(button, fn) {
+    button.disabled = true;
+    button.classList.add('busy');
+    try {
+      return await fn();
+    } finally {
+      button.disabled = false;
+      button.classList.remove('busy');
+    }
+  }
+
+  async function logIn(username, password, remember) {
+    const data = await api('POST', '/login/', { username, password });
+    state.token = data.token;
+    session.save({ token: data.token, user: data.user, expires_at: data.expires_at }, remember);
+    enterApp(data.user);
+  }
+
+  async function onLogin(event) {
+    event.preventDefault();
+    const username = $('login-username').value.trim();
+    const password = $('login-password').value;
+    if (!username || !password) {
+      setFormError('login-error', 'Enter your username and password.');
+      return;
+    }
+    setFormError('login-error', null);
+    await withBusy($('login-submit'), async () => {
+      try {
+        await logIn(username, password, $('login-remember').checked);
+        $('login-password').value = '';
+      } catch (e) {
+        setFormError('login-error', e.status === 401 ? 'Wrong username or password.' : e.message);
+      }
+    });
+  }
+
+  async function onSignup(event) {
+    event.preventDefault();
+    const form = $('signup-form');
+    const username = $('signup-username').value.trim();
+    const password = $('signup-password').value;
+    const firstName = $('signup-first-name').value.trim();
+    const local = {};
+    if (!username) local.username = 'choose a username';
+    if (password.length < 8) local.password = 'must be at least 8 characters';
+    setFieldErrors(form, local);
+    if (Object.keys(local).length) {
+      setFormError('signup-error', null);
+      return;
+    }
+    await withBusy($('signup-submit'), async () => {
+      try {
+        await api('POST', '/signup/', { username, password, first_name: firstName });
+        setFieldErrors(form, null);
+        setFormError('signup-error', null);
+        await logIn(username, password, false);
+        $('signup-password').value = '';
+      } catch (e) {
+        if (e.fields) {
+          setFieldErrors(form, e.fields);
+          setFormError('signup-error', 'Please fix the highlighted fields.');
+        } else if (e.status === 409) {
+          setFieldErrors(form, { username: 'this username is taken' });
+          setFormError('signup-error', null);
+        } else {
+          setFormError('signup-error', e.message);
+        }
+      }
+    });
+  }
+
+  function sessionExpired() {
+    signOutLocally();
+    showAuth('login', 'Your session has ended. Please log in again.');
+  }
+
+  async function onLogout() {
+    try {
+      await api('POST', '/logout/');
+    } catch (_) { /* signed out locally either way */ }
+    signOutLocally();
+    showAuth('login', null);
+  }
+
+  function signOutLocally() {
+    session.clear();
+    state.token = null;
+    state.me = null;
+    state.rooms = [];
+    closeRoom();
+    clearInterval(state.roomsTimer);
+    state.roomsTimer = null;
+    $('rooms').replaceChildren();
+    document.title = 'Chat';
+    if (history.replaceState) history.replaceState(null, '', location.pathname);
+  }
+
+  // ---------------------------------------------------------------- main screen
+
+  function enterApp(user) {
+    state.me = user;
+    show($('boot'), false);
+    show($('auth'), false);
+    show($('main'), true);
+    fillAvatar($('me-avatar'), displayName(user), user.id, false);
+    $('me-name').textContent = displayName(user);
+    $('me-handle').textContent = `@${user.username}`;
+    clearInterval(state.roomsTimer);
+    state.roomsTimer = setInterval(() => {
+      if (document.visibilityState === 'visible' || state.restDown) refreshRooms();
+    }, ROOMS_EVERY_MS);
+    refreshRooms().then(route, route);
+  }
+
+  /** Opens the room named in the URL fragment (`#/c/<room_id>`), or the list. */
+  function route() {
+    if (!state.me) return;
+    const match = /^#\/c\/([A-Za-z0-9]+)$/.exec(location.hash);
+    const roomId = match ? match[1] : null;
+    if (!roomId) {
+      closeRoom();
+      return;
+    }
+    if (state.view && state.view.room.room_id === roomId) return;
+    const room = state.rooms.find((r) => r.room_id === roomId);
+    if (room) {
+      openRoom(room);
+    } else if (state.rooms.length || !state.restDown) {
+      toast('That conversation is not available.');
+      location.hash = '';
+    }
+  }
+
+  function refreshRooms() {
+    if (!state.me) return Promise.resolve();
+    if (state.roomsInFlight) return state.roomsInFlight;
+    state.roomsInFlight = api('GET', '/chats/')
+      .then((rooms) => {
+        state.rooms = rooms;
+        if (state.view) {
+          const fresh = rooms.find((r) => r.room_id === state.view.room.room_id);
+          if (fresh) state.view.updateRoom(fresh);
+        }
+        renderRooms();
+        if (!state.view && location.hash.startsWith('#/c/')) route();
+      })
+      .catch(() => {})
+      .finally(() => { state.roomsInFlight = null; });
+    return state.roomsInFlight;
+  }
+
+  function roomTitle(room) {
+    if (room.name) return room.name;
+    const others = room.members.filter((m) => !state.me || m.id !== state.me.id);
+    if (!others.length) return 'Just you';
+    return others.map(displayName).join(', ');
+  }
+
+  function otherMember(room) {
+    if (!room.is_direct) return null;
+    return room.members.find((m) => m.id !== state.me.id) || null;
+  }
+
+  function roomKey(room) {
+    const other = otherMember(room);
+    return other ? other.id : room.room_id;
+  }
+
+  function previewText(room) {
+    const last = room.last_message;
+    if (!last) return room.is_direct ? 'Say hello 👋' : `${room.members.length} members`;
+    const who = last.sender_id === state.me.id ? 'You: ' : (room.is_direct ? '' : `${senderName(room, last)}: `);
+    return who + last.content.replace(/\s+/g, ' ');
+  }
+
+  function senderName(room, message) {
+    const member = room.members.find((m) => m.id === message.sender_id);
+    return member ? displayName(member) : message.sender;
+  }
+
+  function renderRooms() {
+    const list = $('rooms');
+    const openId = state.view ? state.view.room.room_id : null;
+    const filter = state.filter.toLowerCase();
+    const rooms = state.rooms.filter((r) => !filter || roomTitle(r).toLowerCase().includes(filter));
+    const hadFocus = document.activeElement && list.contains(document.activeElement)
+      ? document.activeElement.dataset.roomId : null;
+    let unreadTotal = 0;
+    const items = rooms.map((room) => {
+      const open = room.room_id === openId;
+      const unread = open ? 0 : room.unread_count;
+      unreadTotal += unread;
+      const title = roomTitle(room);
+      const button = h('button', {
+        type: 'button',
+        class: `room-item${unread ? ' unread' : ''}`,
+        dataset: { roomId: room.room_id },
+        'aria-current': open ? 'true' : null,
+        onclick: () => { location.hash = `#/c/${room.room_id}`; },
+      },
+      avatar(title, roomKey(room)),
+      h('span', { class: 'room-text' },
+        h('span', { class: 'room-line' },
+          h('span', { class: 'room-name', text: title }),
+          room.last_message
+            ? h('time', { class: 'room-time', datetime: room.last_message.created, text: shortWhen(room.last_message.created) })
+            : null),
+        h('span', { class: 'room-line' },
+          h('span', { class: 'room-preview', text: previewText(room) }),
+          unread
+            ? h('span', { class: 'badge', 'aria-label': `${unread} unread`, text: unread > 99 ? '99+' : String(unread) })
+            : null)));
+      return h('li', null, button);
+    });
+    list.replaceChildren(...items);
+    show($('rooms-empty'), state.rooms.length === 0);
+    document.title = unreadTotal ? `(${unreadTotal}) Chat` : 'Chat';
+    if (hadFocus) {
+      const again = list.querySelector(`[data-room-id="${hadFocus}"]`);
+      if (again) again.focus();
+    }
+  }
+
+  // ---------------------------------------------------------------- the room view
+
+  function openRoom(room) {
+    closeRoom();
+    state.view = new RoomView(room);
+    document.body.classList.add('room-open');
+    show($('room-placeholder'), false);
+    show($('room-view'), true);
+    renderRooms();
+    state.view.start();
+    if (window.matchMedia('(min-width: 721px)').matches || document.activeElement === document.body) {
+      $('input').focus();
+    }
+  }
+
+  function closeRoom() {
+    if (state.view) {
+      state.view.stop();
+      state.view = null;
+    }
+    document.body.classList.remove('room-open');
+    show($('room-view'), false);
+    show($('room-placeholder'), true);
+    $('message-list').replaceChildren();
+    $('typing').replaceChildren();
+    renderConnection();
+    if (state.me) renderRooms();
+  }
+
+  class RoomView {
+    constructor(room) {
+      this.room = room;
+      this.messages = new Map(); // id -> message
+      this.pending = []; // messages sent but not acknowledged, in order
+      this.nodes = new Map(); // render key -> { el, sig }
+      this.loaded = false;
+      this.hasMore = false;
+      this.loadingOlder = false;
+      this.online = new Set();
+      this.typers = new Map(); // user id -> { user, until }
+      this.readMarks = new Map(); // user id -> highest message id read
+      this.lastReadSent = 0;
+      this.ws = null;
+      this.helloed = false;
+      this.everConnected = false;
+      this.down = false;
+      this.attempt = 0;
+      this.retryTimer = null;
+      this.retryAt = 0;
+      this.stopped = false;
+      this.typingSentAt = 0;
+      this.typingIdleTimer = null;
+      this.typingTick = null;
+      this.resendTimer = null;
+      this.pingTimer = null;
+      this.lastHeard = 0;
+      this.observer = null;
+    }
+
+    // -- lifecycle
+
+    start() {
+      this.renderHeader();
+      this.renderHistoryTop();
+      this.renderTyping();
+      $('input').value = '';
+      autosize();
+      this.observer = new IntersectionObserver((entries) => {
+        if (entries.some((e) => e.isIntersecting)) this.loadOlder();
+      }, { root: $('messages'), rootMargin: '200px 0px 0px 0px' });
+      this.observer.observe($('history-top'));
+      this.typingTick = setInterval(() => this.expireTypers(), 1000);
+      this.resendTimer = setInterval(() => this.resendPending(false), RESEND_AFTER_MS);
+      this.pingTimer = setInterval(() => this.keepAlive(), PING_EVERY_MS);
+      this.connect();
+    }
+
+    stop() {
+      this.stopped = true;
+      this.sendTyping(false);
+      clearTimeout(this.retryTimer);
+      clearTimeout(this.typingIdleTimer);
+      clearInterval(this.typingTick);
+      clearInterval(this.resendTimer);
+      clearInterval(this.pingTimer);
+      if (this.observer) this.observer.disconnect();
+      if (this.ws) {
+        const ws = this.ws;
+        this.ws = null;
+        ws.close(1000, 'closed');
+      }
+      show($('jump'), false);
+    }
+
+    updateRoom(fresh) {
+      this.room = fresh;
+      this.renderHeader();
+    }
+
+    // -- connection
+
+    async connect() {
+      if (this.stopped) return;
+      clearTimeout(this.retryTimer);
+      this.retryAt = 0;
+      if (!this.loaded) {
+        try {
+          await this.loadLatest();
+        } catch (e) {
+          if (e.status === 404) return this.gone();
+          return this.scheduleRetry();
+        }
+        if (this.stopped) return;
+      }
+      const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+      const query = `token=${encodeURIComponent(state.token)}&since=${this.lastId()}`;
+      const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room.room_id)}/?${query}`);
+      this.ws = ws;
+      let opened = false;
+      ws.addEventListener('open', () => { opened = true; });
+      ws.addEventListener('message', (event) => {
+        if (this.ws !== ws) return;
+        this.lastHeard = Date.now();
+        let frame;
+        try { frame = JSON.parse(event.data); } catch (_) { return; }
+        this.onFrame(frame);
+      });
+      ws.addEventListener('close', () => this.lost(ws, opened));
+    }
+
+    /** The socket `ws` ended (or went silent): show it and plan the next attempt. */
+    lost(ws, opened) {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.helloed = false;
+      this.online.clear();
+      this.typers.clear();
+      this.renderHeader();
+      this.renderTyping();
+      if (this.stopped) return;
+      if (!opened) {
+        // Refused before the upgrade: maybe the token expired or the room is gone.
+        // `api` signs out on a 401; a 404 means we lost access.
+        api('GET', `/chat/${this.room.room_id}/?limit=1`).catch((e) => {
+          if (e.status === 404) this.gone();
+        });
+      }
+      this.scheduleRetry();
+    }
+
+    /** Pings the server; a socket silent for too long is presumed dead and replaced. */
+    keepAlive() {
+      const ws = this.ws;
+      if (!ws || !this.helloed) return;
+      if (Date.now() - this.lastHeard > SILENT_LIMIT_MS) {
+        this.lost(ws, true);
+        ws.close();
+        return;
+      }
+      this.send({ action: 'ping' });
+    }
+
+    scheduleRetry() {
+      if (this.stopped) return;
+      this.down = true;
+      const base = Math.min(10000, 500 * 2 ** this.attempt);
+      const delay = Math.round(base * (1 + Math.random() * 0.3));
+      this.attempt += 1;
+      this.retryAt = Date.now() + delay;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+      this.renderHeader();
+      renderConnection();
+    }
+
+    retryNow() {
+      if (this.stopped || this.ws) return;
+      this.attempt = 0;
+      this.connect();
+    }
+
+    gone() {
+      toast('You no longer have access to this conversation.');
+      location.hash = '';
+    }
+
+    send(frame) {
+      if (this.ws && this.helloed && this.ws.readyState === WebSocket.OPEN) {
+        this.ws.send(JSON.stringify(frame));
+        return true;
+      }
+      return false;
+    }
+
+    // -- history
+
+    lastId() {
+      let last = 0;
+      for (const id of this.messages.keys()) if (id > last) last = id;
+      return last;
+    }
+
+    oldestId() {
+      let oldest = Infinity;
+      for (const id of this.messages.keys()) if (id < oldest) oldest = id;
+      return oldest === Infinity ? null : oldest;
+    }
+
+    async loadLatest() {
+      const page = await api('GET', `/chat/${this.room.room_id}/?limit=${PAGE_SIZE}`);
+      if (this.stopped) return;
+      const first = !this.loaded;
+      this.loaded = true;
+      if (first) this.hasMore = page.has_more;
+      for (const m of page.results) this.store(m);
+      this.render(first ? 'bottom' : 'auto');
+      this.renderHistoryTop();
+      // A short first page leaves nothing to scroll: fetch more until the screen is full.
+      if (first && this.hasMore && $('messages').scrollTop < 200) this.loadOlder();
+    }
+
+    async loadOlder() {
+      if (!this.loaded || !this.hasMore || this.loadingOlder || this.stopped) return;
+      const before = this.oldestId();
+      if (before === null) return;
+      this.loadingOlder = true;
+      this.renderHistoryTop();
+      try {
+        const page = await api('GET', `/chat/${this.room.room_id}/?limit=${PAGE_SIZE}&before=${before}`);
+        if (this.stopped) return;
+        this.hasMore = page.has_more;
+        for (const m of page.results) this.store(m);
+        this.render('keep');
+      } catch (_) {
+        /* offline: the button stays for another try */
+      } finally {
+        this.loadingOlder = false;
+        if (!this.stopped) this.renderHistoryTop();
+      }
+      // Still at the top with more to load (a tall screen): keep going.
+      if (!this.stopped && this.hasMore && $('messages').scrollTop < 200) this.loadOlder();
+    }
+
+    renderHistoryTop() {
+      show($('load-older'), this.loaded && this.hasMore && !this.loadingOlder);
+      show($('history-loading'), this.loadingOlder || !this.loaded);
+      show($('history-start'), this.loaded && !this.hasMore && this.messages.size > 0);
+    }
+
+    /** Records a message; returns true if it is new. */
+    store(message) {
+      const known = this.messages.get(message.id);
+      this.messages.set(message.id, known && known.is_read && !message.is_read ? known : message);
+      if (message.is_read && message.sender_id === state.me.id) {
+        this.readMarks.set('all', Math.max(this.readMarks.get('all') || 0, message.id));
+      }
+      return !known;
+    }
+
+    // -- frames from the server
+
+    onFrame(frame) {
+      switch (frame.type) {
+        case 'hello': return this.onHello(frame);
+        case 'message': return this.onMessage(frame.message);
+        case 'read': return this.onRead(frame);
+        case 'typing': return this.onTyping(frame);
+        case 'presence': return this.onPresence(frame);
+        case 'error': return this.onError(frame);
+        default: return undefined;
+      }
+    }
+
+    onHello(frame) {
+      const reconnected = this.everConnected;
+      this.helloed = true;
+      this.everConnected = true;
+      this.down = false;
+      this.attempt = 0;
+      this.retryAt = 0;
+      this.online = new Set(frame.online);
+      this.renderHeader();
+      renderConnection();
+      if (reconnected) {
+        // Read receipts sent while we were away: refresh the newest page's flags.
+        this.loadLatest().catch(() => {});
+        refreshRooms();
+      }
+      this.resendPending(true);
+      this.maybeMarkRead();
+    }
+
+    onMessage(message) {
+      if (message.room_id !== this.room.room_id) return;
+      const mine = message.sender_id === state.me.id;
+      if (mine && message.client_id) {
+        this.pending = this.pending.filter((p) => p.client_id !== message.client_id);
+      }
+      const atBottom = this.atBottom();
+      const isNew = this.store(message);
+      if (this.typers.delete(message.sender_id)) this.renderTyping();
+      this.render(mine || atBottom ? 'bottom' : 'auto');
+      if (isNew && !mine && !atBottom) show($('jump'), true);
+      if (isNew) this.bumpRoom(message);
+      this.maybeMarkRead();
+    }
+
+    onRead(frame) {
+      if (frame.user_id === state.me.id) {
+        this.lastReadSent = Math.max(this.lastReadSent, frame.message_id);
+        return;
+      }
+      const prev = this.readMarks.get(frame.user_id) || 0;
+      if (frame.message_id > prev) {
+        this.readMarks.set(frame.user_id, frame.message_id);
+        this.render('auto');
+      }
+    }
+
+    onTyping(frame) {
+      if (frame.user.id === state.me.id) return;
+      if (frame.typing) {
+        this.typers.set(frame.user.id, { user: frame.user, until: Date.now() + TYPING_SHOWN_MS });
+      } else {
+        this.typers.delete(frame.user.id);
+      }
+      this.renderTyping();
+    }
+
+    onPresence(frame) {
+      if (frame.online) this.online.add(frame.user.id);
+      else {
+        this.online.delete(frame.user.id);
+        this.typers.delete(frame.user.id);
+        this.renderTyping();
+      }
+      this.renderHeader();
+    }
+
+    onError(frame) {
+      if (frame.code === 'rate_limited') toast('You are sending messages too fast; they will go out in a moment.');
+      else if (frame.code !== 'not_found') toast(frame.message || 'Something went wrong.');
+    }
+
+    bumpRoom(message) {
+      const room = state.rooms.find((r) => r.room_id === this.room.room_id);
+      if (room && (!room.last_message || room.last_message.id < message.id)) {
+        room.last_message = message;
+        state.rooms = [room, ...state.rooms.filter((r) => r !== room)];
+        renderRooms();
+      }
+    }
+
+    // -- sending
+
+    submit(text) {
+      const content = text.trim();
+      if (!content) return false;
+      const pending = {
+        client_id: randomId(),
+        content,
+        sender_id: state.me.id,
+        sender: state.me.username,
+        created: new Date().toISOString(),
+        sentAt: 0,
+        pending: true,
+      };
+      this.pending.push(pending);
+      this.sendTyping(false);
+      this.trySend(pending);
+      this.render('bottom');
+      if (this.down) renderConnection();
+      return true;
+    }
+
+    trySend(p) {
+      if (this.send({ action: 'message', content: p.content, client_id: p.client_id })) {
+        p.sentAt = Date.now();
+      }
+    }
+
+    /** Sends what is still unacknowledged; the server de-duplicates by `client_id`. */
+    resendPending(all) {
+      const now = Date.now();
+      for (const p of this.pending) {
+        if (all || !p.sentAt || now - p.sentAt > RESEND_AFTER_MS) this.trySend(p);
+      }
+    }
+
+    // -- typing
+
+    onInput() {
+      const hasText = $('input').value.trim().length > 0;
+      clearTimeout(this.typingIdleTimer);
+      if (!hasText) {
+        this.sendTyping(false);
+        return;
+      }
+      if (Date.now() - this.typingSentAt > TYPING_SEND_EVERY_MS) {
+        if (this.send({ action: 'typing', typing: true })) this.typingSentAt = Date.now();
+      }
+      this.typingIdleTimer = setTimeout(() => this.sendTyping(false), TYPING_IDLE_MS);
+    }
+
+    sendTyping(typing) {
+      clearTimeout(this.typingIdleTimer);
+      if (!typing && this.typingSentAt) {
+        this.typingSentAt = 0;
+        this.send({ action: 'typing', typing: false });
+      }
+    }
+
+    expireTypers() {
+      const now = Date.now();
+      let changed = false;
+      for (const [id, t] of this.typers) {
+        if (t.until < now) {
+          this.typers.delete(id);
+          changed = true;
+        }
+      }
+      if (changed) this.renderTyping();
+    }
+
+    renderTyping() {
+      const el = $('typing');
+      const names = [...this.typers.values()].map((t) => displayName(t.user));
+      if (!names.length) {
+        el.replaceChildren();
+        el.classList.remove('active');
+        return;
+      }
+      let text;
+      if (names.length === 1) text = `${names[0]} is typing`;
+      else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing`;
+      else text = `${names.length} people are typing`;
+      el.replaceChildren(h('span', { class: 'dots', 'aria-hidden': 'true' }, h('i'), h('i'), h('i')), h('span', { text }));
+      el.classList.add('active');
+    }
+
+    // -- read receipts
+
+    atBottom() {
+      const box = $('messages');
+      return box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+    }
+
+    maybeMarkRead() {
+      if (document.visibilityState !== 'visible' || !this.atBottom()) return;
+      show($('jump'), false);
+      let newest = 0;
+      for (const m of this.messages.values()) {
+        if (m.sender_id !== state.me.id && m.id > newest) newest = m.id;
+      }
+      if (newest > this.lastReadSent && this.send({ action: 'read', message_id: newest })) {
+        this.lastReadSent = newest;
+        const room = state.rooms.find((r) => r.room_id === this.room.room_id);
+        if (room) room.unread_count = 0;
+      }
+    }
+
+    /** The highest id of mine every other member has read. */
+    readUpTo() {
+      const others = this.room.members.filter((m) => m.id !== state.me.id);
+      let each = Infinity;
+      for (const m of others) each = Math.min(each, this.readMarks.get(m.id) || 0);
+      if (each === Infinity) each = 0;
+      return Math.max(each, this.readMarks.get('all') || 0);
+    }
+
+    // -- header
+
+    renderHeader() {
+      const room = this.room;
+      const title = roomTitle(room);
+      $('room-name').textContent = title;
+      const other = otherMember(room);
+      const status = $('room-status');
+      let text;
+      let onlineNow = false;
+      if (this.down || !this.helloed) {
+        text = this.down ? 'Offline — reconnecting…' : 'Connecting…';
+      } else if (other) {
+        onlineNow = this.online.has(other.id);
+        text = onlineNow ? 'Online' : `@${other.username}`;
+      } else {
+        const others = room.members.filter((m) => m.id !== state.me.id && this.online.has(m.id));
+        text = `${room.members.length} members`;
+        if (others.length) text += `, ${others.length} online: ${others.map(displayName).join(', ')}`;
+      }
+      status.textContent = text;
+      status.classList.toggle('is-online', onlineNow);
+      fillAvatar($('room-avatar'), title, roomKey(room), onlineNow);
+    }
+
+    // -- the message list
+
+    /** Renders the list. `mode`: 'bottom' scrolls to the end, 'keep' holds the view still
+     * while older messages are added above, 'auto' stays at the bottom if already there. */
+    render(mode) {
+      const box = $('messages');
+      const list = $('message-list');
+      const stick = mode === 'bottom' || (mode === 'auto' && this.atBottom());
+      const prevHeight = box.scrollHeight;
+      const prevTop = box.scrollTop;
+
+      const confirmed = [...this.messages.values()].sort((a, b) => a.id - b.id);
+      const all = confirmed.concat(this.pending);
+      const readUpTo = this.readUpTo();
+      const group = !this.room.is_direct;
+      const wanted = [];
+      let prev = null;
+      for (const m of all) {
+        const day = startOfDay(new Date(m.created));
+        if (!prev || startOfDay(new Date(prev.created)) !== day) {
+          wanted.push(this.node(`d:${day}`, 'day', () => h('li', { class: 'day' }, h('span', { text: dayLabel(m.created) }))));
+          prev = null;
+        }
+        const cont = Boolean(prev && prev.sender_id === m.sender_id
+          && new Date(m.created) - new Date(prev.created) < GROUP_GAP_MS);
+        const mine = m.sender_id === state.me.id;
+        let status = '';
+        if (mine) status = m.pending ? 'pending' : (m.id <= readUpTo || m.is_read ? 'read' : 'sent');
+        const key = m.pending ? `p:${m.client_id}` : `m:${m.id}`;
+        const sig = `${cont}|${status}`;
+        wanted.push(this.node(key, sig, () => this.messageNode(m, { cont, mine, status, group })));
+        prev = m;
+      }
+      // Put the wanted nodes in order, reusing the ones already in place.
+      let cursor = list.firstChild;
+      for (const el of wanted) {
+        if (el === cursor) cursor = cursor.nextSibling;
+        else list.insertBefore(el, cursor);
+      }
+      while (cursor) {
+        const next = cursor.nextSibling;
+        cursor.remove();
+        cursor = next;
+      }
+      const keep = new Set(wanted);
+      for (const [key, n] of this.nodes) if (!keep.has(n.el)) this.nodes.delete(key);
+
+      if (stick) box.scrollTop = box.scrollHeight;
+      else if (mode === 'keep') box.scrollTop = prevTop + (box.scrollHeight - prevHeight);
+    }
+
+    node(key, sig, build) {
+      const known = this.nodes.get(key);
+      if (known && known.sig === sig) return known.el;
+      const el = build();
+      this.nodes.set(key, { el, sig });
+      return el;
+    }
+
+    messageNode(m, { cont, mine, status, group }) {
+      const time = new Date(m.created);
+      const meta = h('span', { class: 'meta' },
+        h('time', { datetime: m.created, title: longDateFmt.format(time), text: timeFmt.format(time) }));
+      if (mine) {
+        const label = { pending: 'Sending', sent: 'Sent', read: 'Read' }[status];
+        const tick = h('span', { class: `tick ${status}`, title: label },
+          icon({ pending: 'clock', sent: 'check', read: 'checks' }[status]),
+          h('span', { class: 'sr-only', text: label }));
+        meta.append(tick);
+      }
+      const bubble = h('div', { class: 'bubble' });
+      if (group && !mine && !cont) {
+        bubble.append(h('span', { class: `sender t${colorIndex(m.sender_id)}`, text: senderName(this.room, m) }));
+      }
+      bubble.append(h('span', { class: 'text', text: m.content }), meta);
+      return h('li', {
+        class: `msg ${mine ? 'mine' : 'theirs'}${cont ? ' cont' : ''}`,
+        dataset: m.pending ? { clientId: m.client_id, status } : { id: String(m.id), status: status || 'theirs' },
+      }, bubble);
+    }
+  }
+
+  // ---------------------------------------------------------------- composer
+
+  function autosize() {
+    const input = $('input');
+    input.style.height = 'auto';
+    input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  }
+
+  function sendFromComposer() {
+    const input = $('input');
+    if (state.view && state.view.submit(input.value)) {
+      input.value = '';
+      autosize();
+    }
+  }
+
+  // ---------------------------------------------------------------- new chat dialog
+
+  const picker = { selected: new Map(), searchTimer: null, seq: 0 };
+
+  function openNewChat() {
+    picker.selected.clear();
+    $('user-search').value = '';
+    $('group-name').value = '';
+    setFormError('new-chat-error', null);
+    updatePicker();
+    $('new-chat-dialog').showModal();
+    $('user-search').focus();
+    loadUsers('');
+  }
+
+  async function loadUsers(search) {
+    const seq = ++picker.seq;
+    const query = new URLSearchParams({ limit: '100', exclude: String(state.me.id) });
+    if (search) query.set('search', search);
+    try {
+      const page = await api('GET', `/users/?${query}`);
+      if (seq !== picker.seq) return;
+      renderUsers(page.results);
+    } catch (e) {
+      if (seq === picker.seq) setFormError('new-chat-error', e.message);
+    }
+  }
+
+  function renderUsers(users) {
+    const list = $('user-list');
+    list.replaceChildren(...users.map((u) => {
+      const box = h('input', {
+        type: 'checkbox',
+        value: String(u.id),
+        onchange: (e) => {
+          if (e.target.checked) picker.selected.set(u.id, u);
+          else picker.selected.delete(u.id);
+          updatePicker();
+        },
+      });
+      box.checked = picker.selected.has(u.id);
+      return h('li', null, h('label', { class: 'user-row', dataset: { username: u.username } },
+        box,
+        avatar(displayName(u), u.id),
+        h('span', { class: 'user-text' },
+          h('span', { class: 'user-name', text: displayName(u) }),
+          h('span', { class: 'muted small', text: `@${u.username}` }))));
+    }));
+    show($('user-list-empty'), users.length === 0);
+  }
+
+  function updatePicker() {
+    const n = picker.selected.size;
+    const submit = $('new-chat-submit');
+    submit.disabled = n === 0;
+    if (n <= 1) {
+      const only = n === 1 ? [...picker.selected.values()][0] : null;
+      submit.textContent = only ? `Message ${displayName(only)}` : 'Start chat';
+    } else {
+      submit.textContent = `Create group of ${n + 1}`;
+    }
+    show($('group-name-field'), n > 1);
+  }
+
+  async function onCreateChat(event) {
+    event.preventDefault();
+    if (!picker.selected.size) return;
+    const members = [...picker.selected.keys()];
+    const body = { members };
+    const name = $('group-name').value.trim();
+    if (members.length > 1 && name) body.name = name;
+    await withBusy($('new-chat-submit'), async () => {
+      try {
+        const room = await api('POST', '/chats/', body);
+        if (!state.rooms.some((r) => r.room_id === room.room_id)) state.rooms.unshift(room);
+        $('new-chat-dialog').close();
+        renderRooms();
+        location.hash = `#/c/${room.room_id}`;
+        refreshRooms();
+      } catch (e) {
+        setFormError('new-chat-error', e.message);
+      }
+    });
+    updatePicker();
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function wire() {
+    $('new-chat').append(icon('plus'));
+    $('logout').append(icon('logout'));
+    $('back').append(icon('back'));
+    $('send').append(icon('send'));
+    $('new-chat-close').append(icon('close'));
+    $('jump').prepend(icon('down'));
+
+    $('login-form').addEventListener('submit', onLogin);
+    $('signup-form').addEventListener('submit', onSignup);
+    $('to-signup').addEventListener('click', () => showAuth('signup'));
+    $('to-login').addEventListener('click', () => showAuth('login'));
+    $('logout').addEventListener('click', onLogout);
+    $('retry').addEventListener('click', retryNow);
+
+    $('new-chat').addEventListener('click', openNewChat);
+    $('empty-new-chat').addEventListener('click', openNewChat);
+    $('new-chat-close').addEventListener('click', () => $('new-chat-dialog').close());
+    $('new-chat-cancel').addEventListener('click', () => $('new-chat-dialog').close());
+    $('new-chat-form').addEventListener('submit', onCreateChat);
+    $('user-search').addEventListener('input', (e) => {
+      clearTimeout(picker.searchTimer);
+      const value = e.target.value.trim();
+      picker.searchTimer = setTimeout(() => loadUsers(value), 200);
+    });
+    $('room-filter').addEventListener('input', (e) => {
+      state.filter = e.target.value.trim();
+      renderRooms();
+    });
+
+    $('back').addEventListener('click', () => { location.hash = ''; });
+    $('composer').addEventListener('submit', (e) => {
+      e.preventDefault();
+      sendFromComposer();
+      $('input').focus();
+    });
+    $('input').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        sendFromComposer();
+      }
+    });
+    $('input').addEventListener('input', () => {
+      autosize();
+      if (state.view) state.view.onInput();
+    });
+    $('load-older').addEventListener('click', () => state.view && state.view.loadOlder());
+    $('messages').addEventListener('scroll', () => {
+      if (state.view) state.view.maybeMarkRead();
+    }, { passive: true });
+    $('jump').addEventListener('click', () => {
+      const box = $('messages');
+      box.scrollTop = box.scrollHeight;
+      if (state.view) state.view.maybeMarkRead();
+    });
+
+    window.addEventListener('hashchange', route);
+    window.addEventListener('online', retryNow);
+    window.addEventListener('offline', renderConnection);
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState !== 'visible') return;
+      refreshRooms();
+      if (state.view) state.view.maybeMarkRead();
+    });
+  }
+
+  async function boot() {
+    wire();
+    const saved = session.load();
+    if (!saved || !saved.token) {
+      showAuth('login');
+      return;
+    }
+    state.token = saved.token;
+    try {
+      const me = await api('GET', '/me/');
+      enterApp(me);
+    } catch (e) {
+      if (e.status === 401) return; // sessionExpired() already showed the login screen
+      if (saved.user) {
+        // The server is unreachable: show what we know and keep retrying.
+        enterApp(saved.user);
+      } else {
+        showAuth('login', e.message);
+      }
+    }
+  }
+
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
+  else boot();
+})();
