@@ -542,6 +542,40 @@ async fn phone_width_shows_one_pane_at_a_time() {
     alice.visible("#sidebar").await;
     assert!(!alice.is_visible("#room-view").await);
     assert_eq!(alice.js("return location.hash", vec![]).await, "");
+
+    // Logging out revokes the token and forgets it.
+    let token = alice
+        .js(
+            "return JSON.parse(sessionStorage.getItem('chat.session')).token",
+            vec![],
+        )
+        .await;
+    let token = token.as_str().unwrap().to_string();
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me/", Some(&token), None)
+            .await
+            .0,
+        200
+    );
+    alice.click("#logout").await;
+    alice.visible("#login-form").await;
+    assert_eq!(
+        alice
+            .js(
+                "return sessionStorage.length + localStorage.length;",
+                vec![]
+            )
+            .await,
+        0
+    );
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me/", Some(&token), None)
+            .await
+            .0,
+        401
+    );
     alice.close().await;
 }
 
