@@ -9,11 +9,12 @@ mod common;
 
 use std::net::SocketAddr;
 
-use browser::{Driver, Server, config, enter, log_in, sign_up};
+use browser::{Driver, Server, config, enter, log_in, sign_up, tab};
 use common::TestServer;
 use serde_json::json;
 
 const DESKTOP: (u32, u32) = (1280, 800);
+const PHONE: (u32, u32) = (390, 844);
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -83,7 +84,9 @@ async fn page_is_served_with_its_own_strict_csp_and_the_api_keeps_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_after_reload() {
-    let Some(tools) = browser::tools("two_people_sign_up_chat_live") else {
+    let Some(tools) = browser::tools(
+        "two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_after_reload",
+    ) else {
         return;
     };
     let server = Server::start(config(None), any_port());
@@ -215,7 +218,7 @@ async fn two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_afte
     for (who, text) in [
         (&bob, "Should I book a table? It gets busy on Fridays."),
         (&alice, "Yes please, for three — Sam is joining us."),
-        (&bob, "Done ✅ Table by the window."),
+        (&bob, "Done! Table by the window."),
     ] {
         who.type_into("#input", &format!("{text}{}", enter())).await;
         alice.wait_message(text).await;
@@ -239,7 +242,7 @@ async fn two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_afte
     let before = bob.message_texts().await;
     assert_eq!(before.len(), 6, "{before:?}");
     bob.client.refresh().await.unwrap();
-    bob.wait_message("Done ✅ Table by the window.").await;
+    bob.wait_message("Done! Table by the window.").await;
     assert_eq!(bob.message_texts().await, before);
 
     alice.close().await;
@@ -248,7 +251,9 @@ async fn two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_afte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_survives_a_server_restart_and_resumes_with_what_it_missed() {
-    let Some(tools) = browser::tools("page_survives_a_server_restart") else {
+    let Some(tools) =
+        browser::tools("page_survives_a_server_restart_and_resumes_with_what_it_missed")
+    else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -363,5 +368,272 @@ async fn page_survives_a_server_restart_and_resumes_with_what_it_missed() {
     );
     server.post_message(&room, &bob_token, "Live again").await;
     alice.wait_message("Live again").await;
+    alice.close().await;
+}
+
+/// Creates a room of `owner` with `members` through the API; returns its id.
+async fn room(server: &Server, owner: &str, members: &[i64], name: Option<&str>) -> String {
+    let (status, room) = server
+        .call(
+            "POST",
+            "/api/v1/chats/",
+            Some(owner),
+            Some(json!({"members": members, "name": name})),
+        )
+        .await;
+    assert_eq!(status, 201, "{room}");
+    room["room_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_history_loads_as_you_scroll_up() {
+    let Some(tools) = browser::tools("older_history_loads_as_you_scroll_up") else {
+        return;
+    };
+    let mut config = config(None);
+    config.limits.send_rate_per_sec = 10_000.0;
+    config.limits.send_burst = 10_000;
+    let server = Server::start(config, any_port());
+    server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let room = room(&server, &bob_token, &[bob_id - 1], None).await;
+    for i in 1..=130 {
+        server
+            .post_message(&room, &bob_token, &format!("Message {i}"))
+            .await;
+    }
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    let item = format!("#rooms .room-item[data-room-id='{room}']");
+    alice
+        .wait_for(
+            "the unread badge",
+            "return document.querySelector(arguments[0] + ' .badge')?.textContent === '99+';",
+            vec![json!(item)],
+        )
+        .await;
+    alice.click(&item).await;
+    alice.wait_message("Message 130").await;
+    let first_page: Vec<String> = (81..=130).map(|i| format!("Message {i}")).collect();
+    assert_eq!(alice.message_texts().await, first_page);
+    assert!(alice.is_visible("#load-older").await);
+
+    // Scrolling to the top fetches the page before, and keeps the reader where they were.
+    let scroll_top = "const box = document.getElementById('messages'); box.scrollTop = 0; \
+                      box.dispatchEvent(new Event('scroll')); return true;";
+    alice.js(scroll_top, vec![]).await;
+    alice
+        .wait_for(
+            "the second page",
+            "return document.querySelectorAll('#message-list .msg').length === 100;",
+            vec![],
+        )
+        .await;
+    alice
+        .wait_for(
+            "the view to stay on the message that was at the top",
+            "const box = document.getElementById('messages'); \
+             const el = document.querySelector('#message-list .msg[data-id]:nth-child(52)'); \
+             return box.scrollTop > 0 && el.textContent.startsWith('Message 81');",
+            vec![],
+        )
+        .await;
+    alice.js(scroll_top, vec![]).await;
+    alice.visible("#history-start").await;
+    let all: Vec<String> = (1..=130).map(|i| format!("Message {i}")).collect();
+    assert_eq!(alice.message_texts().await, all);
+    assert!(!alice.is_visible("#load-older").await);
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_width_shows_one_pane_at_a_time() {
+    let Some(tools) = browser::tools("phone_width_shows_one_pane_at_a_time") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let (carol_id, carol_token) = server.user("carol", "Carol").await;
+    let direct = room(&server, &bob_token, &[alice_id], None).await;
+    server
+        .post_message(&direct, &bob_token, "Did you get the photos?")
+        .await;
+    let group = room(
+        &server,
+        &alice_token,
+        &[bob_id, carol_id],
+        Some("Weekend trip"),
+    )
+    .await;
+    for (token, text) in [
+        (&alice_token, "Train leaves at 9:40 on Saturday."),
+        (&bob_token, "I'll bring snacks."),
+        (&carol_token, "Can someone lend me a sleeping bag?"),
+        (&carol_token, "Mine has a broken zip."),
+    ] {
+        server.post_message(&group, token, text).await;
+    }
+
+    let driver = Driver::start(&tools);
+    let alice = driver.phone(PHONE.0, PHONE.1).await;
+    alice.goto(&server.url("/")).await;
+    alice.visible("#login-form").await;
+    assert_eq!(alice.js("return innerWidth", vec![]).await, PHONE.0);
+    alice.screenshot("phone-login").await;
+
+    // A taken username is reported on its field.
+    alice.click("#to-signup").await;
+    alice.type_into("#signup-username", "Alice").await;
+    alice
+        .type_into("#signup-password", "another-long-password")
+        .await;
+    alice.click("#signup-submit").await;
+    alice
+        .wait_for(
+            "the username error",
+            "const e = document.querySelector('.field-error[data-for=username]'); \
+             return !e.hidden && e.textContent === 'This username is taken';",
+            vec![],
+        )
+        .await;
+    alice.click("#to-login").await;
+
+    log_in(&alice, &server, "alice").await;
+    alice
+        .wait_for(
+            "both rooms in the list",
+            "return document.querySelectorAll('#rooms .room-item').length === 2;",
+            vec![],
+        )
+        .await;
+    assert!(!alice.is_visible("#room").await, "one pane at a time");
+    alice.screenshot("phone-rooms").await;
+
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{group}']"))
+        .await;
+    alice.wait_message("Mine has a broken zip.").await;
+    alice.gone("#sidebar").await;
+    alice.visible("#back").await;
+    // In a group, others' messages name their sender once per run of messages.
+    let senders = alice
+        .js(
+            "return [...document.querySelectorAll('#message-list .sender')].map(e => e.textContent);",
+            vec![],
+        )
+        .await;
+    assert_eq!(senders, json!(["Bob", "Carol"]));
+    assert_eq!(
+        alice
+            .js(
+                "return document.documentElement.scrollWidth <= innerWidth;",
+                vec![]
+            )
+            .await,
+        true,
+        "nothing wider than the screen"
+    );
+    alice.screenshot("phone-chat").await;
+
+    alice.click("#back").await;
+    alice.visible("#sidebar").await;
+    assert!(!alice.is_visible("#room-view").await);
+    assert_eq!(alice.js("return location.hash", vec![]).await, "");
+
+    // Logging out revokes the token and forgets it.
+    let token = alice
+        .js(
+            "return JSON.parse(sessionStorage.getItem('chat.session')).token",
+            vec![],
+        )
+        .await;
+    let token = token.as_str().unwrap().to_string();
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me/", Some(&token), None)
+            .await
+            .0,
+        200
+    );
+    alice.click("#logout").await;
+    alice.visible("#login-form").await;
+    assert_eq!(
+        alice
+            .js(
+                "return sessionStorage.length + localStorage.length;",
+                vec![]
+            )
+            .await,
+        0
+    );
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me/", Some(&token), None)
+            .await
+            .0,
+        401
+    );
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_alone_logs_in_starts_a_group_and_sends() {
+    let Some(tools) = browser::tools("keyboard_alone_logs_in_starts_a_group_and_sends") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    server.user("alice", "Alice").await;
+    server.user("bob", "Bob").await;
+    server.user("carol", "Carol").await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    alice.goto(&server.url("/")).await;
+    alice.visible("#login-form").await;
+    let focused = "return document.activeElement.id || document.activeElement.value;";
+    assert_eq!(alice.js(focused, vec![]).await, "login-username");
+    alice
+        .keys(&format!(
+            "alice{}{}{}",
+            tab(),
+            browser::password("alice"),
+            enter()
+        ))
+        .await;
+    alice.visible("#sidebar").await;
+
+    alice.keys(&tab()).await;
+    assert_eq!(alice.js(focused, vec![]).await, "new-chat");
+    alice.keys(&enter()).await;
+    alice.visible(".user-row[data-username='carol']").await;
+    assert_eq!(alice.js(focused, vec![]).await, "user-search");
+    // Tab to each person and tick them with Space, then name the group and press Enter.
+    for _ in 0..2 {
+        alice.keys(&tab()).await;
+        alice.keys(" ").await;
+    }
+    alice.keys(&tab()).await;
+    assert_eq!(alice.js(focused, vec![]).await, "group-name");
+    alice.keys(&format!("Project X{}", enter())).await;
+    alice
+        .wait_for(
+            "the new group to open",
+            "return document.getElementById('room-name').textContent === 'Project X';",
+            vec![],
+        )
+        .await;
+    assert_eq!(alice.js(focused, vec![]).await, "input");
+    alice.keys(&format!("Hello team{}", enter())).await;
+    alice
+        .wait_for(
+            "the message to be delivered",
+            "const m = document.querySelector('#message-list .msg.mine'); \
+             return m && m.dataset.id && m.textContent.includes('Hello team');",
+            vec![],
+        )
+        .await;
     alice.close().await;
 }

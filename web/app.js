@@ -104,7 +104,7 @@
     return el;
   }
 
-  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: 'numeric', minute: '2-digit' });
   const weekdayFmt = new Intl.DateTimeFormat(undefined, { weekday: 'short' });
   const dateFmt = new Intl.DateTimeFormat(undefined, { day: 'numeric', month: 'short' });
   const longDateFmt = new Intl.DateTimeFormat(undefined, {
@@ -475,7 +475,7 @@
 
   function previewText(room) {
     const last = room.last_message;
-    if (!last) return room.is_direct ? 'Say hello 👋' : `${room.members.length} members`;
+    if (!last) return room.is_direct ? 'Say hello' : `${room.members.length} members`;
     const who = last.sender_id === state.me.id ? 'You: ' : (room.is_direct ? '' : `${senderName(room, last)}: `);
     return who + last.content.replace(/\s+/g, ' ');
   }
@@ -739,14 +739,20 @@
     async loadLatest() {
       const page = await api('GET', `/chat/${this.room.room_id}/?limit=${PAGE_SIZE}`);
       if (this.stopped) return;
-      const first = !this.loaded;
       this.loaded = true;
-      if (first) this.hasMore = page.has_more;
+      this.hasMore = page.has_more;
       for (const m of page.results) this.store(m);
-      this.render(first ? 'bottom' : 'auto');
+      this.render('bottom');
       this.renderHistoryTop();
       // A short first page leaves nothing to scroll: fetch more until the screen is full.
-      if (first && this.hasMore && $('messages').scrollTop < 200) this.loadOlder();
+      if (this.hasMore && $('messages').scrollTop < 200) this.loadOlder();
+    }
+
+    async refreshReadFlags() {
+      const page = await api('GET', `/chat/${this.room.room_id}/?limit=${PAGE_SIZE}`);
+      if (this.stopped) return;
+      for (const m of page.results) if (this.messages.has(m.id)) this.store(m);
+      this.render('auto');
     }
 
     async loadOlder() {
@@ -812,8 +818,9 @@
       this.renderHeader();
       renderConnection();
       if (reconnected) {
-        // Read receipts sent while we were away: refresh the newest page's flags.
-        this.loadLatest().catch(() => {});
+        // The socket replays missed messages (`since`), but not read receipts sent while we
+        // were away: refresh the flags of the newest messages we already have.
+        this.refreshReadFlags().catch(() => {});
         refreshRooms();
       }
       this.resendPending(true);

@@ -68,7 +68,9 @@ pub fn tools(test: &str) -> Option<Tools> {
             if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "require") {
                 panic!("{test}: {REQUIRE_VAR}=require but {reason}");
             }
-            eprintln!(
+            // Straight to stderr, past the test harness's capture, so a passing run shows it.
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipping browser test {test}: {reason}; {REQUIRE_VAR}=require fails instead"
             );
             None
@@ -118,8 +120,17 @@ impl Driver {
         }
     }
 
-    /// A new browser with a fresh profile and a `width` × `height` viewport.
+    /// A new desktop browser with a fresh profile and a `width` × `height` viewport.
     pub async fn browser(&self, width: u32, height: u32) -> Browser {
+        self.open(width, height, false).await
+    }
+
+    /// A new browser emulating a phone: a `width` × `height` touch screen.
+    pub async fn phone(&self, width: u32, height: u32) -> Browser {
+        self.open(width, height, true).await
+    }
+
+    async fn open(&self, width: u32, height: u32, phone: bool) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let args = [
             "--headless",
@@ -139,7 +150,9 @@ impl Driver {
         .into_iter()
         .chain([
             format!("--user-data-dir={}", profile.path().display()),
-            format!("--window-size={width},{height}"),
+            // Headless windows have a minimum width and room for a toolbar; the viewport is
+            // set exactly by the emulated screen below.
+            format!("--window-size={},{}", width.max(500), height + 200),
         ])
         .collect::<Vec<_>>();
         let capabilities = json!({
@@ -147,6 +160,15 @@ impl Driver {
             "goog:chromeOptions": {
                 "binary": self.tools.chromium,
                 "args": args,
+                "mobileEmulation": {
+                    "deviceMetrics": {
+                        "width": width,
+                        "height": height,
+                        "pixelRatio": 1.0,
+                        "mobile": phone,
+                        "touch": phone,
+                    },
+                },
             },
         });
         let Value::Object(capabilities) = capabilities else {
