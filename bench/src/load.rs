@@ -408,6 +408,17 @@ async fn publish(
                     }
                     counters.sent[room].fetch_add(1, Ordering::Relaxed);
                 }
+                // A step lasts its whole duration even when a slow publisher's last message
+                // is due earlier, so rates are over the same time for everyone.
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = tokio::time::sleep_until((began + duration).into()) => break,
+                        frame = ws.next() => if !publisher_frame(frame, room, &counters) {
+                            return;
+                        },
+                    }
+                }
                 let _ = done.send(());
             }
             frame = ws.next() => if !publisher_frame(frame, room, &counters) {

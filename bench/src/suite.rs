@@ -80,12 +80,12 @@ impl Sizes {
             step_secs: 1.0,
             drain_secs: 10.0,
             latency_rate: 2.0,
-            latency_secs: 3.0,
+            latency_secs: 2.0,
             durable_senders: 8,
-            durable_secs: 2.0,
+            durable_secs: 1.0,
             history_rows: 20_000,
             paging_connections: 4,
-            paging_secs: 2.0,
+            paging_secs: 1.0,
             connect_concurrency: 100,
         }
     }
@@ -417,7 +417,22 @@ async fn fanout(
             rec.detail(name, &s);
         }
         for &rate in rates {
-            let s = load::step(pid, &fleet, &publishers, rate, step_time, drain).await?;
+            // The machine is shared: a step during which other processes took more than a
+            // quarter of a core is run again (twice at most), keeping the least disturbed.
+            let mut s = load::step(pid, &fleet, &publishers, rate, step_time, drain).await?;
+            for _ in 0..2 {
+                if s.other_cpu_s / s.seconds <= 0.25 {
+                    break;
+                }
+                eprintln!(
+                    "    step {rate:>7} msg/s disturbed (other processes used {:.2} CPU-s): again",
+                    s.other_cpu_s
+                );
+                let again = load::step(pid, &fleet, &publishers, rate, step_time, drain).await?;
+                if again.other_cpu_s < s.other_cpu_s {
+                    s = again;
+                }
+            }
             eprintln!(
                 "    step {rate:>7} msg/s: {:>10.0} deliveries/s (offered {:>10.0}), p99 {:>8.1} ms, \
                  cpu s: server {:.2} loadgen {:.2} other {:.2}, missing {}",
