@@ -396,7 +396,7 @@ pub fn tab() -> String {
 pub struct Server {
     pub addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
-    http: reqwest::Client,
+    api: crate::common::Client,
 }
 
 impl Server {
@@ -434,7 +434,7 @@ impl Server {
         Server {
             addr,
             runtime: Some(runtime),
-            http: reqwest::Client::new(),
+            api: crate::common::TestServer::client_for(&addr.to_string()),
         }
     }
 
@@ -457,18 +457,7 @@ impl Server {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Token {t}"));
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.api.call(method, path, token, body).await
     }
 
     /// Signs up `username` with `name` and the password [`password`] gives; returns
