@@ -71,7 +71,16 @@ max_connections_per_user = 1000
 impl Server {
     /// Starts `bin` with `args` and waits for it to say it is listening.
     pub async fn start(kind: Kind, bin: &Path, args: &[String], port: u16) -> Result<Server> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        // SAFETY: prctl is async-signal-safe; it only sets a flag on the new process.
+        unsafe {
+            // If the load generator dies without stopping its servers, they die too.
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -282,6 +282,11 @@ impl RoomCounters {
 
 struct Burst {
     rate: f64,
+    /// When this publisher's first message is due, after the step's start: publishers are
+    /// staggered so that together they send evenly spaced messages, not bursts.
+    offset: Duration,
+    /// Messages to send, `1 / rate` apart.
+    count: u64,
     duration: Duration,
     done: oneshot::Sender<()>,
 }
@@ -327,12 +332,18 @@ impl Publishers {
     /// Returns how many messages were sent in all.
     async fn burst(&self, total_rate: f64, duration: Duration) -> Result<u64> {
         let rate = total_rate / self.commands.len() as f64;
-        let each = (rate * duration.as_secs_f64()).round() as u64;
         let mut done = Vec::new();
-        for tx in &self.commands {
+        let mut total = 0;
+        for (k, tx) in self.commands.iter().enumerate() {
             let (done_tx, done_rx) = oneshot::channel();
+            let offset = k as f64 / total_rate;
+            // Every due time `offset + i / rate` that falls inside the step.
+            let count = ((duration.as_secs_f64() - offset) * rate).ceil().max(0.0) as u64;
+            total += count;
             tx.send(Burst {
                 rate,
+                offset: Duration::from_secs_f64(offset),
+                count,
                 duration,
                 done: done_tx,
             })
@@ -344,7 +355,7 @@ impl Publishers {
             rx.await
                 .map_err(|_| anyhow::anyhow!("a publisher connection ended"))?;
         }
-        Ok(each * self.commands.len() as u64)
+        Ok(total)
     }
 
     pub fn close(self) {
@@ -384,11 +395,12 @@ async fn publish(
     loop {
         tokio::select! {
             command = commands.recv() => {
-                let Some(Burst { rate, duration, done }) = command else { return };
+                let Some(Burst { rate, offset, count, duration, done }) = command else {
+                    return;
+                };
                 let began = Instant::now();
-                let count = (rate * duration.as_secs_f64()).round() as u64;
                 for i in 0..count {
-                    let at = began + Duration::from_secs_f64(i as f64 / rate);
+                    let at = began + offset + Duration::from_secs_f64(i as f64 / rate);
                     loop {
                         tokio::select! {
                             biased;
