@@ -43,6 +43,56 @@ pub struct Millis(pub i64);
 
 impl Millis {
     pub fn to_rfc3339(self) -> String {
+        let mut buf = [0u8; RFC3339_MAX];
+        match self.write_rfc3339(&mut buf) {
+            Some(len) => String::from_utf8_lossy(&buf[..len]).into_owned(),
+            None => self.to_rfc3339_slow(),
+        }
+    }
+
+    /// Formats like `time`'s RFC 3339 (`2023-11-14T22:13:20.123Z`, fraction without trailing
+    /// zeros, none if zero) into `buf` without allocating; `None` outside years 0000–9999.
+    fn write_rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> Option<usize> {
+        let secs = self.0.div_euclid(1000);
+        let millis = self.0.rem_euclid(1000) as u32;
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let of_day = secs.rem_euclid(86_400) as u32;
+        let (hour, minute, second) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+        let mut put = |at: usize, n: u32, digits: usize| {
+            let mut n = n;
+            for i in (0..digits).rev() {
+                buf[at + i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, year as u32, 4);
+        put(5, month, 2);
+        put(8, day, 2);
+        put(11, hour, 2);
+        put(14, minute, 2);
+        put(17, second, 2);
+        put(20, millis, 3);
+        buf[4] = b'-';
+        buf[7] = b'-';
+        buf[10] = b'T';
+        buf[13] = b':';
+        buf[16] = b':';
+        let mut len = 19;
+        if millis != 0 {
+            buf[19] = b'.';
+            len = 23;
+            while buf[len - 1] == b'0' {
+                len -= 1;
+            }
+        }
+        buf[len] = b'Z';
+        Some(len + 1)
+    }
+
+    fn to_rfc3339_slow(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
         time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
@@ -54,9 +104,32 @@ impl Millis {
     }
 }
 
+/// Longest fast-path RFC 3339 timestamp: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+const RFC3339_MAX: usize = 24;
+
+/// Year, month and day of the proleptic Gregorian calendar for days since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl Serialize for Millis {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339())
+        let mut buf = [0u8; RFC3339_MAX];
+        match self.write_rfc3339(&mut buf) {
+            // Only ASCII digits and separators were written.
+            Some(len) => s.serialize_str(std::str::from_utf8(&buf[..len]).unwrap_or_default()),
+            None => s.serialize_str(&self.to_rfc3339_slow()),
+        }
     }
 }
 
@@ -108,5 +181,41 @@ mod tests {
             Millis(1_700_000_000_123).to_rfc3339(),
             "2023-11-14T22:13:20.123Z"
         );
+    }
+
+    #[test]
+    fn fast_rfc3339_matches_the_time_crate() {
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            120,
+            100,
+            999,
+            -86_400_000,
+            951_782_400_000,     // 2000-02-29
+            4_107_542_399_999,   // 2100-02-28T23:59:59.999
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            -62_167_219_200_000, // 0000-01-01
+            253_402_300_800_000, // year 10000: the slow path
+            -62_167_219_200_001, // year -1: the slow path
+        ];
+        let mut x: i64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push(x.rem_euclid(260_000_000_000_000) - 62_200_000_000_000);
+        }
+        for ms in samples {
+            let fast = serde_json::to_string(&Millis(ms)).unwrap();
+            let slow = serde_json::to_string(&Millis(ms).to_rfc3339_slow()).unwrap();
+            assert_eq!(fast, slow, "{ms}");
+            assert_eq!(
+                Millis(ms).to_rfc3339(),
+                Millis(ms).to_rfc3339_slow(),
+                "{ms}"
+            );
+        }
     }
 }
