@@ -14,6 +14,7 @@ use std::time::Duration;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -188,24 +189,36 @@ pub fn token_from_header(header: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Resolves a raw token to its live session.
-pub async fn authenticate_token(state: &AppState, token: Option<&str>) -> Result<Auth, ApiError> {
+/// The digest a raw token is looked up by. A missing token, or one that cannot be ours (ours
+/// are 64 hex characters), is a 401 without a query.
+pub fn token_key(token: Option<&str>) -> Result<Vec<u8>, ApiError> {
     let token = token.ok_or(ApiError::Unauthorized)?;
-    // Our tokens are 64 hex characters; anything else cannot match and costs no query.
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::Unauthorized);
     }
-    let digest = token_digest(&token.to_ascii_lowercase());
-    let found = state
+    Ok(token_digest(&token.to_ascii_lowercase()))
+}
+
+/// The live session whose token has this digest, if any. For handlers that authenticate in
+/// the same trip to the database as the rest of their reads.
+pub fn lookup(conn: &Connection, digest: &[u8]) -> crate::store::Result<Option<Auth>> {
+    Ok(
+        tokens::authenticate(conn, digest, now_ms())?.map(|found| Auth {
+            user: found.user,
+            token_id: found.id,
+            expires_at: found.expires_at,
+        }),
+    )
+}
+
+/// Resolves a raw token to its live session.
+pub async fn authenticate_token(state: &AppState, token: Option<&str>) -> Result<Auth, ApiError> {
+    let digest = token_key(token)?;
+    state
         .store
-        .read(move |c| tokens::authenticate(c, &digest, now_ms()))
-        .await?;
-    let found = found.ok_or(ApiError::Unauthorized)?;
-    Ok(Auth {
-        user: found.user,
-        token_id: found.id,
-        expires_at: found.expires_at,
-    })
+        .read(move |c| lookup(c, &digest))
+        .await?
+        .ok_or(ApiError::Unauthorized)
 }
 
 /// Filter: the authenticated caller, or a 401 rejection.

@@ -1,6 +1,8 @@
 //! SQL for messages: idempotent insert, history pages, read marks.
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
 
 use super::Result;
 use super::rooms::RoomRef;
@@ -121,6 +123,21 @@ pub enum Page {
     After(MessageId),
 }
 
+/// The statement and range bound for a page; bound to `(room, bound, limit + 1)`.
+fn page_query(page: Page) -> (String, i64) {
+    let (cond, order, bound) = match page {
+        Page::Before(before) => ("m.id < ?2", "DESC", before.map_or(i64::MAX, |b| b.0)),
+        Page::After(after) => ("m.id > ?2", "ASC", after.0),
+    };
+    // `+?3`, not `?3`: SQLite plans with the value of a bare LIMIT parameter, and so prepares
+    // the statement again on every run with a new value.
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
+         WHERE m.room_id = ?1 AND {cond} ORDER BY m.id {order} LIMIT +?3"
+    );
+    (sql, bound)
+}
+
 /// One page of history and whether more lie beyond it in the same direction.
 pub fn page(
     conn: &Connection,
@@ -129,14 +146,7 @@ pub fn page(
     limit: u32,
 ) -> Result<(Vec<Message>, bool)> {
     let marks = read_marks(conn, room.id)?;
-    let (cond, order, bound) = match page {
-        Page::Before(before) => ("m.id < ?2", "DESC", before.map_or(i64::MAX, |b| b.0)),
-        Page::After(after) => ("m.id > ?2", "ASC", after.0),
-    };
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.room_id = ?1 AND {cond} ORDER BY m.id {order} LIMIT ?3"
-    );
+    let (sql, bound) = page_query(page);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![room.id, bound, i64::from(limit) + 1], |row| {
         message_from_row(row, room, &marks)
@@ -145,6 +155,70 @@ pub fn page(
     let has_more = messages.len() > limit as usize;
     messages.truncate(limit as usize);
     Ok((messages, has_more))
+}
+
+/// A message as [`Message`] serializes, borrowing its text from the row.
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    id: MessageId,
+    room_id: &'a str,
+    sender: &'a str,
+    sender_id: UserId,
+    content: &'a str,
+    created: Millis,
+    updated: Millis,
+    is_read: bool,
+    client_id: Option<&'a str>,
+}
+
+fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    row.get_ref(i)?
+        .as_str_or_null()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into()))
+}
+
+/// The same page as [`page`], written into `out` as a JSON array of messages without building
+/// them first; returns whether more lie beyond it.
+pub fn page_json(
+    conn: &Connection,
+    room: &RoomRef,
+    page: Page,
+    limit: u32,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
+    let marks = read_marks(conn, room.id)?;
+    let (sql, bound) = page_query(page);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![room.id, bound, i64::from(limit) + 1])?;
+    out.push(b'[');
+    let mut written = 0;
+    while let Some(row) = rows.next()? {
+        if written == limit {
+            out.push(b']');
+            return Ok(true);
+        }
+        if written > 0 {
+            out.push(b',');
+        }
+        let id: MessageId = row.get(0)?;
+        let sender_id: UserId = row.get(1)?;
+        let message = MessageJson {
+            id,
+            room_id: &room.public_id,
+            sender_id,
+            sender: text(row, 2)?.unwrap_or_default(),
+            content: text(row, 3)?.unwrap_or_default(),
+            created: Millis(row.get(4)?),
+            updated: Millis(row.get(5)?),
+            is_read: is_read(&marks, sender_id, id),
+            client_id: text(row, 6)?,
+        };
+        serde_json::to_writer(&mut *out, &message)
+            .map_err(|e| super::StoreError::Other(format!("cannot serialize a message: {e}")))?;
+        written += 1;
+    }
+    out.push(b']');
+    Ok(false)
 }
 
 /// The next `limit` messages after `after` across every room `user` belongs to, in id order,
@@ -295,6 +369,74 @@ mod tests {
             [ids[3], ids[4]]
         );
         assert!(!more);
+    }
+
+    /// The page written straight to JSON is the page of `Message`s serialized, field for field.
+    #[test]
+    fn json_pages_serialize_exactly_like_messages() {
+        let (conn, a, b, room) = setup();
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let client_id = (i % 2 == 0).then(|| format!("c{i}"));
+            let from = if i % 3 == 0 { &a } else { &b };
+            let text = format!("m{i} \"quoted\" \u{e9}\n");
+            ids.push(
+                insert(
+                    &conn,
+                    &room,
+                    from,
+                    &text,
+                    client_id.as_deref(),
+                    1_700_000_000_000 + i,
+                )
+                .unwrap()
+                .0
+                .id,
+            );
+        }
+        mark_read(&conn, ids[3], b.id).unwrap();
+        for (which, limit) in [
+            (Page::Before(None), 50),
+            (Page::Before(None), 3),
+            (Page::Before(Some(ids[5])), 2),
+            (Page::After(ids[1]), 4),
+            (Page::After(ids[6]), 4),
+        ] {
+            let (messages, more) = page(&conn, &room, which, limit).unwrap();
+            let mut out = Vec::new();
+            let json_more = page_json(&conn, &room, which, limit, &mut out).unwrap();
+            assert_eq!(json_more, more, "{which:?} {limit}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&messages).unwrap(),
+                "{which:?} {limit}"
+            );
+        }
+    }
+
+    /// A history statement is prepared once: nothing bound to it makes SQLite plan it again.
+    #[test]
+    fn page_statements_are_not_prepared_again_per_run() {
+        let (conn, a, _b, room) = setup();
+        for i in 0..20 {
+            insert(&conn, &room, &a, "m", None, i).unwrap();
+        }
+        for which in [Page::Before(None), Page::After(MessageId(0))] {
+            for (bound, limit) in [(3, 2), (10, 5), (15, 7), (19, 1)] {
+                let which = match which {
+                    Page::Before(_) => Page::Before(Some(MessageId(bound))),
+                    Page::After(_) => Page::After(MessageId(bound)),
+                };
+                page_json(&conn, &room, which, limit, &mut Vec::new()).unwrap();
+            }
+            let (sql, _) = page_query(which);
+            let stmt = conn.prepare_cached(&sql).unwrap();
+            assert_eq!(
+                stmt.get_status(rusqlite::StatementStatus::RePrepare),
+                0,
+                "{sql}"
+            );
+        }
     }
 
     #[test]

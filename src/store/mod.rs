@@ -26,6 +26,9 @@ use tokio::sync::oneshot;
 /// The schema, as migrations; see the comment at the top of `schema.sql`.
 pub const SCHEMA: &str = include_str!("../../schema.sql");
 
+/// How much of the database file each connection maps into memory.
+const MMAP_BYTES: i64 = 1 << 30;
+
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -86,6 +89,9 @@ fn apply_pragmas(conn: &Connection, memory: bool) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if !memory {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Read pages straight from the mapped file instead of a `pread` into the page cache
+        // each: history reads touch pages all over a large database.
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     }
     Ok(())
 }
@@ -201,6 +207,8 @@ impl Store {
         let readers = r2d2::Pool::builder()
             .max_size(read_connections)
             .min_idle(Some(1))
+            // A local file does not break like a network connection; skip the probe query.
+            .test_on_check_out(false)
             .build(manager)?;
 
         let (tx, rx) = mpsc::channel::<Command>();
@@ -214,7 +222,8 @@ impl Store {
         })
     }
 
-    /// Runs `f` on a read-only connection, off the async workers.
+    /// Runs `f` on a read-only connection, off the async workers, in one read transaction:
+    /// every query of `f` sees the same snapshot, and the WAL read lock is taken once.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -223,7 +232,21 @@ impl Store {
         let pool = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.get()?;
-            f(&conn)
+            if !conn.is_autocommit() {
+                // Left open by a read that panicked.
+                conn.execute_batch("ROLLBACK")?;
+            }
+            conn.prepare_cached("BEGIN")?.execute([])?;
+            let result = f(&conn);
+            // Ending a read transaction only releases its snapshot.
+            if let Err(e) = conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+            {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+            result
         })
         .await
         .map_err(|_| StoreError::WriterGone)?

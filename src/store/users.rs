@@ -131,7 +131,7 @@ pub fn list(conn: &Connection, q: &UserQuery) -> Result<(i64, Vec<User>)> {
         .query_row(params![exclude, pattern], |r| r.get(0))?;
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users u WHERE {filter}
-         ORDER BY u.first_name, u.id LIMIT ?3 OFFSET ?4"
+         ORDER BY u.first_name, u.id LIMIT +?3 OFFSET +?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![exclude, pattern, q.limit, q.offset], |row| {
