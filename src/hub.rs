@@ -75,6 +75,8 @@ struct UserEntry {
 struct Registry {
     rooms: HashMap<RoomId, RoomEntry>,
     users: HashMap<UserId, UserEntry>,
+    /// How many messages and member removals were published, anywhere.
+    changes: u64,
 }
 
 /// Cheap handle to the process-wide registry; clone freely.
@@ -89,6 +91,8 @@ pub struct Joined {
     pub events: broadcast::Receiver<Event>,
     /// True if the user just came online in the room.
     pub first: bool,
+    /// [`Hub::changes`] at the moment of subscribing.
+    pub changes: u64,
     /// Users online in the room, this one included.
     pub online: Vec<UserId>,
 }
@@ -183,7 +187,13 @@ impl Hub {
     /// Delivers `event` to every current subscriber of `room`, room sockets and all-rooms
     /// sockets alike.
     pub fn publish(&self, room: RoomId, event: Event) {
-        let registry = self.lock();
+        let mut registry = self.lock();
+        if matches!(
+            event.kind,
+            EventKind::Message(_) | EventKind::Member { added: false, .. }
+        ) {
+            registry.changes += 1;
+        }
         if let Some(entry) = registry.rooms.get(&room) {
             let mut delivered = 0;
             for user in &entry.user_subs {
@@ -208,11 +218,21 @@ impl Hub {
         let mut registry = self.lock();
         let first = registry.online_up(room, user, self.capacity);
         let entry = registry.room(room, self.capacity);
+        let events = entry.tx.subscribe();
+        let online = entry.online.keys().copied().collect();
         Joined {
-            events: entry.tx.subscribe(),
+            events,
             first,
-            online: entry.online.keys().copied().collect(),
+            online,
+            changes: registry.changes,
         }
+    }
+
+    /// How many messages and member removals have been published so far. A reader that
+    /// notes this before reading the database and finds it unchanged when it subscribes
+    /// knows that its read is still current: nothing it could have missed went out between.
+    pub fn changes(&self) -> u64 {
+        self.lock().changes
     }
 
     /// Ends a room socket; true if the user went offline in the room.
@@ -330,6 +350,42 @@ mod tests {
         assert!(hub.leave_room(room, alice));
         assert!(hub.leave_room(room, bob));
         assert_eq!(hub.active_rooms(), 0);
+    }
+
+    #[test]
+    fn changes_count_messages_and_removals_published_anywhere() {
+        let hub = Hub::new(16);
+        let (room, other) = (RoomId(1), RoomId(2));
+        let before = hub.changes();
+        let kinds = [
+            EventKind::Presence { user: UserId(1) },
+            EventKind::Typing { from: UserId(1) },
+            EventKind::Read,
+            EventKind::Member {
+                user: UserId(1),
+                added: true,
+            },
+        ];
+        for kind in kinds {
+            hub.publish(other, Event::new(other, kind, &0));
+        }
+        assert_eq!(
+            hub.changes(),
+            before,
+            "nothing a reader could miss went out"
+        );
+        // Even in a room nobody is subscribed to.
+        hub.publish(
+            other,
+            Event::new(other, EventKind::Message(MessageId(7)), &0),
+        );
+        let removal = EventKind::Member {
+            user: UserId(1),
+            added: false,
+        };
+        hub.publish(other, Event::new(other, removal, &0));
+        assert_eq!(hub.changes(), before + 2);
+        assert_eq!(hub.join_room(room, UserId(1)).changes, before + 2);
     }
 
     #[tokio::test]

@@ -52,7 +52,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// cannot tell whether it exists.
 /// Our room ids are short alphanumeric strings; anything else cannot name a room and costs
 /// no query.
-fn plausible_room_id(id: &str) -> bool {
+pub fn plausible_room_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

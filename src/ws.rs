@@ -4,9 +4,12 @@
 //! (tungstenite's default 128 KiB read buffer per connection would dominate memory). Auth,
 //! membership and origin are checked before the upgrade, so refusals are plain HTTP errors.
 //!
-//! A session subscribes to the room before it reads anything from the database, then
-//! de-duplicates by message id: a resume with `?since=` replays from the database and goes
-//! live with no gap and no duplicate. Frames waiting in the queue are written in one flush.
+//! A room socket's handshake reads the token, the membership and the room's newest message id
+//! in one trip to the database. The session then subscribes, and trusts that read only if no
+//! message and no removal was published in between; otherwise it reads again, after
+//! subscribing. Delivery de-duplicates by message id: a resume with `?since=` replays from the
+//! database and goes live with no gap and no duplicate. Frames waiting in the queue are
+//! written in one flush.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,10 +32,10 @@ use warp::http::{Response, StatusCode};
 use warp::{Filter, Reply};
 
 use crate::app::{AppState, ConnectionSlot, non_negative_param, with_state};
-use crate::auth::{authenticate_token, token_from_header};
+use crate::auth::{Auth, authenticate_token, lookup, token_from_header, token_key};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{mark_read, message_event, room_for_member, send};
+use crate::messages::{mark_read, message_event, plausible_room_id, room_for_member, send};
 use crate::model::{MessageId, RoomId, User};
 use crate::store::messages::{self as message_store, Page};
 use crate::store::rooms::{self, RoomRef};
@@ -120,10 +123,12 @@ async fn upgrade(
         .and_then(token_from_header)
         .or(query.get("token").map(String::as_str));
     let revocations = state.connections.revocations();
-    let auth = authenticate_token(&state, token).await?;
-    let scope = match room_id {
-        Some(room_id) => Scope::Room(room_for_member(&state, room_id, &auth.user).await?),
-        None => Scope::User,
+    let (auth, scope, prefetched) = match room_id {
+        Some(room_id) => {
+            let (auth, room, prefetched) = room_upgrade_read(&state, token, room_id).await?;
+            (auth, Scope::Room(room), Some(prefetched))
+        }
+        None => (authenticate_token(&state, token).await?, Scope::User, None),
     };
     if !origin_allowed(&headers, &state.config.cors.allowed_origins) {
         return Err(ApiError::Forbidden("origin not allowed"));
@@ -158,7 +163,7 @@ async fn upgrade(
                     Some(config),
                 )
                 .await;
-                Session::run(state, socket, user, scope, since, slot).await;
+                Session::run(state, socket, user, scope, since, prefetched, slot).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -174,6 +179,44 @@ async fn upgrade(
         HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
     );
     Ok(response)
+}
+
+/// What a room socket's handshake read about the room, and when.
+struct Prefetched {
+    /// [`crate::hub::Hub::changes`] before the read.
+    changes: u64,
+    /// The room's newest message id as of the read.
+    last: MessageId,
+}
+
+/// Everything a room socket's handshake needs from the database in one trip: the token's
+/// session, the membership and the room's newest message id.
+async fn room_upgrade_read(
+    state: &AppState,
+    token: Option<&str>,
+    room_id: String,
+) -> Result<(Auth, RoomRef, Prefetched), ApiError> {
+    let digest = token_key(token)?;
+    if !plausible_room_id(&room_id) {
+        // A stranger learns nothing but 401.
+        authenticate_token(state, token).await?;
+        return Err(ApiError::NotFound);
+    }
+    let changes = state.hub.changes();
+    let (auth, room, last) = state
+        .store
+        .read(move |c| {
+            let Some(auth) = lookup(c, &digest)? else {
+                return Ok(Err(ApiError::Unauthorized));
+            };
+            let Some(room) = rooms::for_member(c, &room_id, auth.user.id)? else {
+                return Ok(Err(ApiError::NotFound));
+            };
+            let last = message_store::last_id(c, room.id)?;
+            Ok(Ok((auth, room, last)))
+        })
+        .await??;
+    Ok((auth, room, Prefetched { changes, last }))
 }
 
 /// A frame from the client. Unknown fields (such as a forged `sender_id`) are ignored.
@@ -247,6 +290,7 @@ impl Session {
         user: User,
         scope: Scope,
         since: Option<MessageId>,
+        prefetched: Option<Prefetched>,
         slot: ConnectionSlot,
     ) {
         let l = &state.config.limits;
@@ -266,9 +310,9 @@ impl Session {
             slot,
         };
         // Subscribe first, then read: nothing committed in between can be missed.
-        let end = match session.subscribe().await {
-            Ok(mut events) => {
-                let end = match session.start(since).await {
+        let end = match session.subscribe(prefetched).await {
+            Ok((mut events, current)) => {
+                let end = match session.start(since, current).await {
                     Ok(()) => session.serve(&mut events).await,
                     Err(end) => end,
                 };
@@ -293,7 +337,13 @@ impl Session {
             .publish(room, presence_event(room, public_id, &self.user, online));
     }
 
-    async fn subscribe(&mut self) -> Result<Receiver<Event>, End> {
+    /// Subscribes to the socket's events. Also returns the handshake's read of the room's
+    /// newest message id if it is still current: no message or removal was published between
+    /// that read and the subscription, so nothing can fall between them.
+    async fn subscribe(
+        &mut self,
+        prefetched: Option<Prefetched>,
+    ) -> Result<(Receiver<Event>, Option<MessageId>), End> {
         let hub = self.state.hub.clone();
         match &self.scope {
             Scope::Room(room) => {
@@ -301,7 +351,10 @@ impl Session {
                 if joined.first {
                     self.presence(room.id, &room.public_id, true);
                 }
-                Ok(joined.events)
+                let current = prefetched
+                    .filter(|p| p.changes == joined.changes)
+                    .map(|p| p.last);
+                Ok((joined.events, current))
             }
             Scope::User => {
                 let joined = hub.join_user(self.user.id, &[]);
@@ -322,7 +375,7 @@ impl Session {
                         self.presence(room.id, &room.public_id, false);
                     }
                 }
-                Ok(joined.events)
+                Ok((joined.events, None))
             }
         }
     }
@@ -359,24 +412,32 @@ impl Session {
             .map_err(|_| End::Close(1011, "internal error"))
     }
 
-    /// Sends `hello`, then replays what the client missed if it asked to resume.
-    async fn start(&mut self, since: Option<MessageId>) -> Result<(), End> {
+    /// Sends `hello`, then replays what the client missed if it asked to resume. `current`:
+    /// the room's newest message id, if the handshake's read of it is still current.
+    async fn start(
+        &mut self,
+        since: Option<MessageId>,
+        current: Option<MessageId>,
+    ) -> Result<(), End> {
         let user = self.user.id;
         let hello = match &self.scope {
             Scope::Room(room) => {
                 let room_id = room.id;
-                let last = self
-                    .state
-                    .store
-                    .read(move |c| {
-                        rooms::is_member(c, room_id, user)?
-                            .then(|| message_store::last_id(c, room_id))
-                            .transpose()
-                    })
-                    .await
-                    .map_err(|_| End::Close(1011, "internal error"))?
-                    // Removed between the handshake and the subscription.
-                    .ok_or(End::Close(CLOSE_REMOVED, "not a member of this room"))?;
+                let last = match current {
+                    Some(last) => last,
+                    None => self
+                        .state
+                        .store
+                        .read(move |c| {
+                            rooms::is_member(c, room_id, user)?
+                                .then(|| message_store::last_id(c, room_id))
+                                .transpose()
+                        })
+                        .await
+                        .map_err(|_| End::Close(1011, "internal error"))?
+                        // Removed between the handshake and the subscription.
+                        .ok_or(End::Close(CLOSE_REMOVED, "not a member of this room"))?,
+                };
                 if since.is_none() {
                     self.last_sent = last;
                 }
