@@ -310,14 +310,14 @@ impl Session {
             slot,
         };
         // Subscribe first, then read: nothing committed in between can be missed.
-        let end = match session.subscribe(prefetched).await {
+        let end = match Box::pin(session.subscribe(prefetched)).await {
             Ok((mut events, current)) => {
-                let end = match session.start(since, current).await {
+                let end = match Box::pin(session.start(since, current)).await {
                     Ok(()) => session.serve(&mut events).await,
                     Err(end) => end,
                 };
                 drop(events);
-                session.unsubscribe().await;
+                Box::pin(session.unsubscribe()).await;
                 end
             }
             Err(end) => end,
@@ -544,14 +544,14 @@ impl Session {
                 frame = self.socket.next() => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
-                        self.on_frame(frame).await
+                        Box::pin(self.on_frame(frame)).await
                     }
                     Some(Err(e)) => Err(close_for(&e)),
                     None => Err(End::Gone),
                 },
                 event = events.recv() => match event {
                     Ok(event) => self.deliver(event, events).await,
-                    Err(RecvError::Lagged(_)) => self.replay(MAX_RESYNC).await,
+                    Err(RecvError::Lagged(_)) => Box::pin(self.replay(MAX_RESYNC)).await,
                     Err(RecvError::Closed) => Err(End::Close(1001, "server shutting down")),
                 },
                 () = self.slot.ended() => {
@@ -615,7 +615,7 @@ impl Session {
                 Ok(event) => Some(event),
                 Err(TryRecvError::Lagged(_)) => {
                     self.flush().await?;
-                    return self.replay(MAX_RESYNC).await;
+                    return Box::pin(self.replay(MAX_RESYNC)).await;
                 }
                 Err(_) => None,
             };
