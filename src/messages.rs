@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
@@ -17,8 +18,8 @@ use crate::hub::{Event, EventKind};
 use crate::model::{Message, MessageId, RoomId, User};
 use crate::ratelimit::retry_after_secs;
 use crate::store::messages::{self, Page};
-use crate::store::now_ms;
 use crate::store::rooms::{self, RoomRef};
+use crate::store::{Result as StoreResult, now_ms};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -52,7 +53,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 /// cannot tell whether it exists.
 /// Our room ids are short alphanumeric strings; anything else cannot name a room and costs
 /// no query.
-pub fn plausible_room_id(id: &str) -> bool {
+fn plausible_room_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
@@ -98,10 +99,43 @@ fn history_query(query: &HashMap<String, String>) -> Result<(Page, u32), ApiErro
     Ok((page, limit))
 }
 
-/// Why a history read found nothing to show.
-enum Refused {
-    Unauthorized,
-    NotMember,
+/// For handlers that authenticate in the same trip to the database as their other reads: the
+/// token's digest and what was asked, once the request is well-formed. A malformed request
+/// still answers a stranger 401 before anything else.
+pub async fn member_request<T>(
+    state: &AppState,
+    token: Option<&str>,
+    room_id: &str,
+    asked: Result<T, ApiError>,
+) -> Result<(Vec<u8>, T), ApiError> {
+    let digest = token_key(token)?;
+    let asked = asked.and_then(|asked| {
+        plausible_room_id(room_id)
+            .then_some(asked)
+            .ok_or(ApiError::NotFound)
+    });
+    match asked {
+        Ok(asked) => Ok((digest, asked)),
+        Err(e) => {
+            authenticate_token(state, token).await?;
+            Err(e)
+        }
+    }
+}
+
+/// On a read connection: the session of the token with this digest and the room, if that
+/// user is a member of it; 401 or 404 otherwise.
+pub fn member_of(
+    conn: &Connection,
+    digest: &[u8],
+    public_id: &str,
+) -> StoreResult<Result<(Auth, RoomRef), ApiError>> {
+    let Some(auth) = lookup(conn, digest)? else {
+        return Ok(Err(ApiError::Unauthorized));
+    };
+    Ok(rooms::for_member(conn, public_id, auth.user.id)?
+        .map(|room| (auth, room))
+        .ok_or(ApiError::NotFound))
 }
 
 /// `GET /api/v1/chat/<room_id>/?limit=&before=|after=`: a page of history.
@@ -115,28 +149,14 @@ async fn history(
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
     let token = authorization.as_deref().and_then(token_from_header);
-    let digest = token_key(token)?;
-    let request = history_query(&query).and_then(|asked| {
-        plausible_room_id(&room_id)
-            .then_some(asked)
-            .ok_or(ApiError::NotFound)
-    });
-    let (page, limit) = match request {
-        Ok(asked) => asked,
-        Err(e) => {
-            // A stranger learns nothing but 401, whatever they asked.
-            authenticate_token(&state, token).await?;
-            return Err(e);
-        }
-    };
+    let (digest, (page, limit)) =
+        member_request(&state, token, &room_id, history_query(&query)).await?;
     let body = state
         .store
         .read(move |c| {
-            let Some(auth) = lookup(c, &digest)? else {
-                return Ok(Err(Refused::Unauthorized));
-            };
-            let Some(room) = rooms::for_member(c, &room_id, auth.user.id)? else {
-                return Ok(Err(Refused::NotMember));
+            let room = match member_of(c, &digest, &room_id)? {
+                Ok((_, room)) => room,
+                Err(e) => return Ok(Err(e)),
             };
             let mut body = Vec::with_capacity(256 + 300 * limit as usize);
             body.extend_from_slice(b"{\"room_id\":");
@@ -151,11 +171,7 @@ async fn history(
             });
             Ok(Ok(body))
         })
-        .await?
-        .map_err(|refused| match refused {
-            Refused::Unauthorized => ApiError::Unauthorized,
-            Refused::NotMember => ApiError::NotFound,
-        })?;
+        .await??;
     let mut response = warp::reply::Response::new(body.into());
     response.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,

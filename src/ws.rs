@@ -32,10 +32,10 @@ use warp::http::{Response, StatusCode};
 use warp::{Filter, Reply};
 
 use crate::app::{AppState, ConnectionSlot, non_negative_param, with_state};
-use crate::auth::{Auth, authenticate_token, lookup, token_from_header, token_key};
+use crate::auth::{Auth, authenticate_token, token_from_header};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{mark_read, message_event, plausible_room_id, room_for_member, send};
+use crate::messages::{mark_read, member_of, member_request, message_event, room_for_member, send};
 use crate::model::{MessageId, RoomId, User};
 use crate::store::messages::{self as message_store, Page};
 use crate::store::rooms::{self, RoomRef};
@@ -198,21 +198,14 @@ async fn room_upgrade_read(
     token: Option<&str>,
     room_id: String,
 ) -> Result<(Auth, RoomRef, Prefetched), ApiError> {
-    let digest = token_key(token)?;
-    if !plausible_room_id(&room_id) {
-        // A stranger learns nothing but 401.
-        authenticate_token(state, token).await?;
-        return Err(ApiError::NotFound);
-    }
+    let (digest, ()) = member_request(state, token, &room_id, Ok(())).await?;
     let changes = state.hub.changes();
     let (auth, room, last) = state
         .store
         .read(move |c| {
-            let Some(auth) = lookup(c, &digest)? else {
-                return Ok(Err(ApiError::Unauthorized));
-            };
-            let Some(room) = rooms::for_member(c, &room_id, auth.user.id)? else {
-                return Ok(Err(ApiError::NotFound));
+            let (auth, room) = match member_of(c, &digest, &room_id)? {
+                Ok(found) => found,
+                Err(e) => return Ok(Err(e)),
             };
             let last = message_store::last_id(c, room.id)?;
             Ok(Ok((auth, room, last)))
