@@ -7,8 +7,17 @@
 //! A session subscribes to the room before it reads anything from the database, then
 //! de-duplicates by message id: a resume with `?since=` replays from the database and goes
 //! live with no gap and no duplicate. Frames waiting in the queue are written in one flush.
+//!
+//! A session does not wait for one message's commit before reading the next frame: each send
+//! is validated, rate-limited and queued for the writer in frame order (so one socket's
+//! messages are stored in the order it sent them), and up to [`MAX_IN_FLIGHT`] wait for their
+//! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
+//! `pong`) still go out in the order of the frames that caused them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -32,7 +41,7 @@ use crate::app::{AppState, ConnectionSlot, non_negative_param, with_state};
 use crate::auth::{authenticate_token, token_from_header};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{mark_read, message_event, room_for_member, send};
+use crate::messages::{Sending, mark_read, message_event, room_for_member, submit};
 use crate::model::{MessageId, RoomId, User};
 use crate::store::messages::{self as message_store, Page};
 use crate::store::rooms::{self, RoomRef};
@@ -45,6 +54,9 @@ const MAX_BATCH: usize = 64;
 const REPLAY_PAGE: u32 = 200;
 /// Most messages a lagging connection is resynced with before it is told to reconnect.
 const MAX_RESYNC: usize = 5_000;
+/// Most sends a connection keeps waiting for their commit; past that it reads no more frames
+/// until the oldest is done.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// Close code: the server could not keep this connection up to date; reconnect with
 /// `?since=<last message id seen>`.
@@ -201,6 +213,41 @@ fn error_frame(code: &str, message: &str) -> WsMessage {
     WsMessage::text(json!({"type": "error", "code": code, "message": message}).to_string())
 }
 
+/// What a socket is still owed for the frames it sent, oldest first. Replies go out in the
+/// order of the frames that caused them, even when a send is still waiting for its commit.
+enum Owed {
+    /// A message queued for the database: says nothing if new (the room channel brings the
+    /// acknowledgement), returns the original for a repeated `client_id`, or an error.
+    Send(Sending),
+    /// A reply held back behind earlier sends.
+    Reply(WsMessage),
+}
+
+/// The outcome of the oldest [`Owed`].
+enum Settled {
+    Sent(Result<(crate::model::Message, bool), crate::store::StoreError>),
+    Reply(WsMessage),
+}
+
+/// Resolves when the oldest entry of `owed` is done, and removes it; pending while empty.
+async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Settled {
+    poll_fn(|cx| {
+        let settled = match owed.front_mut() {
+            None => return Poll::Pending,
+            Some(Owed::Send(sending)) => {
+                Settled::Sent(std::task::ready!(Pin::new(sending).poll(cx)))
+            }
+            Some(Owed::Reply(_)) => match owed.pop_front() {
+                Some(Owed::Reply(reply)) => return Poll::Ready(Settled::Reply(reply)),
+                _ => unreachable!("the front entry is a reply"),
+            },
+        };
+        owed.pop_front();
+        Poll::Ready(settled)
+    })
+    .await
+}
+
 /// Which events a socket follows.
 enum Scope {
     /// One room: `/ws/chat/<room_id>/`.
@@ -238,6 +285,9 @@ struct Session {
     last_heard: Instant,
     /// Held for the life of the connection; ends it when its token is revoked.
     slot: ConnectionSlot,
+    /// Sends in flight and replies waiting behind them, in frame order. Allocated on the first
+    /// pipelined send, so idle connections do not pay for it.
+    owed: VecDeque<Owed>,
 }
 
 impl Session {
@@ -264,6 +314,7 @@ impl Session {
             last_sent: since.unwrap_or(MessageId(0)),
             last_heard: Instant::now(),
             slot,
+            owed: VecDeque::new(),
         };
         // Subscribe first, then read: nothing committed in between can be missed.
         let end = match session.subscribe().await {
@@ -480,7 +531,11 @@ impl Session {
         loop {
             let step = tokio::select! {
                 (code, reason) = &mut stop => Err(End::Close(code, reason)),
-                frame = self.socket.next() => match frame {
+                settled = oldest_settled(&mut self.owed), if !self.owed.is_empty() => {
+                    self.settle(settled).await
+                }
+                // A full pipeline is the back-pressure: read nothing until the oldest is done.
+                frame = self.socket.next(), if self.owed.len() < MAX_IN_FLIGHT => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
                         self.on_frame(frame).await
@@ -497,6 +552,10 @@ impl Session {
                     Err(End::Close(CLOSE_SESSION_ENDED, "session ended: log in again"))
                 }
                 _ = ping.tick() => {
+                    if self.owed.is_empty() {
+                        // Give back what a burst of sends allocated.
+                        self.owed.shrink_to_fit();
+                    }
                     if self.last_heard.elapsed() > self.timeouts.idle {
                         Err(End::Gone)
                     } else {
@@ -592,7 +651,7 @@ impl Session {
         match frame {
             WsMessage::Text(text) => self.on_text(text.as_str()).await,
             WsMessage::Binary(_) => {
-                self.write(error_frame(
+                self.reply(error_frame(
                     "unsupported_frame",
                     "binary frames are not supported; send JSON text frames",
                 ))
@@ -613,19 +672,55 @@ impl Session {
         }
     }
 
+    /// Writes a reply to a frame now, or, if sends from earlier frames are still in flight,
+    /// after them.
+    async fn reply(&mut self, message: WsMessage) -> Result<(), End> {
+        if self.owed.is_empty() {
+            self.write(message).await
+        } else {
+            self.owed.push_back(Owed::Reply(message));
+            Ok(())
+        }
+    }
+
+    /// Tells the client how the oldest thing it is owed turned out.
+    async fn settle(&mut self, settled: Settled) -> Result<(), End> {
+        match settled {
+            // The new message comes back through the channel as the ack.
+            Settled::Sent(Ok((_, true))) => Ok(()),
+            // A repeated client_id: the original, to this socket only.
+            Settled::Sent(Ok((original, false))) => {
+                let event = message_event(RoomId(0), &original);
+                self.write(WsMessage::Text(event.frame)).await
+            }
+            Settled::Sent(Err(e)) => self.write(api_error_frame(&ApiError::from(e))).await,
+            Settled::Reply(reply) => self.write(reply).await,
+        }
+    }
+
+    /// Waits for every send in flight and answers what is owed, so a frame with other effects
+    /// acts after the messages sent before it, as if they had been sent one at a time.
+    async fn settle_all(&mut self) -> Result<(), End> {
+        while !self.owed.is_empty() {
+            let settled = oldest_settled(&mut self.owed).await;
+            self.settle(settled).await?;
+        }
+        Ok(())
+    }
+
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 return self
-                    .write(error_frame("invalid_json", &e.to_string()))
+                    .reply(error_frame("invalid_json", &e.to_string()))
                     .await;
             }
         };
         let action = value.get("action").and_then(Value::as_str);
         if !action.is_some_and(|a| ACTIONS.contains(&a)) {
             return self
-                .write(error_frame(
+                .reply(error_frame(
                     "unknown_action",
                     "action must be one of: message, read, typing, ping",
                 ))
@@ -635,7 +730,7 @@ impl Session {
             Ok(f) => f,
             Err(e) => {
                 return self
-                    .write(error_frame("invalid_frame", &e.to_string()))
+                    .reply(error_frame("invalid_frame", &e.to_string()))
                     .await;
             }
         };
@@ -645,19 +740,19 @@ impl Session {
                 client_id,
                 room_id,
             } => match self.target_room(room_id).await {
-                Ok(room) => match send(&self.state, &self.user, room, &content, client_id).await {
-                    // The new message comes back through the channel as the ack.
-                    Ok((_, true)) => Ok(()),
-                    // A repeated client_id: the original, to this socket only.
-                    Ok((original, false)) => {
-                        let event = message_event(RoomId(0), &original);
-                        return self.write(WsMessage::Text(event.frame)).await;
+                // Validated, rate-limited and queued now, in frame order; the outcome is
+                // answered when the commit is done, in frame order too.
+                Ok(room) => match submit(&self.state, &self.user, room, &content, client_id) {
+                    Ok(sending) => {
+                        self.owed.push_back(Owed::Send(sending));
+                        Ok(())
                     }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
             },
             ClientFrame::Read { message_id } => {
+                self.settle_all().await?;
                 let found = if message_id > 0 {
                     mark_read(&self.state, &self.user, MessageId(message_id)).await
                 } else {
@@ -669,18 +764,21 @@ impl Session {
                     Err(e) => Err(e),
                 }
             }
-            ClientFrame::Typing { typing, room_id } => match self.target_room(room_id).await {
-                Ok(room) => {
-                    self.typing(&room, typing);
-                    Ok(())
+            ClientFrame::Typing { typing, room_id } => {
+                self.settle_all().await?;
+                match self.target_room(room_id).await {
+                    Ok(room) => {
+                        self.typing(&room, typing);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
-            ClientFrame::Ping => return self.write(WsMessage::text(r#"{"type":"pong"}"#)).await,
+            }
+            ClientFrame::Ping => return self.reply(WsMessage::text(r#"{"type":"pong"}"#)).await,
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) => self.write(api_error_frame(&e)).await,
+            Err(e) => self.reply(api_error_frame(&e)).await,
         }
     }
 

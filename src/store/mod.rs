@@ -14,9 +14,12 @@ pub mod rooms;
 pub mod tokens;
 pub mod users;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -60,6 +63,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// What a write job leaves behind once its statements ran: called with the transaction's fate.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// A submitted write: resolves once its transaction committed (or failed).
+#[must_use = "a write is only known to be durable once this resolves"]
+pub struct Pending<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::WriterGone)))
+    }
+}
 
 /// What the writer thread is asked to do.
 enum Command {
@@ -248,6 +265,19 @@ impl Store {
         H: FnOnce(&T) + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_then(f, after_commit)?.await
+    }
+
+    /// Queues `f` for the writer and returns at once; the returned future resolves like
+    /// [`Store::write_then`]. Jobs submitted one after another from one task run, commit and
+    /// run their hooks in that order, so a caller can keep several writes in flight without
+    /// reordering them.
+    pub fn submit_then<T, F, H>(&self, f: F, after_commit: H) -> Result<Pending<T>>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        H: FnOnce(&T) + Send + 'static,
+        T: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -262,7 +292,7 @@ impl Store {
         self.writer
             .send(Command::Write(job))
             .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        Ok(Pending(rx))
     }
 
     /// Commits every write queued so far, checkpoints the WAL into the main database file
