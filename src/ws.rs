@@ -10,7 +10,7 @@
 //!
 //! A session does not wait for one message's commit before reading the next frame: each send
 //! is validated, rate-limited and queued for the writer in frame order (so one socket's
-//! messages are stored in the order it sent them), and up to [`MAX_IN_FLIGHT`] wait for their
+//! messages are stored in the order it sent them), and up to `MAX_IN_FLIGHT` wait for their
 //! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
 //! `pong`) still go out in the order of the frames that caused them.
 
@@ -709,30 +709,14 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return self
-                    .reply(error_frame("invalid_json", &e.to_string()))
-                    .await;
-            }
-        };
-        let action = value.get("action").and_then(Value::as_str);
-        if !action.is_some_and(|a| ACTIONS.contains(&a)) {
-            return self
-                .reply(error_frame(
-                    "unknown_action",
-                    "action must be one of: message, read, typing, ping",
-                ))
-                .await;
-        }
-        let frame: ClientFrame = match serde_json::from_value(value) {
-            Ok(f) => f,
-            Err(e) => {
-                return self
-                    .reply(error_frame("invalid_frame", &e.to_string()))
-                    .await;
-            }
+        // A well-formed frame, the usual case, is parsed once; anything else is parsed again
+        // step by step to say what is wrong with it.
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(_) => match diagnose(text) {
+                Ok(frame) => frame,
+                Err(error) => return self.reply(error).await,
+            },
         };
         let result = match frame {
             ClientFrame::Message {
@@ -802,6 +786,21 @@ impl Session {
     }
 }
 
+/// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
+/// the direct parse refused but the step-by-step one accepts (a repeated key: the last wins).
+fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| error_frame("invalid_json", &e.to_string()))?;
+    let action = value.get("action").and_then(Value::as_str);
+    if !action.is_some_and(|a| ACTIONS.contains(&a)) {
+        return Err(error_frame(
+            "unknown_action",
+            "action must be one of: message, read, typing, ping",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| error_frame("invalid_frame", &e.to_string()))
+}
+
 fn api_error_frame(e: &ApiError) -> WsMessage {
     let message = match e {
         ApiError::Validation(fields) => fields
@@ -850,6 +849,36 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn frames_parse_the_same_whichever_way_they_are_parsed() {
+        let message = r#"{"action":"message","content":"hi","client_id":"c","sender_id":9}"#;
+        assert!(matches!(
+            serde_json::from_str::<ClientFrame>(message),
+            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None })
+                if content == "hi" && c == "c"
+        ));
+        // The direct parse refuses a repeated key; the step-by-step one takes the last.
+        let repeated = r#"{"action":"message","content":"a","content":"b"}"#;
+        assert!(serde_json::from_str::<ClientFrame>(repeated).is_err());
+        assert!(matches!(
+            diagnose(repeated),
+            Ok(ClientFrame::Message { content, .. }) if content == "b"
+        ));
+        let code = |text: &str| match diagnose(text) {
+            Err(WsMessage::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => panic!("{text} is not an error"),
+        };
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(code(r#"{"action":"shout"}"#), "unknown_action");
+        assert_eq!(
+            code(r#"{"action":"read","message_id":"x"}"#),
+            "invalid_frame"
+        );
     }
 
     #[test]
