@@ -31,6 +31,8 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Prepared statements the writer connection keeps: more than it has distinct statements.
+const WRITER_STATEMENTS: usize = 128;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -211,6 +213,8 @@ impl Store {
         }
         apply_pragmas(&writer, memory)?;
         migrate(&mut writer)?;
+        // Every statement the writer runs stays prepared (rusqlite keeps 16 by default).
+        writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
 
         let manager = SqliteConnectionManager::file(&uri)
             .with_flags(flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -307,15 +311,18 @@ impl Store {
     }
 }
 
+/// Runs `f` inside a savepoint, so a failing job undoes only its own changes. The three
+/// statements are prepared once per connection: this runs for every write.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Err(e)
         }
     }
@@ -333,7 +340,9 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
             }
         };
         let started = std::time::Instant::now();
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        let began = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]));
         if let Err(e) = began {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "cannot begin write transaction");
@@ -352,7 +361,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let committed = conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(StoreError::from);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
             let _ = conn.execute_batch("ROLLBACK");
