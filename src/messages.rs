@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -170,12 +170,22 @@ pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiEr
     Ok(content.to_string())
 }
 
+/// `{"type":"message","message":{...}}`, serialized straight from the borrowed message.
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    r#type: &'static str,
+    message: &'a Message,
+}
+
 /// The frame every subscriber receives for a new message.
 pub fn message_event(room: RoomId, message: &Message) -> Event {
     Event::new(
         room,
         EventKind::Message(message.id),
-        &json!({ "type": "message", "message": message }),
+        &MessageFrame {
+            r#type: "message",
+            message,
+        },
     )
 }
 
