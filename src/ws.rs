@@ -223,27 +223,30 @@ enum Owed {
     Reply(WsMessage),
 }
 
-/// The outcome of the oldest [`Owed`].
-enum Settled {
-    Sent(Result<(crate::model::Message, bool), crate::store::StoreError>),
-    Reply(WsMessage),
-}
-
-/// Resolves when the oldest entry of `owed` is done, and removes it; pending while empty.
-async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Settled {
+/// Resolves when the oldest entry of `owed` is done, and removes it: to the reply it owes the
+/// socket, if any. Pending while `owed` is empty.
+async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Option<WsMessage> {
     poll_fn(|cx| {
-        let settled = match owed.front_mut() {
-            None => return Poll::Pending,
-            Some(Owed::Send(sending)) => {
-                Settled::Sent(std::task::ready!(Pin::new(sending).poll(cx)))
-            }
-            Some(Owed::Reply(_)) => match owed.pop_front() {
-                Some(Owed::Reply(reply)) => return Poll::Ready(Settled::Reply(reply)),
+        let Some(front) = owed.front_mut() else {
+            return Poll::Pending;
+        };
+        let reply = match front {
+            Owed::Send(sending) => match std::task::ready!(Pin::new(sending).poll(cx)) {
+                // The new message comes back through the channel as the ack.
+                Ok((_, true)) => None,
+                // A repeated client_id: the original, to this socket only.
+                Ok((original, false)) => {
+                    Some(WsMessage::Text(message_event(RoomId(0), &original).frame))
+                }
+                Err(e) => Some(api_error_frame(&ApiError::from(e))),
+            },
+            Owed::Reply(_) => match owed.pop_front() {
+                Some(Owed::Reply(reply)) => return Poll::Ready(Some(reply)),
                 _ => unreachable!("the front entry is a reply"),
             },
         };
         owed.pop_front();
-        Poll::Ready(settled)
+        Poll::Ready(reply)
     })
     .await
 }
@@ -531,9 +534,10 @@ impl Session {
         loop {
             let step = tokio::select! {
                 (code, reason) = &mut stop => Err(End::Close(code, reason)),
-                settled = oldest_settled(&mut self.owed), if !self.owed.is_empty() => {
-                    self.settle(settled).await
-                }
+                reply = oldest_settled(&mut self.owed), if !self.owed.is_empty() => match reply {
+                    Some(reply) => self.write(reply).await,
+                    None => Ok(()),
+                },
                 // A full pipeline is the back-pressure: read nothing until the oldest is done.
                 frame = self.socket.next(), if self.owed.len() < MAX_IN_FLIGHT => match frame {
                     Some(Ok(frame)) => {
@@ -683,27 +687,13 @@ impl Session {
         }
     }
 
-    /// Tells the client how the oldest thing it is owed turned out.
-    async fn settle(&mut self, settled: Settled) -> Result<(), End> {
-        match settled {
-            // The new message comes back through the channel as the ack.
-            Settled::Sent(Ok((_, true))) => Ok(()),
-            // A repeated client_id: the original, to this socket only.
-            Settled::Sent(Ok((original, false))) => {
-                let event = message_event(RoomId(0), &original);
-                self.write(WsMessage::Text(event.frame)).await
-            }
-            Settled::Sent(Err(e)) => self.write(api_error_frame(&ApiError::from(e))).await,
-            Settled::Reply(reply) => self.write(reply).await,
-        }
-    }
-
     /// Waits for every send in flight and answers what is owed, so a frame with other effects
     /// acts after the messages sent before it, as if they had been sent one at a time.
     async fn settle_all(&mut self) -> Result<(), End> {
         while !self.owed.is_empty() {
-            let settled = oldest_settled(&mut self.owed).await;
-            self.settle(settled).await?;
+            if let Some(reply) = oldest_settled(&mut self.owed).await {
+                self.write(reply).await?;
+            }
         }
         Ok(())
     }
