@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use rusqlite::Connection;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
@@ -19,7 +19,7 @@ use crate::model::{Message, MessageId, RoomId, User};
 use crate::ratelimit::retry_after_secs;
 use crate::store::messages::{self, Page};
 use crate::store::rooms::{self, RoomRef};
-use crate::store::{Result as StoreResult, now_ms};
+use crate::store::{Pending, Result as StoreResult, now_ms};
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -229,14 +229,28 @@ pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiEr
     Ok(content.to_string())
 }
 
+/// `{"type":"message","message":{...}}`, serialized straight from the borrowed message.
+#[derive(Serialize)]
+struct MessageFrame<'a> {
+    r#type: &'static str,
+    message: &'a Message,
+}
+
 /// The frame every subscriber receives for a new message.
 pub fn message_event(room: RoomId, message: &Message) -> Event {
     Event::new(
         room,
         EventKind::Message(message.id),
-        &json!({ "type": "message", "message": message }),
+        &MessageFrame {
+            r#type: "message",
+            message,
+        },
     )
 }
+
+/// A send that was accepted and queued for the database: resolves to the message and whether
+/// it is new once its transaction committed.
+pub type Sending = Pending<(Message, bool)>;
 
 /// Validates, rate-limits, stores and publishes a message. Publication happens on the
 /// writer right after the commit, so subscribers see messages in id order and never one that
@@ -249,6 +263,19 @@ pub async fn send(
     content: &str,
     client_id: Option<String>,
 ) -> Result<(Message, bool), ApiError> {
+    Ok(submit(state, sender, room, content, client_id)?.await?)
+}
+
+/// The part of [`send`] that does not wait: validation and the rate limit, then the write is
+/// queued. Sends submitted one after another commit in that order, so a connection can keep
+/// several in flight and still have them stored in the order it sent them.
+pub fn submit(
+    state: &AppState,
+    sender: &User,
+    room: RoomRef,
+    content: &str,
+    client_id: Option<String>,
+) -> Result<Sending, ApiError> {
     let content = validate_content(state, content)?;
     if client_id
         .as_ref()
@@ -267,20 +294,17 @@ pub async fn send(
     let hub = state.hub.clone();
     let room_id = room.id;
     let sender = sender.clone();
-    let _timer = crate::metrics::METRICS.send_latency.start_timer();
-    let result = state
-        .store
-        .write_then(
-            move |c| messages::insert(c, &room, &sender, &content, client_id.as_deref(), now_ms()),
-            move |(message, created)| {
-                if *created {
-                    crate::metrics::METRICS.messages_stored.inc();
-                    hub.publish(room_id, message_event(room_id, message));
-                }
-            },
-        )
-        .await?;
-    Ok(result)
+    let timer = crate::metrics::METRICS.send_latency.start_timer();
+    Ok(state.store.submit_then(
+        move |c| messages::insert(c, &room, &sender, &content, client_id.as_deref(), now_ms()),
+        move |(message, created)| {
+            if *created {
+                crate::metrics::METRICS.messages_stored.inc();
+                hub.publish(room_id, message_event(room_id, message));
+            }
+            drop(timer);
+        },
+    )?)
 }
 
 /// Moves the caller's read mark and tells the room. `None`: no such message for this user.

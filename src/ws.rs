@@ -10,8 +10,17 @@
 //! subscribing. Delivery de-duplicates by message id: a resume with `?since=` replays from the
 //! database and goes live with no gap and no duplicate. Frames waiting in the queue are
 //! written in one flush.
+//!
+//! A session does not wait for one message's commit before reading the next frame: each send
+//! is validated, rate-limited and queued for the writer in frame order (so one socket's
+//! messages are stored in the order it sent them), and up to `MAX_IN_FLIGHT` wait for their
+//! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
+//! `pong`) still go out in the order of the frames that caused them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -35,7 +44,9 @@ use crate::app::{AppState, ConnectionSlot, non_negative_param, with_state};
 use crate::auth::{Auth, authenticate_token, token_from_header};
 use crate::error::ApiError;
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{mark_read, member_of, member_request, message_event, room_for_member, send};
+use crate::messages::{
+    Sending, mark_read, member_of, member_request, message_event, room_for_member, submit,
+};
 use crate::model::{MessageId, RoomId, User};
 use crate::store::messages::{self as message_store, Page};
 use crate::store::rooms::{self, RoomRef};
@@ -48,6 +59,9 @@ const MAX_BATCH: usize = 64;
 const REPLAY_PAGE: u32 = 200;
 /// Most messages a lagging connection is resynced with before it is told to reconnect.
 const MAX_RESYNC: usize = 5_000;
+/// Most sends a connection keeps waiting for their commit; past that it reads no more frames
+/// until the oldest is done.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// Close code: the server could not keep this connection up to date; reconnect with
 /// `?since=<last message id seen>`.
@@ -239,6 +253,44 @@ fn error_frame(code: &str, message: &str) -> WsMessage {
     WsMessage::text(json!({"type": "error", "code": code, "message": message}).to_string())
 }
 
+/// What a socket is still owed for the frames it sent, oldest first. Replies go out in the
+/// order of the frames that caused them, even when a send is still waiting for its commit.
+enum Owed {
+    /// A message queued for the database: says nothing if new (the room channel brings the
+    /// acknowledgement), returns the original for a repeated `client_id`, or an error.
+    Send(Sending),
+    /// A reply held back behind earlier sends.
+    Reply(WsMessage),
+}
+
+/// Resolves when the oldest entry of `owed` is done, and removes it: to the reply it owes the
+/// socket, if any. Pending while `owed` is empty.
+async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Option<WsMessage> {
+    poll_fn(|cx| {
+        let Some(front) = owed.front_mut() else {
+            return Poll::Pending;
+        };
+        let reply = match front {
+            Owed::Send(sending) => match std::task::ready!(Pin::new(sending).poll(cx)) {
+                // The new message comes back through the channel as the ack.
+                Ok((_, true)) => None,
+                // A repeated client_id: the original, to this socket only.
+                Ok((original, false)) => {
+                    Some(WsMessage::Text(message_event(RoomId(0), &original).frame))
+                }
+                Err(e) => Some(api_error_frame(&ApiError::from(e))),
+            },
+            Owed::Reply(_) => match owed.pop_front() {
+                Some(Owed::Reply(reply)) => return Poll::Ready(Some(reply)),
+                _ => unreachable!("the front entry is a reply"),
+            },
+        };
+        owed.pop_front();
+        Poll::Ready(reply)
+    })
+    .await
+}
+
 /// Which events a socket follows.
 enum Scope {
     /// One room: `/ws/chat/<room_id>/`.
@@ -276,6 +328,9 @@ struct Session {
     last_heard: Instant,
     /// Held for the life of the connection; ends it when its token is revoked.
     slot: ConnectionSlot,
+    /// Sends in flight and replies waiting behind them, in frame order. Allocated on the first
+    /// pipelined send, so idle connections do not pay for it.
+    owed: VecDeque<Owed>,
 }
 
 impl Session {
@@ -303,6 +358,7 @@ impl Session {
             last_sent: since.unwrap_or(MessageId(0)),
             last_heard: Instant::now(),
             slot,
+            owed: VecDeque::new(),
         };
         // Subscribe first, then read: nothing committed in between can be missed.
         let end = match Box::pin(session.subscribe(prefetched)).await {
@@ -536,7 +592,12 @@ impl Session {
         loop {
             let step = tokio::select! {
                 (code, reason) = &mut stop => Err(End::Close(code, reason)),
-                frame = self.socket.next() => match frame {
+                reply = oldest_settled(&mut self.owed), if !self.owed.is_empty() => match reply {
+                    Some(reply) => self.write(reply).await,
+                    None => Ok(()),
+                },
+                // A full pipeline is the back-pressure: read nothing until the oldest is done.
+                frame = self.socket.next(), if self.owed.len() < MAX_IN_FLIGHT => match frame {
                     Some(Ok(frame)) => {
                         self.last_heard = Instant::now();
                         Box::pin(self.on_frame(frame)).await
@@ -553,6 +614,10 @@ impl Session {
                     Err(End::Close(CLOSE_SESSION_ENDED, "session ended: log in again"))
                 }
                 _ = ping.tick() => {
+                    if self.owed.is_empty() {
+                        // Give back what a burst of sends allocated.
+                        self.owed.shrink_to_fit();
+                    }
                     if self.last_heard.elapsed() > self.timeouts.idle {
                         Err(End::Gone)
                     } else {
@@ -648,7 +713,7 @@ impl Session {
         match frame {
             WsMessage::Text(text) => self.on_text(text.as_str()).await,
             WsMessage::Binary(_) => {
-                self.write(error_frame(
+                self.reply(error_frame(
                     "unsupported_frame",
                     "binary frames are not supported; send JSON text frames",
                 ))
@@ -669,31 +734,37 @@ impl Session {
         }
     }
 
-    async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return self
-                    .write(error_frame("invalid_json", &e.to_string()))
-                    .await;
-            }
-        };
-        let action = value.get("action").and_then(Value::as_str);
-        if !action.is_some_and(|a| ACTIONS.contains(&a)) {
-            return self
-                .write(error_frame(
-                    "unknown_action",
-                    "action must be one of: message, read, typing, ping",
-                ))
-                .await;
+    /// Writes a reply to a frame now, or, if sends from earlier frames are still in flight,
+    /// after them.
+    async fn reply(&mut self, message: WsMessage) -> Result<(), End> {
+        if self.owed.is_empty() {
+            self.write(message).await
+        } else {
+            self.owed.push_back(Owed::Reply(message));
+            Ok(())
         }
-        let frame: ClientFrame = match serde_json::from_value(value) {
-            Ok(f) => f,
-            Err(e) => {
-                return self
-                    .write(error_frame("invalid_frame", &e.to_string()))
-                    .await;
+    }
+
+    /// Waits for every send in flight and answers what is owed, so a frame with other effects
+    /// acts after the messages sent before it, as if they had been sent one at a time.
+    async fn settle_all(&mut self) -> Result<(), End> {
+        while !self.owed.is_empty() {
+            if let Some(reply) = oldest_settled(&mut self.owed).await {
+                self.write(reply).await?;
             }
+        }
+        Ok(())
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        // A well-formed frame, the usual case, is parsed once; anything else is parsed again
+        // step by step to say what is wrong with it.
+        let frame = match serde_json::from_str::<ClientFrame>(text) {
+            Ok(frame) => frame,
+            Err(_) => match diagnose(text) {
+                Ok(frame) => frame,
+                Err(error) => return self.reply(error).await,
+            },
         };
         let result = match frame {
             ClientFrame::Message {
@@ -701,19 +772,19 @@ impl Session {
                 client_id,
                 room_id,
             } => match self.target_room(room_id).await {
-                Ok(room) => match send(&self.state, &self.user, room, &content, client_id).await {
-                    // The new message comes back through the channel as the ack.
-                    Ok((_, true)) => Ok(()),
-                    // A repeated client_id: the original, to this socket only.
-                    Ok((original, false)) => {
-                        let event = message_event(RoomId(0), &original);
-                        return self.write(WsMessage::Text(event.frame)).await;
+                // Validated, rate-limited and queued now, in frame order; the outcome is
+                // answered when the commit is done, in frame order too.
+                Ok(room) => match submit(&self.state, &self.user, room, &content, client_id) {
+                    Ok(sending) => {
+                        self.owed.push_back(Owed::Send(sending));
+                        Ok(())
                     }
                     Err(e) => Err(e),
                 },
                 Err(e) => Err(e),
             },
             ClientFrame::Read { message_id } => {
+                self.settle_all().await?;
                 let found = if message_id > 0 {
                     mark_read(&self.state, &self.user, MessageId(message_id)).await
                 } else {
@@ -725,18 +796,21 @@ impl Session {
                     Err(e) => Err(e),
                 }
             }
-            ClientFrame::Typing { typing, room_id } => match self.target_room(room_id).await {
-                Ok(room) => {
-                    self.typing(&room, typing);
-                    Ok(())
+            ClientFrame::Typing { typing, room_id } => {
+                self.settle_all().await?;
+                match self.target_room(room_id).await {
+                    Ok(room) => {
+                        self.typing(&room, typing);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
-            },
-            ClientFrame::Ping => return self.write(WsMessage::text(r#"{"type":"pong"}"#)).await,
+            }
+            ClientFrame::Ping => return self.reply(WsMessage::text(r#"{"type":"pong"}"#)).await,
         };
         match result {
             Ok(()) => Ok(()),
-            Err(e) => self.write(api_error_frame(&e)).await,
+            Err(e) => self.reply(api_error_frame(&e)).await,
         }
     }
 
@@ -758,6 +832,21 @@ impl Session {
         );
         self.state.hub.publish(room.id, event);
     }
+}
+
+/// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
+/// the direct parse refused but the step-by-step one accepts (a repeated key: the last wins).
+fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| error_frame("invalid_json", &e.to_string()))?;
+    let action = value.get("action").and_then(Value::as_str);
+    if !action.is_some_and(|a| ACTIONS.contains(&a)) {
+        return Err(error_frame(
+            "unknown_action",
+            "action must be one of: message, read, typing, ping",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| error_frame("invalid_frame", &e.to_string()))
 }
 
 fn api_error_frame(e: &ApiError) -> WsMessage {
@@ -808,6 +897,36 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn frames_parse_the_same_whichever_way_they_are_parsed() {
+        let message = r#"{"action":"message","content":"hi","client_id":"c","sender_id":9}"#;
+        assert!(matches!(
+            serde_json::from_str::<ClientFrame>(message),
+            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None })
+                if content == "hi" && c == "c"
+        ));
+        // The direct parse refuses a repeated key; the step-by-step one takes the last.
+        let repeated = r#"{"action":"message","content":"a","content":"b"}"#;
+        assert!(serde_json::from_str::<ClientFrame>(repeated).is_err());
+        assert!(matches!(
+            diagnose(repeated),
+            Ok(ClientFrame::Message { content, .. }) if content == "b"
+        ));
+        let code = |text: &str| match diagnose(text) {
+            Err(WsMessage::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => panic!("{text} is not an error"),
+        };
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(code(r#"{"action":"shout"}"#), "unknown_action");
+        assert_eq!(
+            code(r#"{"action":"read","message_id":"x"}"#),
+            "invalid_frame"
+        );
     }
 
     #[test]

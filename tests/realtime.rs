@@ -155,6 +155,131 @@ async fn resending_a_client_id_over_websocket_returns_the_original() {
     assert_eq!(history["results"].as_array().unwrap().len(), 2);
 }
 
+/// What a sender must get back for one frame of a burst.
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// Its own copy of a new message: `client_id`.
+    Ack(String),
+    /// A reply to this socket only: an error code, `pong`, or the original of a repeated
+    /// `client_id`.
+    Reply(String),
+}
+
+#[tokio::test]
+async fn frames_sent_back_to_back_are_answered_and_stored_in_the_order_sent() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let s = fast_server().await;
+    let (alice, bob, room) = pair(&s).await;
+    let (mut a, _) = s.ws(&room, &alice, "").await;
+    let (mut b, _) = s.ws(&room, &bob, "").await;
+    let original = a.say("original", "dup").await;
+    assert_eq!(b.next_of("message").await["message"]["id"], original["id"]);
+
+    // Far more frames than a connection keeps in flight, written without waiting for any
+    // answer: new messages mixed with every kind of frame that is answered on this socket.
+    const FRAMES: usize = 300;
+    let mut expected = Vec::new();
+    let mut stored = vec!["original".to_string()];
+    for i in 0..FRAMES {
+        let (frame, answer) = match i % 10 {
+            2 => (
+                json!({"action": "message", "content": "  "}).to_string(),
+                Answer::Reply("validation_error".into()),
+            ),
+            4 => (
+                json!({"action": "message", "content": "again", "client_id": "dup"}).to_string(),
+                Answer::Reply("original".into()),
+            ),
+            6 => (
+                "{not json".to_string(),
+                Answer::Reply("invalid_json".into()),
+            ),
+            7 => (
+                json!({"action": "ping"}).to_string(),
+                Answer::Reply("pong".into()),
+            ),
+            9 => (
+                json!({"action": "message", "content": 5}).to_string(),
+                Answer::Reply("invalid_frame".into()),
+            ),
+            _ => {
+                let client_id = format!("c{i}");
+                stored.push(format!("m{i}"));
+                (
+                    json!({"action": "message", "content": format!("m{i}"), "client_id": client_id})
+                        .to_string(),
+                    Answer::Ack(client_id),
+                )
+            }
+        };
+        a.socket.feed(WsMessage::text(frame)).await.unwrap();
+        expected.push(answer);
+    }
+    a.socket.flush().await.unwrap();
+
+    // Acks come through the room and replies straight to the socket, so the two streams may
+    // interleave; each on its own must follow the order of the frames.
+    let mut answers = Vec::new();
+    while answers.len() < expected.len() {
+        let v = a.next_json().await;
+        let answer = match v["type"].as_str().unwrap() {
+            "message" if v["message"]["client_id"] == "dup" => {
+                assert_eq!(v["message"]["id"], original["id"]);
+                assert_eq!(v["message"]["content"], "original");
+                Answer::Reply("original".into())
+            }
+            "message" => Answer::Ack(v["message"]["client_id"].as_str().unwrap().into()),
+            "error" => Answer::Reply(v["code"].as_str().unwrap().into()),
+            "pong" => Answer::Reply("pong".into()),
+            _ => continue,
+        };
+        answers.push(answer);
+    }
+    let acks = |list: &[Answer]| -> Vec<Answer> {
+        list.iter()
+            .filter(|x| matches!(x, Answer::Ack(_)))
+            .cloned()
+            .collect()
+    };
+    let replies = |list: &[Answer]| -> Vec<Answer> {
+        list.iter()
+            .filter(|x| matches!(x, Answer::Reply(_)))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(acks(&answers), acks(&expected), "acks in the order sent");
+    assert_eq!(
+        replies(&answers),
+        replies(&expected),
+        "replies in the order of their frames"
+    );
+
+    // The other member saw the new messages in that order, and so does the history.
+    let mut seen = Vec::new();
+    while seen.len() < stored.len() - 1 {
+        let v = b.next_of("message").await;
+        seen.push(v["message"]["content"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, stored[1..]);
+    let (status, history) = s
+        .get(
+            &format!("/api/v1/chat/{room}/?after=0&limit=200"),
+            &alice.token,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(history["has_more"], false);
+    let contents: Vec<&str> = history["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, stored, "stored in the order sent");
+}
+
 #[tokio::test]
 async fn presence_follows_the_first_and_last_connection_of_a_user() {
     let s = TestServer::start().await;

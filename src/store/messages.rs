@@ -4,8 +4,8 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
-use super::Result;
 use super::rooms::RoomRef;
+use super::{Result, StoreError};
 use crate::model::{Message, MessageId, Millis, RoomId, User, UserId};
 
 /// Each member's read mark in a room: everything up to and including the id is read.
@@ -72,25 +72,20 @@ pub fn insert(
     client_id: Option<&str>,
     now: i64,
 ) -> Result<(Message, bool)> {
-    let marks = read_marks(conn, room.id)?;
-    if let Some(client_id) = client_id {
-        let existing: Option<MessageId> = conn
-            .prepare_cached(
-                "SELECT id FROM messages WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3",
-            )?
-            .query_row(params![room.id, sender.id, client_id], |r| r.get(0))
-            .optional()?;
-        if let Some(id) = existing
-            && let Some(message) = get(conn, room, id, &marks)?
-        {
-            return Ok((message, false));
-        }
+    // A repeated client_id collides in the unique index `messages_by_client_id` and stores
+    // nothing; the original is looked up only then.
+    let stored = conn
+        .prepare_cached(
+            "INSERT INTO messages (room_id, sender_id, content, created, updated, client_id)
+             VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![room.id, sender.id, content, now, client_id])?;
+    if stored == 0 {
+        return match client_id {
+            Some(client_id) => original(conn, room, sender.id, client_id).map(|m| (m, false)),
+            None => Err(StoreError::Other("a message insert stored nothing".into())),
+        };
     }
-    conn.prepare_cached(
-        "INSERT INTO messages (room_id, sender_id, content, created, updated, client_id)
-         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
-    )?
-    .execute(params![room.id, sender.id, content, now, client_id])?;
     let id = MessageId(conn.last_insert_rowid());
     conn.prepare_cached("UPDATE rooms SET last_message_id = ?2, last_activity = ?3 WHERE id = ?1")?
         .execute(params![room.id, id, now])?;
@@ -108,10 +103,36 @@ pub fn insert(
         content: content.to_string(),
         created: Millis(now),
         updated: Millis(now),
-        is_read: is_read(&marks, sender.id, id),
+        is_read: read_by_others(conn, room.id, sender.id, id)?,
         client_id: client_id.map(str::to_string),
     };
     Ok((message, true))
+}
+
+/// The message `sender` stored in `room` under `client_id`.
+fn original(conn: &Connection, room: &RoomRef, sender: UserId, client_id: &str) -> Result<Message> {
+    let id: MessageId = conn
+        .prepare_cached(
+            "SELECT id FROM messages WHERE room_id = ?1 AND sender_id = ?2 AND client_id = ?3",
+        )?
+        .query_row(params![room.id, sender, client_id], |r| r.get(0))?;
+    let marks = read_marks(conn, room.id)?;
+    get(conn, room, id, &marks)?
+        .ok_or_else(|| StoreError::Other(format!("message {} vanished", id.0)))
+}
+
+/// Whether every member of `room` other than `sender` has read message `id`: the `is_read`
+/// of one message, without loading every member's mark. Stops at the first member who has not,
+/// which for a new message is the first member looked at.
+fn read_by_others(conn: &Connection, room: RoomId, sender: UserId, id: MessageId) -> Result<bool> {
+    let unread_by: Option<UserId> = conn
+        .prepare_cached(
+            "SELECT user_id FROM room_members
+             WHERE room_id = ?1 AND user_id <> ?2 AND last_read_id < ?3 LIMIT 1",
+        )?
+        .query_row(params![room, sender, id], |r| r.get(0))
+        .optional()?;
+    Ok(unread_by.is_none())
 }
 
 /// Which slice of a room's history to read.
@@ -455,6 +476,18 @@ mod tests {
         );
         let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
         assert!(page.iter().all(|m| m.is_read));
+    }
+
+    #[test]
+    fn a_new_message_is_read_only_if_nobody_else_is_in_the_room() {
+        let (conn, a, b, room) = setup();
+        assert!(!insert(&conn, &room, &a, "1", None, 1).unwrap().0.is_read);
+        // b reading everything so far does not make the next message read
+        let m2 = insert(&conn, &room, &a, "2", None, 2).unwrap().0;
+        mark_read(&conn, m2.id, b.id).unwrap();
+        assert!(!insert(&conn, &room, &a, "3", None, 3).unwrap().0.is_read);
+        crate::store::rooms::remove_member(&conn, room.id, b.id).unwrap();
+        assert!(insert(&conn, &room, &a, "4", None, 4).unwrap().0.is_read);
     }
 
     #[test]

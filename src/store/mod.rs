@@ -14,9 +14,12 @@ pub mod rooms;
 pub mod tokens;
 pub mod users;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
@@ -31,6 +34,8 @@ const MMAP_BYTES: i64 = 1 << 30;
 
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Prepared statements the writer connection keeps: more than it has distinct statements.
+const WRITER_STATEMENTS: usize = 128;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -63,6 +68,20 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// What a write job leaves behind once its statements ran: called with the transaction's fate.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// A submitted write: resolves once its transaction committed (or failed).
+#[must_use = "a write is only known to be durable once this resolves"]
+pub struct Pending<T>(oneshot::Receiver<Result<T>>);
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::WriterGone)))
+    }
+}
 
 /// What the writer thread is asked to do.
 enum Command {
@@ -200,6 +219,8 @@ impl Store {
         }
         apply_pragmas(&writer, memory)?;
         migrate(&mut writer)?;
+        // Every statement the writer runs stays prepared (rusqlite keeps 16 by default).
+        writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
 
         let manager = SqliteConnectionManager::file(&uri)
             .with_flags(flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
@@ -271,6 +292,19 @@ impl Store {
         H: FnOnce(&T) + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_then(f, after_commit)?.await
+    }
+
+    /// Queues `f` for the writer and returns at once; the returned future resolves like
+    /// [`Store::write_then`]. Jobs submitted one after another from one task run, commit and
+    /// run their hooks in that order, so a caller can keep several writes in flight without
+    /// reordering them.
+    pub fn submit_then<T, F, H>(&self, f: F, after_commit: H) -> Result<Pending<T>>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        H: FnOnce(&T) + Send + 'static,
+        T: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = in_savepoint(conn, f);
@@ -285,7 +319,7 @@ impl Store {
         self.writer
             .send(Command::Write(job))
             .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        Ok(Pending(rx))
     }
 
     /// Commits every write queued so far, checkpoints the WAL into the main database file
@@ -300,15 +334,18 @@ impl Store {
     }
 }
 
+/// Runs `f` inside a savepoint, so a failing job undoes only its own changes. The three
+/// statements are prepared once per connection: this runs for every write.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(value)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Err(e)
         }
     }
@@ -326,7 +363,9 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
             }
         };
         let started = std::time::Instant::now();
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        let began = conn
+            .prepare_cached("BEGIN IMMEDIATE")
+            .and_then(|mut s| s.execute([]));
         if let Err(e) = began {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "cannot begin write transaction");
@@ -345,7 +384,11 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
                 Err(_) => break,
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        let committed = conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(StoreError::from);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
             let _ = conn.execute_batch("ROLLBACK");
