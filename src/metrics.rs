@@ -158,6 +158,10 @@ pub struct Metrics {
     /// From `BEGIN` to `COMMIT` of one group-commit batch.
     pub write_batch_latency: Histogram,
     pub write_batch_jobs: Counter,
+    /// One WAL checkpoint, by the checkpointer thread or (rarely) the writer.
+    pub checkpoint_latency: Histogram,
+    /// Checkpoints the writer ran itself because the checkpointer fell behind.
+    pub writer_checkpoints: Counter,
     /// WebSocket sessions ended by the server for a reason of its own, by close code.
     pub sessions_closed_shutdown: Counter,
     pub sessions_closed_deactivated: Counter,
@@ -181,6 +185,8 @@ impl Metrics {
             send_latency: Histogram::new(),
             write_batch_latency: Histogram::new(),
             write_batch_jobs: Counter::new(),
+            checkpoint_latency: Histogram::new(),
+            writer_checkpoints: Counter::new(),
             sessions_closed_shutdown: Counter::new(),
             sessions_closed_deactivated: Counter::new(),
             rejected: [const { Counter::new() }; REJECT_REASONS.len()],
@@ -279,6 +285,11 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "Writes committed through the group-commit writer.",
         m.write_batch_jobs.get(),
     );
+    counter(
+        "chat_writer_checkpoints_total",
+        "WAL checkpoints the writer ran itself because the WAL outgrew the background checkpointer.",
+        m.writer_checkpoints.get(),
+    );
 
     let _ = writeln!(
         out,
@@ -314,6 +325,12 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "chat_write_batch_seconds",
         "Duration of one group-commit transaction, BEGIN to COMMIT.",
         &m.write_batch_latency,
+    );
+    histogram(
+        &mut out,
+        "chat_checkpoint_seconds",
+        "Duration of one WAL checkpoint (copying committed pages into the database file).",
+        &m.checkpoint_latency,
     );
     out
 }

@@ -4,11 +4,14 @@
 //! blocking thread pool; writes go to one writer thread that owns the only write connection and
 //! commits whatever is queued in one transaction (group commit). A write's caller is answered,
 //! and its after-commit hook runs, only once the transaction has committed, in commit order.
+//! A third thread copies the WAL into the database file ([`checkpoint`]), so commits do not
+//! wait for that.
 //!
 //! `:memory:` maps to a named in-process database (SQLite's `memdb` VFS) so the writer and
 //! the readers share it.
 
 pub mod admin;
+mod checkpoint;
 pub mod messages;
 pub mod rooms;
 pub mod tokens;
@@ -24,7 +27,10 @@ use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+
+use checkpoint::Checkpointer;
+pub use checkpoint::Progress as CheckpointProgress;
 
 /// The schema, as migrations; see the comment at the top of `schema.sql`.
 pub const SCHEMA: &str = include_str!("../../schema.sql");
@@ -95,6 +101,8 @@ enum Command {
 pub struct Store {
     readers: r2d2::Pool<SqliteConnectionManager>,
     writer: mpsc::Sender<Command>,
+    /// The background checkpointer's progress; `None` for `:memory:`, which has no WAL.
+    checkpoints: Option<watch::Receiver<CheckpointProgress>>,
 }
 
 /// Current time in Unix milliseconds.
@@ -232,14 +240,27 @@ impl Store {
             .test_on_check_out(false)
             .build(manager)?;
 
+        let (checkpointer, checkpoints) = if memory {
+            (None, None)
+        } else {
+            let conn = Connection::open_with_flags(
+                &uri,
+                flags | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            apply_pragmas(&conn, memory)?;
+            let (checkpointer, progress) = Checkpointer::start(&writer, conn)?;
+            (Some(checkpointer), Some(progress))
+        };
+
         let (tx, rx) = mpsc::channel::<Command>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, checkpointer, rx))
             .map_err(|e| StoreError::Pool(format!("cannot start writer thread: {e}")))?;
         Ok(Store {
             readers,
             writer: tx,
+            checkpoints,
         })
     }
 
@@ -322,6 +343,11 @@ impl Store {
         Ok(Pending(rx))
     }
 
+    /// The background checkpointer's progress (`None` for `:memory:`, which has no WAL).
+    pub fn checkpoints(&self) -> Option<watch::Receiver<CheckpointProgress>> {
+        self.checkpoints.clone()
+    }
+
     /// Commits every write queued so far, checkpoints the WAL into the main database file
     /// (truncating the WAL), and stops the writer: later writes fail with `WriterGone`.
     /// Called once at shutdown.
@@ -351,7 +377,11 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
+fn writer_loop(
+    conn: Connection,
+    mut checkpointer: Option<Checkpointer>,
+    rx: mpsc::Receiver<Command>,
+) {
     let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
     while let Ok(command) = rx.recv() {
@@ -402,6 +432,9 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
         for done in completions.drain(..) {
             done(committed.clone());
         }
+        if let Some(checkpointer) = &checkpointer {
+            checkpointer.after_commit(&conn);
+        }
         if closing.is_some() {
             break;
         }
@@ -409,6 +442,9 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Command>) {
     if let Some(reply) = closing {
         // Nothing can be queued behind us any more: refuse later writes.
         drop(rx);
+        if let Some(checkpointer) = &mut checkpointer {
+            checkpointer.stop();
+        }
         let _ = reply.send(checkpoint(&conn));
     }
     tracing::debug!("database writer stopped");
@@ -546,6 +582,73 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Commits one user row of about a page, `n` times, each in its own transaction.
+    async fn write_pages(store: &Store, from: usize, n: usize) {
+        for i in from..from + n {
+            store
+                .write(move |c| {
+                    c.execute(
+                        "INSERT INTO users (username, username_key, password_hash, date_joined) \
+                         VALUES (?1, ?1, ?2, 0)",
+                        rusqlite::params![format!("u{i}"), "x".repeat(3000)],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_off_the_writer_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let store = Store::open(path.to_str().unwrap(), 2).unwrap();
+        let mut progress = store
+            .checkpoints()
+            .expect("a file database has a checkpointer");
+        assert_eq!(progress.borrow().runs, 0);
+
+        // Past the wake-up threshold: the checkpointer thread copies the WAL.
+        write_pages(&store, 0, checkpoint::WAKE_PAGES as usize).await;
+        let done = tokio::time::timeout(
+            Duration::from_secs(30),
+            progress.wait_for(|p| p.runs > 0 && p.copied > 0),
+        )
+        .await
+        .expect("the checkpointer ran")
+        .unwrap()
+        .to_owned();
+        assert!(done.copied <= done.log, "{done:?}");
+
+        // Sustained writes of three times the writer's threshold: the WAL starts over instead
+        // of growing with them.
+        write_pages(&store, 10_000, 3 * checkpoint::WRITER_PAGES as usize).await;
+        let wal = std::fs::metadata(dir.path().join("chat.db-wal"))
+            .unwrap()
+            .len();
+        let frame = 4096 + 24;
+        assert!(
+            wal <= (checkpoint::WRITER_PAGES as u64 + 100) * frame,
+            "WAL of {wal} bytes"
+        );
+        let users: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(
+            users,
+            (checkpoint::WAKE_PAGES + 3 * checkpoint::WRITER_PAGES) as i64
+        );
+        store.close().await.unwrap();
+        assert_eq!(
+            std::fs::metadata(dir.path().join("chat.db-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
     }
 
     #[tokio::test]
