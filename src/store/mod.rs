@@ -74,6 +74,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// What a write job leaves behind once its statements ran: called with the transaction's fate.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// A read, run on a reader thread with a connection (or the pool's error).
+type ReadJob = Box<dyn FnOnce(Result<&Connection>) + Send>;
 
 /// A submitted write: resolves once its transaction committed (or failed).
 #[must_use = "a write is only known to be durable once this resolves"]
@@ -99,7 +101,8 @@ enum Command {
 /// Cheap handle to the database; clone freely.
 #[derive(Clone)]
 pub struct Store {
-    readers: r2d2::Pool<SqliteConnectionManager>,
+    /// Queue of the reader threads, each of which takes a pooled read-only connection per job.
+    readers: crossbeam_channel::Sender<ReadJob>,
     writer: mpsc::Sender<Command>,
     /// The background checkpointer's progress; `None` for `:memory:`, which has no WAL.
     checkpoints: Option<watch::Receiver<CheckpointProgress>>,
@@ -233,12 +236,34 @@ impl Store {
         let manager = SqliteConnectionManager::file(&uri)
             .with_flags(flags | OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(move |c| apply_pragmas(c, memory));
-        let readers = r2d2::Pool::builder()
+        let pool = r2d2::Pool::builder()
             .max_size(read_connections)
             .min_idle(Some(1))
             // A local file does not break like a network connection; skip the probe query.
             .test_on_check_out(false)
             .build(manager)?;
+        // As many threads as connections: a job never waits for a connection, and a burst of
+        // reads queues here instead of waking a thread per read that then waits for one.
+        let (readers, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        for _ in 0..read_connections {
+            let (pool, jobs) = (pool.clone(), jobs.clone());
+            std::thread::Builder::new()
+                .name("sqlite-reader".into())
+                .spawn(move || {
+                    while let Ok(job) = jobs.recv() {
+                        // A panicking read fails only itself (its caller sees the dropped
+                        // reply); the thread goes on serving the others.
+                        let _ =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                match pool.get() {
+                                    Ok(conn) => job(Ok(&conn)),
+                                    Err(e) => job(Err(e.into())),
+                                }
+                            }));
+                    }
+                })
+                .map_err(|e| StoreError::Pool(format!("cannot start reader thread: {e}")))?;
+        }
 
         let (checkpointer, checkpoints) = if memory {
             (None, None)
@@ -271,27 +296,15 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool.get()?;
-            if !conn.is_autocommit() {
-                // Left open by a read that panicked.
-                conn.execute_batch("ROLLBACK")?;
-            }
-            conn.prepare_cached("BEGIN")?.execute([])?;
-            let result = f(&conn);
-            // Ending a read transaction only releases its snapshot.
-            if let Err(e) = conn
-                .prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]))
-            {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e.into());
-            }
-            result
-        })
-        .await
-        .map_err(|_| StoreError::WriterGone)?
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(conn.and_then(|conn| in_read_transaction(conn, f)));
+        });
+        self.readers
+            .send(job)
+            .map_err(|_| StoreError::Pool("the reader threads have stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Pool("a read was dropped unanswered".into()))?
     }
 
     /// Runs `f` in the writer's next transaction and answers once that transaction committed.
@@ -358,6 +371,29 @@ impl Store {
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
+}
+
+/// Runs `f` in one read transaction, whose `BEGIN` and `COMMIT` are prepared once per
+/// connection.
+fn in_read_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    if !conn.is_autocommit() {
+        // Left open by a read that panicked.
+        conn.execute_batch("ROLLBACK")?;
+    }
+    conn.prepare_cached("BEGIN")?.execute([])?;
+    let result = f(conn);
+    // Ending a read transaction only releases its snapshot.
+    if let Err(e) = conn
+        .prepare_cached("COMMIT")
+        .and_then(|mut s| s.execute([]))
+    {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.into());
+    }
+    result
 }
 
 /// Runs `f` inside a savepoint, so a failing job undoes only its own changes. The three
