@@ -28,9 +28,21 @@ use crate::model::{RoomId, UserId};
 use crate::ratelimit::{Buckets, FailureWindow};
 use crate::store::Store;
 
-/// Everything a handler needs, as cheap handles.
+/// Everything a handler needs, behind one reference count: the filters clone it for every
+/// request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     pub hub: Hub,
@@ -67,7 +79,7 @@ impl AppState {
             login_by_user: FailureWindow::new(l.login_failures_per_user, window),
             login_by_ip: FailureWindow::new(l.login_failures_per_ip, window),
         };
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             hub: Hub::new(l.ws_queue_len),
             config: Arc::new(config),
             store,
@@ -75,7 +87,7 @@ impl AppState {
             passwords,
             connections: Arc::default(),
             lifecycle: Lifecycle::new(),
-        })
+        })))
     }
 }
 
