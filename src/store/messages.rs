@@ -145,17 +145,14 @@ pub enum Page {
 }
 
 /// The statement and range bound for a page; bound to `(room, bound, limit + 1)`.
-fn page_query(page: Page) -> (String, i64) {
+fn page_query(page: Page, select: &str) -> (String, i64) {
     let (cond, order, bound) = match page {
         Page::Before(before) => ("m.id < ?2", "DESC", before.map_or(i64::MAX, |b| b.0)),
         Page::After(after) => ("m.id > ?2", "ASC", after.0),
     };
     // `+?3`, not `?3`: SQLite plans with the value of a bare LIMIT parameter, and so prepares
     // the statement again on every run with a new value.
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.room_id = ?1 AND {cond} ORDER BY m.id {order} LIMIT +?3"
-    );
+    let sql = format!("{select} WHERE m.room_id = ?1 AND {cond} ORDER BY m.id {order} LIMIT +?3");
     (sql, bound)
 }
 
@@ -167,7 +164,10 @@ pub fn page(
     limit: u32,
 ) -> Result<(Vec<Message>, bool)> {
     let marks = read_marks(conn, room.id)?;
-    let (sql, bound) = page_query(page);
+    let (sql, bound) = page_query(
+        page,
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id"),
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![room.id, bound, i64::from(limit) + 1], |row| {
         message_from_row(row, room, &marks)
@@ -198,8 +198,13 @@ fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, e.into()))
 }
 
+/// The page statement of [`page_json`], before its `WHERE`: the sender's name is not joined.
+const PAGE_JSON_SELECT: &str =
+    "SELECT m.id, m.sender_id, m.content, m.created, m.updated, m.client_id FROM messages m";
+
 /// The same page as [`page`], written into `out` as a JSON array of messages without building
-/// them first; returns whether more lie beyond it.
+/// them first; returns whether more lie beyond it. A page has few distinct senders, so their
+/// names are looked up once each rather than joined to every row.
 pub fn page_json(
     conn: &Connection,
     room: &RoomRef,
@@ -208,9 +213,10 @@ pub fn page_json(
     out: &mut Vec<u8>,
 ) -> Result<bool> {
     let marks = read_marks(conn, room.id)?;
-    let (sql, bound) = page_query(page);
+    let (sql, bound) = page_query(page, PAGE_JSON_SELECT);
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![room.id, bound, i64::from(limit) + 1])?;
+    let mut names: Vec<(UserId, String)> = Vec::new();
     out.push(b'[');
     let mut written = 0;
     while let Some(row) = rows.next()? {
@@ -223,16 +229,27 @@ pub fn page_json(
         }
         let id: MessageId = row.get(0)?;
         let sender_id: UserId = row.get(1)?;
+        let known = names.iter().position(|(user, _)| *user == sender_id);
+        let at = match known {
+            Some(at) => at,
+            None => {
+                let name: String = conn
+                    .prepare_cached("SELECT username FROM users WHERE id = ?1")?
+                    .query_row([sender_id], |r| r.get(0))?;
+                names.push((sender_id, name));
+                names.len() - 1
+            }
+        };
         let message = MessageJson {
             id,
             room_id: &room.public_id,
             sender_id,
-            sender: text(row, 2)?.unwrap_or_default(),
-            content: text(row, 3)?.unwrap_or_default(),
-            created: Millis(row.get(4)?),
-            updated: Millis(row.get(5)?),
+            sender: &names[at].1,
+            content: text(row, 2)?.unwrap_or_default(),
+            created: Millis(row.get(3)?),
+            updated: Millis(row.get(4)?),
             is_read: is_read(&marks, sender_id, id),
-            client_id: text(row, 6)?,
+            client_id: text(row, 5)?,
         };
         serde_json::to_writer(&mut *out, &message)
             .map_err(|e| super::StoreError::Other(format!("cannot serialize a message: {e}")))?;
@@ -450,7 +467,7 @@ mod tests {
                 };
                 page_json(&conn, &room, which, limit, &mut Vec::new()).unwrap();
             }
-            let (sql, _) = page_query(which);
+            let (sql, _) = page_query(which, PAGE_JSON_SELECT);
             let stmt = conn.prepare_cached(&sql).unwrap();
             assert_eq!(
                 stmt.get_status(rusqlite::StatementStatus::RePrepare),
