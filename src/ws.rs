@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::time::{Instant, interval_at, timeout};
+use tokio::time::{Instant, Sleep, interval_at, sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -55,6 +55,11 @@ type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Most frames written per flush.
 const MAX_BATCH: usize = 64;
+/// How long presence frames may wait to be written together with the ones that follow them.
+/// When many people join a room at once (everyone opening the app at nine), each member's
+/// socket gets one write per window instead of one per arrival; anything else that is written
+/// takes the waiting presence frames with it, in order.
+const PRESENCE_DELAY: Duration = Duration::from_millis(100);
 /// Messages per replay query.
 const REPLAY_PAGE: u32 = 200;
 /// Most messages a lagging connection is resynced with before it is told to reconnect.
@@ -331,6 +336,17 @@ struct Session {
     /// Sends in flight and replies waiting behind them, in frame order. Allocated on the first
     /// pipelined send, so idle connections do not pay for it.
     owed: VecDeque<Owed>,
+    /// When the presence frames buffered but not yet written are due; `None` when nothing
+    /// waits.
+    flush_due: Option<Pin<Box<Sleep>>>,
+}
+
+/// Resolves when `due` is reached; never if there is nothing due.
+async fn until(due: &mut Option<Pin<Box<Sleep>>>) {
+    match due {
+        Some(due) => due.await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
@@ -359,6 +375,7 @@ impl Session {
             last_heard: Instant::now(),
             slot,
             owed: VecDeque::new(),
+            flush_due: None,
         };
         // Subscribe first, then read: nothing committed in between can be missed.
         let end = match Box::pin(session.subscribe(prefetched)).await {
@@ -610,6 +627,7 @@ impl Session {
                     Err(RecvError::Lagged(_)) => Box::pin(self.replay(MAX_RESYNC)).await,
                     Err(RecvError::Closed) => Err(End::Close(1001, "server shutting down")),
                 },
+                () = until(&mut self.flush_due) => self.flush().await,
                 () = self.slot.ended() => {
                     Err(End::Close(CLOSE_SESSION_ENDED, "session ended: log in again"))
                 }
@@ -651,13 +669,16 @@ impl Session {
         })
     }
 
-    /// Writes `first` and whatever else is already queued, then flushes once.
+    /// Writes `first` and whatever else is already queued, then flushes once; if all of it is
+    /// presence, the flush waits up to [`PRESENCE_DELAY`] for more.
     async fn deliver(&mut self, first: Event, events: &mut Receiver<Event>) -> Result<(), End> {
         let mut pending = 0;
+        let mut urgent = false;
         let mut next = Some(first);
         while let Some(event) = next.take() {
             match self.wants(&event) {
                 Ok(true) => {
+                    urgent |= !matches!(event.kind, EventKind::Presence { .. });
                     self.feed(event.frame).await?;
                     pending += 1;
                 }
@@ -680,7 +701,14 @@ impl Session {
                 Err(_) => None,
             };
         }
-        self.flush().await
+        if urgent {
+            self.flush().await
+        } else {
+            if pending > 0 && self.flush_due.is_none() {
+                self.flush_due = Some(Box::pin(sleep(PRESENCE_DELAY)));
+            }
+            Ok(())
+        }
     }
 
     async fn feed(&mut self, frame: Frame) -> Result<(), End> {
@@ -696,13 +724,16 @@ impl Session {
     }
 
     async fn flush(&mut self) -> Result<(), End> {
+        self.flush_due = None;
         match timeout(self.timeouts.write, self.socket.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),
         }
     }
 
+    /// Writes `message` and everything buffered before it.
     async fn write(&mut self, message: WsMessage) -> Result<(), End> {
+        self.flush_due = None;
         match timeout(self.timeouts.write, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(End::Gone),

@@ -318,6 +318,45 @@ async fn presence_follows_the_first_and_last_connection_of_a_user() {
     );
 }
 
+/// Presence frames may wait briefly to be written together, but never behind what follows
+/// them: a message sent right after three arrivals reaches the watcher after all three.
+#[tokio::test]
+async fn presence_frames_that_wait_are_written_before_the_message_behind_them() {
+    let s = TestServer::start().await;
+    let owner = s.user("owner").await;
+    let guests = [s.user("g1").await, s.user("g2").await, s.user("g3").await];
+    let room = s
+        .room(&owner, &guests.iter().collect::<Vec<_>>(), Some("arrivals"))
+        .await;
+    let (mut watcher, _) = s.ws(&room, &owner, "").await;
+    let mut sockets = Vec::new();
+    for guest in &guests {
+        sockets.push(s.ws(&room, guest, "").await.0);
+    }
+    let sent = sockets[2].say("we are all here", "m").await;
+
+    let mut arrived = Vec::new();
+    loop {
+        let frame = watcher.next_json().await;
+        match frame["type"].as_str() {
+            Some("presence") => {
+                assert_eq!(frame["online"], true, "{frame}");
+                arrived.push(frame["user"]["id"].as_i64().unwrap());
+            }
+            Some("message") => {
+                assert_eq!(frame["message"]["id"], sent["id"]);
+                break;
+            }
+            _ => panic!("unexpected frame {frame}"),
+        }
+    }
+    let expected: Vec<i64> = guests.iter().map(|g| g.id).collect();
+    assert_eq!(
+        arrived, expected,
+        "every arrival, in order, before the message"
+    );
+}
+
 #[tokio::test]
 async fn typing_reaches_only_the_others_is_rate_limited_and_never_stored() {
     let s = TestServer::start().await;
