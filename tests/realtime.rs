@@ -357,6 +357,24 @@ async fn presence_frames_that_wait_are_written_before_the_message_behind_them() 
     );
 }
 
+/// A presence frame with nothing behind it waits for company (so a crowd arriving at once
+/// shares writes), then goes out on its own.
+#[tokio::test]
+async fn a_lone_presence_frame_goes_out_after_the_presence_delay() {
+    let s = TestServer::start().await;
+    let (alice, bob, room) = pair(&s).await;
+    let (mut b, _) = s.ws(&room, &bob, "").await;
+    let before = std::time::Instant::now();
+    let _a = s.ws(&room, &alice, "").await;
+    let p = b.next_of("presence").await;
+    assert_eq!(p["user"]["id"], alice.id);
+    let waited = before.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(100),
+        "written after {waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn typing_reaches_only_the_others_is_rate_limited_and_never_stored() {
     let s = TestServer::start().await;

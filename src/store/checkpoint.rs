@@ -15,7 +15,8 @@
 
 use std::cell::Cell;
 use std::ffi::c_int;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -54,18 +55,21 @@ fn record_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Runs a passive checkpoint: copies what it can without waiting for anyone.
-fn passive(conn: &Connection) -> Result<(i64, i64)> {
-    let (_busy, log, copied): (i64, i64, i64) =
+/// Runs a passive checkpoint: copies what it can without waiting for anyone. `None` if the
+/// other side was checkpointing, so this one did nothing.
+fn passive(conn: &Connection) -> Result<Option<(i64, i64)>> {
+    let (busy, log, copied): (i64, i64, i64) =
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    Ok((log, copied))
+    Ok((busy == 0).then_some((log, copied)))
 }
 
 /// The writer's side: decides after each commit who checkpoints, if anyone.
 pub struct Checkpointer {
     wake: Option<mpsc::SyncSender<()>>,
+    /// Set at shutdown, so a wake-up still queued does not start another checkpoint.
+    stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -78,14 +82,17 @@ impl Checkpointer {
         conn: Connection,
     ) -> Result<(Checkpointer, watch::Receiver<Progress>)> {
         let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         let (progress, watcher) = watch::channel(Progress::default());
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
-                while woken.recv().is_ok() {
+                while woken.recv().is_ok() && !stopping.load(Ordering::Relaxed) {
                     let started = Instant::now();
                     match passive(&conn) {
-                        Ok((log, copied)) => {
+                        Ok(None) => {}
+                        Ok(Some((log, copied))) => {
                             METRICS.checkpoint_latency.observe(started.elapsed());
                             progress.send_modify(|p| {
                                 *p = Progress {
@@ -104,6 +111,7 @@ impl Checkpointer {
         Ok((
             Checkpointer {
                 wake: Some(wake),
+                stop,
                 thread: Some(thread),
             },
             watcher,
@@ -116,7 +124,8 @@ impl Checkpointer {
         if pages >= WRITER_PAGES {
             let started = Instant::now();
             match passive(writer) {
-                Ok(_) => {
+                Ok(None) => {}
+                Ok(Some(_)) => {
                     METRICS.writer_checkpoints.inc();
                     METRICS.checkpoint_latency.observe(started.elapsed());
                 }
@@ -132,6 +141,7 @@ impl Checkpointer {
 
     /// Stops the checkpointer thread once its current checkpoint, if any, is done.
     pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.wake = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

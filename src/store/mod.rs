@@ -1,7 +1,7 @@
 //! Storage: every SQL statement of the server lives under this module.
 //!
-//! One SQLite database in WAL mode. Reads run on a pool of read-only connections on the
-//! blocking thread pool; writes go to one writer thread that owns the only write connection and
+//! One SQLite database in WAL mode. Reads run on reader threads, one per connection of a pool
+//! of read-only connections; writes go to one writer thread that owns the only write connection and
 //! commits whatever is queued in one transaction (group commit). A write's caller is answered,
 //! and its after-commit hook runs, only once the transaction has committed, in commit order.
 //! A third thread copies the WAL into the database file ([`checkpoint`]), so commits do not
@@ -242,8 +242,9 @@ impl Store {
             // A local file does not break like a network connection; skip the probe query.
             .test_on_check_out(false)
             .build(manager)?;
-        // As many threads as connections: a job never waits for a connection, and a burst of
-        // reads queues here instead of waking a thread per read that then waits for one.
+        // As many threads as connections: a job never waits for another job's connection, and
+        // a burst of reads queues here instead of waking a thread per read that then waits for
+        // one.
         let (readers, jobs) = crossbeam_channel::unbounded::<ReadJob>();
         for _ in 0..read_connections {
             let (pool, jobs) = (pool.clone(), jobs.clone());
@@ -298,6 +299,10 @@ impl Store {
     {
         let (tx, rx) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
+            // Nobody waits for it any more (the request timed out or its client went away).
+            if tx.is_closed() {
+                return;
+            }
             let _ = tx.send(conn.and_then(|conn| in_read_transaction(conn, f)));
         });
         self.readers
@@ -659,9 +664,12 @@ mod tests {
         .to_owned();
         assert!(done.copied <= done.log, "{done:?}");
 
-        // Sustained writes of three times the writer's threshold: the WAL starts over instead
-        // of growing with them.
+        // Sustained writes of three times the writer's threshold: the checkpointer is always a
+        // few commits behind, so the writer finishes a checkpoint itself now and then, and the
+        // WAL starts over instead of growing with the writes.
+        let by_writer = crate::metrics::METRICS.writer_checkpoints.get();
         write_pages(&store, 10_000, 3 * checkpoint::WRITER_PAGES as usize).await;
+        assert!(crate::metrics::METRICS.writer_checkpoints.get() > by_writer);
         let wal = std::fs::metadata(dir.path().join("chat.db-wal"))
             .unwrap()
             .len();
