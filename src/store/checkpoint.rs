@@ -9,14 +9,14 @@
 //!
 //! SQLite starts the WAL over from its beginning only when a write transaction begins after
 //! every frame was copied. Under sustained writes the checkpointer is always a few commits
-//! behind, so the WAL would keep growing; once it passes [`WRITER_PAGES`], the writer copies
-//! the rest itself (by then a few hundred pages, the checkpointer having done the bulk), and
-//! the next transaction starts the WAL over.
+//! behind, so the WAL would keep growing; once it passes [`WRITER_PAGES`], the writer waits for
+//! a checkpoint in progress to end and copies the rest itself (by then a few hundred pages, the
+//! checkpointer having done the bulk), and the next transaction starts the WAL over.
 
 use std::cell::Cell;
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -70,6 +70,9 @@ pub struct Checkpointer {
     wake: Option<mpsc::SyncSender<()>>,
     /// Set at shutdown, so a wake-up still queued does not start another checkpoint.
     stop: Arc<AtomicBool>,
+    /// Held by whoever is checkpointing: the writer waits for the checkpointer's run to end
+    /// rather than find the checkpoint busy and let the WAL grow on.
+    running: Arc<Mutex<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -84,11 +87,14 @@ impl Checkpointer {
         let (wake, woken) = mpsc::sync_channel::<()>(1);
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let running = Arc::new(Mutex::new(()));
+        let lock = running.clone();
         let (progress, watcher) = watch::channel(Progress::default());
         let thread = std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
                 while woken.recv().is_ok() && !stopping.load(Ordering::Relaxed) {
+                    let _running = lock.lock().unwrap_or_else(|e| e.into_inner());
                     let started = Instant::now();
                     match passive(&conn) {
                         Ok(None) => {}
@@ -112,6 +118,7 @@ impl Checkpointer {
             Checkpointer {
                 wake: Some(wake),
                 stop,
+                running,
                 thread: Some(thread),
             },
             watcher,
@@ -122,6 +129,7 @@ impl Checkpointer {
     pub fn after_commit(&self, writer: &Connection) {
         let pages = WAL_PAGES.replace(0);
         if pages >= WRITER_PAGES {
+            let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let started = Instant::now();
             match passive(writer) {
                 Ok(None) => {}
