@@ -50,6 +50,17 @@ impl Millis {
         }
     }
 
+    /// Appends the timestamp as the JSON string it serializes to (it needs no escaping).
+    pub fn write_json(self, out: &mut Vec<u8>) {
+        let mut buf = [0u8; RFC3339_MAX];
+        out.push(b'"');
+        match self.write_rfc3339(&mut buf) {
+            Some(len) => out.extend_from_slice(&buf[..len]),
+            None => out.extend_from_slice(self.to_rfc3339_slow().as_bytes()),
+        }
+        out.push(b'"');
+    }
+
     /// Formats like `time`'s RFC 3339 (`2023-11-14T22:13:20.123Z`, fraction without trailing
     /// zeros, none if zero) into `buf` without allocating; `None` outside years 0000–9999.
     fn write_rfc3339(self, buf: &mut [u8; RFC3339_MAX]) -> Option<usize> {
