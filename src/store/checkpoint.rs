@@ -9,9 +9,10 @@
 //!
 //! SQLite starts the WAL over from its beginning only when a write transaction begins after
 //! every frame was copied. Under sustained writes the checkpointer is always a few commits
-//! behind, so the WAL would keep growing; once it passes [`WRITER_PAGES`], the writer waits for
-//! a checkpoint in progress to end and copies the rest itself (by then a few hundred pages, the
-//! checkpointer having done the bulk), and the next transaction starts the WAL over.
+//! behind, so the WAL would keep growing. Once it passes [`WRITER_PAGES`], the writer stops
+//! waking the checkpointer and copies the rest itself as soon as the checkpointer is not in the
+//! middle of a run (by then a few hundred pages, the checkpointer having done the bulk); past
+//! twice that it waits for the run to end. The next transaction starts the WAL over.
 
 use std::cell::Cell;
 use std::ffi::c_int;
@@ -30,7 +31,8 @@ use crate::metrics::METRICS;
 /// WAL size, in pages, at which the checkpointer is woken (SQLite's automatic checkpoint
 /// threshold).
 pub const WAKE_PAGES: i32 = 1000;
-/// WAL size at which the writer finishes the checkpoint itself: 32 MiB of 4 KiB pages.
+/// WAL size at which the writer finishes the checkpoint itself: 32 MiB of 4 KiB pages. The
+/// WAL stays under twice this.
 pub const WRITER_PAGES: i32 = 8 * WAKE_PAGES;
 
 /// What the last checkpoint did, in WAL frames.
@@ -70,8 +72,8 @@ pub struct Checkpointer {
     wake: Option<mpsc::SyncSender<()>>,
     /// Set at shutdown, so a wake-up still queued does not start another checkpoint.
     stop: Arc<AtomicBool>,
-    /// Held by whoever is checkpointing: the writer waits for the checkpointer's run to end
-    /// rather than find the checkpoint busy and let the WAL grow on.
+    /// Held by whoever is checkpointing, so the writer knows whether the checkpointer is in
+    /// the middle of a run.
     running: Arc<Mutex<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -129,7 +131,16 @@ impl Checkpointer {
     pub fn after_commit(&self, writer: &Connection) {
         let pages = WAL_PAGES.replace(0);
         if pages >= WRITER_PAGES {
-            let _running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            // No longer woken, the checkpointer is idle within a run or two; the writer waits
+            // for it only if the WAL keeps growing regardless.
+            let idle = if pages >= 2 * WRITER_PAGES {
+                Some(self.running.lock().unwrap_or_else(|e| e.into_inner()))
+            } else {
+                self.running.try_lock().ok()
+            };
+            if idle.is_none() {
+                return;
+            }
             let started = Instant::now();
             match passive(writer) {
                 Ok(None) => {}

@@ -675,7 +675,7 @@ mod tests {
             .len();
         let frame = 4096 + 24;
         assert!(
-            wal <= (checkpoint::WRITER_PAGES as u64 + 100) * frame,
+            wal <= (2 * checkpoint::WRITER_PAGES as u64 + 100) * frame,
             "WAL of {wal} bytes"
         );
         let users: i64 = store
