@@ -319,12 +319,7 @@ async fn sql_and_script_payloads_are_stored_verbatim_and_returned_as_json_string
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
     let text = res.text().await.unwrap();
     let page: Value = serde_json::from_str(&text).unwrap();
-    let stored: Vec<&str> = page["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let stored = common::contents(&page);
     assert_eq!(
         stored,
         payloads.iter().map(|p| p.trim()).collect::<Vec<_>>()

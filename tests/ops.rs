@@ -684,12 +684,7 @@ async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact
     assert_eq!(rooms[0]["room_id"], "oldroom1");
     assert_eq!(rooms[0]["last_message"]["content"], "third");
     let (_, history) = s.get("/api/v1/chat/oldroom1/?after=0", &token).await;
-    let contents: Vec<&str> = history["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = common::contents(&history);
     assert_eq!(contents, ["first", "second", "third"]);
     // The old password works, and bob has two unread messages.
     let (status, login) = s

@@ -271,12 +271,7 @@ async fn frames_sent_back_to_back_are_answered_and_stored_in_the_order_sent() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(history["has_more"], false);
-    let contents: Vec<&str> = history["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = common::contents(&history);
     assert_eq!(contents, stored, "stored in the order sent");
 }
 

@@ -643,11 +643,6 @@ async fn sends_over_rest_and_websocket_share_one_rate_limit() {
     ws.send_json(json!({"action": "ping"})).await;
     assert_eq!(ws.next_of("pong").await["type"], "pong");
     let (_, history) = s.get(&format!("{path}?after=0"), &bob.token).await;
-    let contents: Vec<&str> = history["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let contents = common::contents(&history);
     assert_eq!(contents, ["1", "2", "3", "6"]);
 }

@@ -352,12 +352,7 @@ async fn page_survives_a_server_restart_and_resumes_with_what_it_missed() {
             None,
         )
         .await;
-    let texts: Vec<&str> = history["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["content"].as_str().unwrap())
-        .collect();
+    let texts = common::contents(&history);
     assert_eq!(
         texts,
         [

@@ -18,6 +18,16 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for an expected event before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The `content` of every message of a history page (`{"results": [...]}`), in order.
+pub fn contents(page: &Value) -> Vec<&str> {
+    page["results"]
+        .as_array()
+        .expect("a history page has results")
+        .iter()
+        .map(|m| m["content"].as_str().expect("a message has content"))
+        .collect()
+}
+
 /// A running server; stops when dropped or with [`TestServer::stop`]. Dereferences to a
 /// [`Client`] of it.
 pub struct TestServer {
