@@ -129,7 +129,11 @@ impl Reply for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(err: crate::store::StoreError) -> Self {
-        ApiError::Internal(err.into())
+        match err {
+            // Like a room that does not exist: a non-member learns nothing about it.
+            crate::store::StoreError::NotMember => ApiError::NotFound,
+            err => ApiError::Internal(err.into()),
+        }
     }
 }
 

@@ -165,6 +165,9 @@ pub struct Metrics {
     /// WebSocket sessions ended by the server for a reason of its own, by close code.
     pub sessions_closed_shutdown: Counter,
     pub sessions_closed_deactivated: Counter,
+    /// WebSocket sessions that fell behind their event queue and were caught up from the
+    /// database.
+    pub websocket_resyncs: Counter,
     rejected: [Counter; REJECT_REASONS.len()],
 }
 
@@ -189,6 +192,7 @@ impl Metrics {
             writer_checkpoints: Counter::new(),
             sessions_closed_shutdown: Counter::new(),
             sessions_closed_deactivated: Counter::new(),
+            websocket_resyncs: Counter::new(),
             rejected: [const { Counter::new() }; REJECT_REASONS.len()],
         }
     }
@@ -284,6 +288,11 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "chat_write_batch_jobs_total",
         "Writes committed through the group-commit writer.",
         m.write_batch_jobs.get(),
+    );
+    counter(
+        "chat_websocket_resyncs_total",
+        "WebSocket sessions that fell behind their event queue and were caught up from the database.",
+        m.websocket_resyncs.get(),
     );
     counter(
         "chat_writer_checkpoints_total",

@@ -48,6 +48,7 @@ use crate::messages::{
     Sending, mark_read, member_of, member_request, message_event, room_for_member, submit,
 };
 use crate::model::{MessageId, RoomId, User};
+use crate::store::StoreError;
 use crate::store::messages::{self as message_store, Page};
 use crate::store::rooms::{self, RoomRef};
 
@@ -67,6 +68,9 @@ const MAX_RESYNC: usize = 5_000;
 /// Most sends a connection keeps waiting for their commit; past that it reads no more frames
 /// until the oldest is done.
 const MAX_IN_FLIGHT: usize = 32;
+
+/// How long a closing session waits for the peer to answer its close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Close code: the server could not keep this connection up to date; reconnect with
 /// `?since=<last message id seen>`.
@@ -269,8 +273,13 @@ enum Owed {
 }
 
 /// Resolves when the oldest entry of `owed` is done, and removes it: to the reply it owes the
-/// socket, if any. Pending while `owed` is empty.
-async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Option<WsMessage> {
+/// socket, if any. Pending while `owed` is empty. A send refused because the user is no longer
+/// a member ends a room socket (`room_socket`) with [`CLOSE_REMOVED`]; on `/ws/` it is a
+/// `not_found` error like any room the user cannot see.
+async fn oldest_settled(
+    owed: &mut VecDeque<Owed>,
+    room_socket: bool,
+) -> Result<Option<WsMessage>, End> {
     poll_fn(|cx| {
         let Some(front) = owed.front_mut() else {
             return Poll::Pending;
@@ -278,15 +287,16 @@ async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Option<WsMessage> {
         let reply = match front {
             Owed::Send(sending) => match std::task::ready!(Pin::new(sending).poll(cx)) {
                 // The new message comes back through the channel as the ack.
-                Ok((_, true)) => None,
+                Ok((_, true)) => Ok(None),
                 // A repeated client_id: the original, to this socket only.
-                Ok((original, false)) => {
-                    Some(WsMessage::Text(message_event(RoomId(0), &original).frame))
-                }
-                Err(e) => Some(api_error_frame(&ApiError::from(e))),
+                Ok((original, false)) => Ok(Some(WsMessage::Text(
+                    message_event(RoomId(0), &original).frame,
+                ))),
+                Err(StoreError::NotMember) if room_socket => Err(removed()),
+                Err(e) => Ok(Some(api_error_frame(&ApiError::from(e)))),
             },
             Owed::Reply(_) => match owed.pop_front() {
-                Some(Owed::Reply(reply)) => return Poll::Ready(Some(reply)),
+                Some(Owed::Reply(reply)) => return Poll::Ready(Ok(Some(reply))),
                 _ => unreachable!("the front entry is a reply"),
             },
         };
@@ -294,6 +304,11 @@ async fn oldest_settled(owed: &mut VecDeque<Owed>) -> Option<WsMessage> {
         Poll::Ready(reply)
     })
     .await
+}
+
+/// How a room socket ends once its user is found not to be a member any more.
+fn removed() -> End {
+    End::Close(CLOSE_REMOVED, "removed from the room")
 }
 
 /// Which events a socket follows.
@@ -396,6 +411,11 @@ impl Session {
                 reason: reason.into(),
             };
             let _ = timeout(session.timeouts.write, session.socket.close(Some(frame))).await;
+            // The closing handshake: read (and drop) what the peer still sends until its own
+            // close frame. Closing the TCP connection with unread input would make the kernel
+            // reset it, and a reset can destroy the close frame before the client reads it.
+            let drain = async { while let Some(Ok(_)) = session.socket.next().await {} };
+            let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, drain).await;
         }
     }
 
@@ -563,6 +583,12 @@ impl Session {
         Ok(())
     }
 
+    /// Catches a socket that fell behind its event queue up from the database.
+    async fn resync(&mut self) -> Result<(), End> {
+        crate::metrics::METRICS.websocket_resyncs.inc();
+        self.replay(MAX_RESYNC).await
+    }
+
     /// Sends every stored message after `last_sent`, in order, up to about `max` of them;
     /// past that the client is told to reconnect with `since`.
     async fn replay(&mut self, max: usize) -> Result<(), End> {
@@ -574,15 +600,22 @@ impl Session {
                 Scope::Room(room) => Some(room.clone()),
                 Scope::User => None,
             };
+            // Membership is read in the same snapshot as the page: a room socket whose user was
+            // removed gets nothing committed after the removal, however far behind it was
+            // (the removal's own event may have been among the events it lagged past).
             let (page, more) = self
                 .state
                 .store
                 .read(move |c| match room {
-                    Some(room) => message_store::page(c, &room, Page::After(after), REPLAY_PAGE),
-                    None => message_store::page_for_user(c, user, after, REPLAY_PAGE),
+                    Some(room) if !rooms::is_member(c, room.id, user)? => Ok(None),
+                    Some(room) => {
+                        message_store::page(c, &room, Page::After(after), REPLAY_PAGE).map(Some)
+                    }
+                    None => message_store::page_for_user(c, user, after, REPLAY_PAGE).map(Some),
                 })
                 .await
-                .map_err(|_| End::Close(1011, "internal error"))?;
+                .map_err(|_| End::Close(1011, "internal error"))?
+                .ok_or_else(removed)?;
             for message in &page {
                 let room = RoomId(0); // the frame is all that is written
                 self.feed(message_event(room, message).frame).await?;
@@ -606,13 +639,17 @@ impl Session {
         let mut ping = interval_at(Instant::now() + self.timeouts.ping, self.timeouts.ping);
         // Shutdown (1001) or the user's deactivation (1008) ends the session.
         let mut stop = std::pin::pin!(self.state.lifecycle.session_end(self.user.id));
+        let room_socket = matches!(self.scope, Scope::Room(_));
         loop {
             let step = tokio::select! {
                 (code, reason) = &mut stop => Err(End::Close(code, reason)),
-                reply = oldest_settled(&mut self.owed), if !self.owed.is_empty() => match reply {
-                    Some(reply) => self.write(reply).await,
-                    None => Ok(()),
-                },
+                reply = oldest_settled(&mut self.owed, room_socket), if !self.owed.is_empty() => {
+                    match reply {
+                        Ok(Some(reply)) => self.write(reply).await,
+                        Ok(None) => Ok(()),
+                        Err(end) => Err(end),
+                    }
+                }
                 // A full pipeline is the back-pressure: read nothing until the oldest is done.
                 frame = self.socket.next(), if self.owed.len() < MAX_IN_FLIGHT => match frame {
                     Some(Ok(frame)) => {
@@ -624,7 +661,7 @@ impl Session {
                 },
                 event = events.recv() => match event {
                     Ok(event) => self.deliver(event, events).await,
-                    Err(RecvError::Lagged(_)) => Box::pin(self.replay(MAX_RESYNC)).await,
+                    Err(RecvError::Lagged(_)) => Box::pin(self.resync()).await,
                     Err(RecvError::Closed) => Err(End::Close(1001, "server shutting down")),
                 },
                 () = until(&mut self.flush_due) => self.flush().await,
@@ -663,7 +700,7 @@ impl Session {
             EventKind::Member { user, added: false }
                 if user == self.user.id && matches!(self.scope, Scope::Room(_)) =>
             {
-                return Err(End::Close(CLOSE_REMOVED, "removed from the room"));
+                return Err(removed());
             }
             EventKind::Read | EventKind::Member { .. } | EventKind::Room => true,
         })
@@ -696,7 +733,7 @@ impl Session {
                 Ok(event) => Some(event),
                 Err(TryRecvError::Lagged(_)) => {
                     self.flush().await?;
-                    return Box::pin(self.replay(MAX_RESYNC)).await;
+                    return Box::pin(self.resync()).await;
                 }
                 Err(_) => None,
             };
@@ -779,8 +816,9 @@ impl Session {
     /// Waits for every send in flight and answers what is owed, so a frame with other effects
     /// acts after the messages sent before it, as if they had been sent one at a time.
     async fn settle_all(&mut self) -> Result<(), End> {
+        let room_socket = matches!(self.scope, Scope::Room(_));
         while !self.owed.is_empty() {
-            if let Some(reply) = oldest_settled(&mut self.owed).await {
+            if let Some(reply) = oldest_settled(&mut self.owed, room_socket).await? {
                 self.write(reply).await?;
             }
         }

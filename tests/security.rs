@@ -646,3 +646,177 @@ async fn sends_over_rest_and_websocket_share_one_rate_limit() {
     let contents = common::contents(&history);
     assert_eq!(contents, ["1", "2", "3", "6"]);
 }
+
+/// A group room of alice, bob and carol, on a server where a socket lags after 16 events, and
+/// 300 messages of 16 KB each posted by alice: more than the socket buffers of a client that
+/// has stopped reading can hold, so its socket falls behind its event queue.
+async fn flood_while_bob_stops_reading(path: impl Fn(&str, &TestUser) -> String) -> Flooded {
+    let mut config = test_config();
+    config.limits.ws_queue_len = 16;
+    config.limits.send_rate_per_sec = 1e6;
+    config.limits.send_burst = 1_000_000;
+    config.limits.ws_write_timeout_secs = 120;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob, &carol], Some("team")).await;
+    // A second room bob stays in.
+    let other = s.room(&alice, &[&bob], Some("other")).await;
+    let (bob_ws, _) = s.ws_small_window(&path(&room, &bob)).await;
+    let (bob_quiet_ws, _) = s.ws_small_window(&path(&room, &bob)).await;
+    let big = "\u{1D11E}".repeat(3980);
+    let post = format!("/api/v1/chat/{room}/");
+    for chunk in 0..30 {
+        let sends = (0..10).map(|i| {
+            let content = format!("before-{} {big}", chunk * 10 + i);
+            s.post(&post, &alice.token, json!({ "content": content }))
+        });
+        for (status, body) in futures_util::future::join_all(sends).await {
+            assert_eq!(status, 201, "{body}");
+        }
+    }
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/chat/{room}/members/{}/", bob.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    for i in 0..40 {
+        let (status, _) = s
+            .post(
+                &post,
+                &alice.token,
+                json!({ "content": format!("after-{i}") }),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    Flooded {
+        s,
+        alice,
+        carol,
+        room,
+        other,
+        bob_ws,
+        bob_quiet_ws,
+    }
+}
+
+struct Flooded {
+    s: TestServer,
+    alice: TestUser,
+    carol: TestUser,
+    room: String,
+    other: String,
+    /// Bob's socket that sends after the removal.
+    bob_ws: Ws,
+    /// Another of his sockets, which only listens.
+    bob_quiet_ws: Ws,
+}
+
+/// Messages among `frames` and how many of them were posted before the removal.
+fn message_contents(frames: &[Value]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .map(|f| f["message"]["content"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_removed_member_whose_room_socket_lagged_gets_nothing_more_and_cannot_post() {
+    let Flooded {
+        s,
+        carol,
+        room,
+        mut bob_ws,
+        mut bob_quiet_ws,
+        ..
+    } = flood_while_bob_stops_reading(|room, bob| format!("/ws/chat/{room}/?token={}", bob.token))
+        .await;
+    // Still not reading, bob sends on one socket of the room he was removed from.
+    bob_ws
+        .send_json(json!({"action": "message", "content": "bob after removal", "client_id": "b1"}))
+        .await;
+    for ws in [&mut bob_ws, &mut bob_quiet_ws] {
+        let (frames, code) = ws.until_closed().await;
+        let seen = message_contents(&frames);
+        assert_eq!(
+            code,
+            Some(4003),
+            "closed as removed after {} messages",
+            seen.len()
+        );
+        // The socket did fall behind: the removal did not arrive in order.
+        assert!(seen.len() < 300, "the socket lagged: got {}", seen.len());
+        assert!(!frames.iter().any(|f| f["type"] == "member"));
+        assert!(
+            seen.iter().all(|c| c.starts_with("before-")),
+            "nothing posted after the removal reached bob"
+        );
+    }
+    let (_, history) = s
+        .get(&format!("/api/v1/chat/{room}/?limit=200"), &carol.token)
+        .await;
+    let contents = common::contents(&history);
+    assert!(
+        !contents.contains(&"bob after removal"),
+        "bob's send was refused"
+    );
+    assert_eq!(contents[0], "after-39");
+}
+
+#[tokio::test]
+async fn a_removed_member_whose_all_rooms_socket_lagged_loses_only_that_room() {
+    let Flooded {
+        s,
+        alice,
+        carol,
+        room,
+        other,
+        mut bob_ws,
+        ..
+    } = flood_while_bob_stops_reading(|_, bob| format!("/ws/?token={}", bob.token)).await;
+    bob_ws
+        .send_json(json!({
+            "action": "message", "room_id": room, "content": "bob after removal", "client_id": "b1",
+        }))
+        .await;
+    // Something bob may still see, posted after everything else.
+    let (status, _) = s
+        .post(
+            &format!("/api/v1/chat/{other}/"),
+            &alice.token,
+            json!({"content": "still friends"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut seen = Vec::new();
+    let mut refused = None;
+    while refused.is_none() || seen.last().is_none_or(|c: &String| c != "still friends") {
+        let frame = bob_ws.next_json().await;
+        match frame["type"].as_str() {
+            Some("message") => seen.push(frame["message"]["content"].as_str().unwrap().into()),
+            Some("error") => refused = Some(frame),
+            _ => {}
+        }
+    }
+    assert_eq!(refused.unwrap()["code"], "not_found");
+    assert!(seen.len() < 301, "the socket lagged: got {}", seen.len());
+    assert!(
+        seen.iter()
+            .all(|c| c.starts_with("before-") || c == "still friends"),
+        "nothing posted to the room after the removal reached bob"
+    );
+    let (_, history) = s
+        .get(&format!("/api/v1/chat/{room}/?limit=200"), &carol.token)
+        .await;
+    assert!(!common::contents(&history).contains(&"bob after removal"));
+    // The socket goes on working for the rooms bob is still in.
+    bob_ws.send_json(json!({"action": "ping"})).await;
+    assert_eq!(bob_ws.next_of("pong").await["type"], "pong");
+}

@@ -62,7 +62,9 @@ pub fn get(
 }
 
 /// Stores a message, or returns the one this sender already stored in this room under the
-/// same `client_id`. The flag says whether a new message was stored.
+/// same `client_id`. The flag says whether a new message was stored. A sender who is not a
+/// member of the room is [`StoreError::NotMember`]; run it in a savepoint (every writer job
+/// is) so that nothing of the refused insert stays.
 pub fn insert(
     conn: &Connection,
     room: &RoomRef,
@@ -88,12 +90,18 @@ pub fn insert(
     let id = MessageId(conn.last_insert_rowid());
     conn.prepare_cached("UPDATE rooms SET last_message_id = ?2, last_activity = ?3 WHERE id = ?1")?
         .execute(params![room.id, id, now])?;
-    // Sending a message means the sender has read everything before it.
-    conn.prepare_cached(
-        "UPDATE room_members SET last_read_id = max(last_read_id, ?3)
-         WHERE room_id = ?1 AND user_id = ?2",
-    )?
-    .execute(params![room.id, sender.id, id])?;
+    // Sending a message means the sender has read everything before it. The same statement
+    // is the membership check, in the transaction of the insert: no row means the sender is
+    // not (or no longer) a member, and the caller's savepoint takes the insert back.
+    let member = conn
+        .prepare_cached(
+            "UPDATE room_members SET last_read_id = max(last_read_id, ?3)
+             WHERE room_id = ?1 AND user_id = ?2",
+        )?
+        .execute(params![room.id, sender.id, id])?;
+    if member == 0 {
+        return Err(StoreError::NotMember);
+    }
     let message = Message {
         id,
         room_id: room.public_id.clone(),

@@ -53,6 +53,9 @@ pub enum StoreError {
     WriterGone,
     #[error("invalid schema: {0}")]
     Schema(String),
+    /// The user acting on a room is not, or no longer, one of its members.
+    #[error("not a member of the room")]
+    NotMember,
     #[error("{0}")]
     Other(String),
 }

@@ -208,6 +208,23 @@ impl Client {
         (ws, hello)
     }
 
+    /// Opens a WebSocket at `path_and_query` over a TCP connection whose receive buffer is a
+    /// few KiB: a client that stops reading soon makes the server's writes wait, so that its
+    /// events queue up on the server side. Returns it with its `hello` frame.
+    pub async fn ws_small_window(&self, path_and_query: &str) -> (Ws, Value) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.addr).await.expect("tcp connect");
+        let url = format!("ws://{}{path_and_query}", self.addr);
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("ws connect");
+        let mut ws = Ws { socket };
+        let hello = ws.next_json().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        (ws, hello)
+    }
+
     /// The HTTP status of a WebSocket handshake that should be refused.
     pub async fn ws_refused(&self, path_and_query: &str, headers: &[(&str, &str)]) -> u16 {
         let mut req = format!("ws://{}{path_and_query}", self.addr)
@@ -293,6 +310,30 @@ impl Ws {
             let v = self.next_of("message").await;
             if v["message"]["client_id"] == client_id {
                 return v["message"].clone();
+            }
+        }
+    }
+
+    /// Every text frame until the socket closes, as JSON, and the close code if one was sent.
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
+        let mut frames = Vec::new();
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("timed out waiting for close")
+            {
+                Some(Ok(WsMessage::Text(t))) => {
+                    frames.push(serde_json::from_str(t.as_str()).unwrap());
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return (frames, frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    eprintln!("socket error: {e}");
+                    return (frames, None);
+                }
+                None => return (frames, None),
             }
         }
     }
