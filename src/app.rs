@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_service::Service;
 use warp::http::HeaderValue;
 use warp::http::header::HeaderMap;
@@ -49,6 +49,8 @@ pub struct Shared {
     pub limits: Arc<Limiters>,
     pub passwords: Arc<Passwords>,
     pub connections: Arc<Connections>,
+    /// Which browser origins may use the API and open WebSockets.
+    pub cors: crate::cors::Cors,
     /// Shutdown and forced session ends, which open WebSocket sessions listen to.
     pub lifecycle: Lifecycle,
 }
@@ -79,7 +81,9 @@ impl AppState {
             login_by_user: FailureWindow::new(l.login_failures_per_user, window),
             login_by_ip: FailureWindow::new(l.login_failures_per_ip, window),
         };
+        let tls = config.server.tls_cert.is_some();
         Ok(AppState(Arc::new(Shared {
+            cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),
             hub: Hub::new(l.ws_queue_len),
             config: Arc::new(config),
             store,
@@ -172,9 +176,8 @@ pub fn routes(
             micros = info.elapsed().as_micros() as u64,
         );
     });
-    let cors = crate::cors::Cors::new(&state.config.cors.allowed_origins);
-    let api = crate::cors::guard(&cors).or(api).unify();
-    crate::cors::wrap(&cors, api.recover(recover).unify())
+    let api = crate::cors::guard(&state.cors).or(api).unify();
+    crate::cors::wrap(&state.cors, api.recover(recover).unify())
         .with(warp::reply::with::headers(security_headers()))
         // Only where a route set none: the web client's page brings its own policy.
         .with(warp::reply::with::default_header(
@@ -190,16 +193,41 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the last writes to commit and the WAL checkpoint.
 const CLOSE_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An HTTP/1 connection builder whose request heads must arrive within `header_timeout`.
-fn http_builder(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// Serves one connection over HTTP/1.1, with upgrades (WebSockets), until it ends; once
+/// `stop` turns true it finishes the request in flight and closes. Request heads must arrive
+/// within `header_timeout`, which also closes idle keep-alive connections.
+///
+/// HTTP/1.1 only, in clear text and over TLS (whose ALPN offers only `http/1.1`): HTTP/2 has
+/// no such bound on idle connections, so a client opening with the HTTP/2 preface could
+/// otherwise hold a connection open forever. It is answered as a malformed HTTP/1 request and
+/// the connection is closed. (hyper-util's automatic builder would switch to HTTP/2 on the
+/// preface even when told to speak HTTP/1 only.)
+async fn serve_http1<I, S, B>(
+    io: I,
+    service: S,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> hyper::Result<()>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
     // Without a timer hyper never times out a request head: a client sending its headers a
     // byte at a time, or idling on keep-alive, would hold the connection forever.
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    builder
+    let mut connection = std::pin::pin!(builder.serve_connection(io, service).with_upgrades());
+    tokio::select! {
+        result = &mut connection => return result,
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Drives `connection`, but drops it if no request has started within `timeout`: hyper's
@@ -238,7 +266,9 @@ pub async fn run(
     };
     let service = warp::service(routes(&state));
     let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_secs);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Turns true at shutdown; every connection holds a receiver until it is done, so the
+    // sender's `closed` says when the last one finished.
+    let (stop, stopping) = watch::channel(false);
     let deactivations = tokio::spawn(crate::lifecycle::watch_deactivations(state.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -264,17 +294,21 @@ pub async fn run(
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 first_request.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ClientAddr(peer));
+                // HEAD is GET without the body: routed as GET, and hyper, which remembers the
+                // method it parsed, sends the headers (Content-Length included) but no body.
+                if req.method() == warp::http::Method::HEAD {
+                    *req.method_mut() = warp::http::Method::GET;
+                }
                 service.clone().call(req)
             });
-        let watcher = graceful.watcher();
+        let stopping = stopping.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let connection = http_builder(header_timeout)
-                        .serve_connection_with_upgrades(TokioIo::new(stream), handler)
-                        .into_owned();
-                    first_request_within(watcher.watch(connection), &served, header_timeout).await
+                    let connection =
+                        serve_http1(TokioIo::new(stream), handler, header_timeout, stopping);
+                    first_request_within(connection, &served, header_timeout).await
                 }
                 Some(tls) => {
                     let handshake =
@@ -292,10 +326,9 @@ pub async fn run(
                             return;
                         }
                     };
-                    let connection = http_builder(header_timeout)
-                        .serve_connection_with_upgrades(TokioIo::new(stream), handler)
-                        .into_owned();
-                    first_request_within(watcher.watch(connection), &served, header_timeout).await
+                    let connection =
+                        serve_http1(TokioIo::new(stream), handler, header_timeout, stopping);
+                    first_request_within(connection, &served, header_timeout).await
                 }
             };
             match result {
@@ -309,10 +342,12 @@ pub async fn run(
         });
     }
     drop(listener);
+    drop(stopping);
+    let _ = stop.send(true);
     tracing::info!("shutting down: no longer accepting connections");
     state.lifecycle.begin_shutdown();
     let drained = async {
-        tokio::join!(graceful.shutdown(), state.lifecycle.sessions_ended());
+        tokio::join!(stop.closed(), state.lifecycle.sessions_ended());
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
         tracing::warn!(

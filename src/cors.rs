@@ -27,14 +27,17 @@ const EXPOSE_HEADERS: &str = "retry-after";
 /// How long a browser may cache a preflight answer, in seconds.
 const MAX_AGE: &str = "600";
 
-/// The allowlist, compared case-insensitively.
+/// The allowlist, compared case-insensitively, and the scheme the server itself is reached
+/// with.
 #[derive(Clone)]
 pub struct Cors {
     allowed: Arc<Vec<String>>,
+    /// The server speaks TLS itself.
+    tls: bool,
 }
 
 impl Cors {
-    pub fn new(allowed_origins: &[String]) -> Cors {
+    pub fn new(allowed_origins: &[String], tls: bool) -> Cors {
         Cors {
             allowed: Arc::new(
                 allowed_origins
@@ -42,11 +45,34 @@ impl Cors {
                     .map(|o| o.to_ascii_lowercase())
                     .collect(),
             ),
+            tls,
         }
     }
 
     fn allows(&self, origin: &str) -> bool {
         self.allowed.iter().any(|a| a.eq_ignore_ascii_case(origin))
+    }
+
+    /// Whether a page at `origin` may act on the server: it is allowlisted, or it is the
+    /// server's own origin (scheme, host and port) for the request these headers came with.
+    pub fn permits(&self, origin: &str, headers: &HeaderMap) -> bool {
+        self.allows(origin)
+            || same_origin(origin, header_str(headers, "host"), self.scheme(headers))
+    }
+
+    /// The scheme a request reached the server with: `https` if the server speaks TLS, or if a
+    /// TLS-terminating proxy in front says so in `X-Forwarded-Proto`. Trusting that header is
+    /// safe here: it only widens the same-origin check to the scheme the page itself shows,
+    /// and a browser page cannot set it on a WebSocket, nor cross-origin without a preflight
+    /// (which only allowlisted origins pass).
+    fn scheme(&self, headers: &HeaderMap) -> &'static str {
+        let forwarded = header_str(headers, "x-forwarded-proto")
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+        if self.tls || forwarded {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Adds the CORS headers a response to `origin` carries.
@@ -68,12 +94,27 @@ impl Cors {
     }
 }
 
-/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
-fn same_origin(origin: &str, host: Option<&str>) -> bool {
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the origin of a request sent to `host` with
+/// `scheme`: the same scheme, host and port (a default port may be left out on either side).
+fn same_origin(origin: &str, host: Option<&str>, scheme: &str) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let origin = origin.to_ascii_lowercase();
+    let Some(origin_host) = origin
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
+    else {
+        return false;
+    };
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let host = host.to_ascii_lowercase();
+    let bare = |h: &str| h.strip_suffix(default_port).unwrap_or(h).to_string();
+    bare(origin_host) == bare(&host)
 }
 
 /// A header's value if present and readable as text; a malformed one counts as absent.
@@ -94,12 +135,12 @@ pub fn guard(
     let cors = cors.clone();
     warp::method()
         .and(optional_header("origin"))
-        .and(optional_header("host"))
+        .and(warp::header::headers_cloned())
         .and(optional_header("access-control-request-method"))
         .and_then(
             move |method: Method,
                   origin: Option<String>,
-                  host: Option<String>,
+                  headers: HeaderMap,
                   request_method: Option<String>| {
                 let cors = cors.clone();
                 async move {
@@ -124,7 +165,7 @@ pub fn guard(
                         return Ok(response);
                     }
                     let writes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-                    if writes && !allowed && !same_origin(&origin, host.as_deref()) {
+                    if writes && !cors.permits(&origin, &headers) {
                         return Ok(forbidden());
                     }
                     Err(warp::reject::not_found())
@@ -163,18 +204,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn same_origin_compares_host_and_port() {
-        assert!(same_origin("http://a:8000", Some("a:8000")));
-        assert!(same_origin("https://A:8000", Some("a:8000")));
-        assert!(!same_origin("http://a:8001", Some("a:8000")));
-        assert!(!same_origin("http://evil.example", Some("a:8000")));
-        assert!(!same_origin("null", Some("a:8000")));
-        assert!(!same_origin("http://a:8000", None));
+    fn same_origin_compares_scheme_host_and_port() {
+        assert!(same_origin("http://a:8000", Some("a:8000"), "http"));
+        assert!(same_origin("HTTP://A:8000", Some("a:8000"), "http"));
+        assert!(same_origin("https://a:8000", Some("a:8000"), "https"));
+        assert!(!same_origin("https://a:8000", Some("a:8000"), "http"));
+        assert!(!same_origin("http://a:8000", Some("a:8000"), "https"));
+        assert!(!same_origin("http://a:8001", Some("a:8000"), "http"));
+        assert!(!same_origin("http://evil.example", Some("a:8000"), "http"));
+        assert!(!same_origin("null", Some("a:8000"), "http"));
+        assert!(!same_origin("http://a:8000", None, "http"));
+        // Default ports may be written or left out.
+        assert!(same_origin(
+            "https://chat.example",
+            Some("chat.example:443"),
+            "https"
+        ));
+        assert!(same_origin(
+            "http://chat.example:80",
+            Some("chat.example"),
+            "http"
+        ));
+        assert!(!same_origin(
+            "https://chat.example",
+            Some("chat.example:80"),
+            "https"
+        ));
+    }
+
+    #[test]
+    fn the_own_scheme_is_https_over_tls_or_behind_a_proxy_that_says_so() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let plain = Cors::new(&[], false);
+        let tls = Cors::new(&[], true);
+        let host = headers(&[("host", "chat.example")]);
+        assert!(plain.permits("http://chat.example", &host));
+        assert!(!plain.permits("https://chat.example", &host));
+        assert!(tls.permits("https://chat.example", &host));
+        assert!(!tls.permits("http://chat.example", &host));
+        let proxied = headers(&[("host", "chat.example"), ("x-forwarded-proto", "https")]);
+        assert!(plain.permits("https://chat.example", &proxied));
+        assert!(!plain.permits("http://evil.example", &proxied));
     }
 
     #[test]
     fn only_allowlisted_origins_are_decorated() {
-        let cors = Cors::new(&["https://Chat.example".to_string()]);
+        let cors = Cors::new(&["https://Chat.example".to_string()], false);
         let mut h = HeaderMap::new();
         cors.decorate(Some("https://chat.example"), &mut h);
         assert_eq!(
@@ -186,7 +267,7 @@ mod tests {
         assert!(!h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(h[header::VARY], "origin");
         let mut h = HeaderMap::new();
-        Cors::new(&[]).decorate(Some("https://chat.example"), &mut h);
+        Cors::new(&[], false).decorate(Some("https://chat.example"), &mut h);
         assert!(h.is_empty());
     }
 }

@@ -107,17 +107,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// No `Origin` (a non-browser client), the page's own origin, or an allowlisted one.
-fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
-    let Some(origin) = header(headers, "origin") else {
-        return true;
-    };
-    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
-        return true;
-    }
-    let origin_host = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    matches!((origin_host, header(headers, "host")), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+fn origin_allowed(headers: &HeaderMap, cors: &crate::cors::Cors) -> bool {
+    header(headers, "origin").is_none_or(|origin| cors.permits(origin, headers))
 }
 
 /// The handshake key if this is a well-formed WebSocket upgrade request.
@@ -153,7 +144,7 @@ async fn upgrade(
         }
         None => (authenticate_token(&state, token).await?, Scope::User, None),
     };
-    if !origin_allowed(&headers, &state.config.cors.allowed_origins) {
+    if !origin_allowed(&headers, &state.cors) {
         return Err(ApiError::Forbidden("origin not allowed"));
     }
     let since = non_negative_param(&query, "since")?.map(MessageId);
@@ -1000,17 +991,22 @@ mod tests {
 
     #[test]
     fn origins_allowed_when_absent_same_or_listed() {
-        let none: Vec<String> = vec![];
+        use crate::cors::Cors;
+        let none = Cors::new(&[], false);
         assert!(origin_allowed(&headers(&[("host", "a:8000")]), &none));
         assert!(origin_allowed(
             &headers(&[("host", "a:8000"), ("origin", "http://a:8000")]),
             &none
         ));
         assert!(!origin_allowed(
+            &headers(&[("host", "a:8000"), ("origin", "https://a:8000")]),
+            &none
+        ));
+        assert!(!origin_allowed(
             &headers(&[("host", "a:8000"), ("origin", "http://evil.example")]),
             &none
         ));
-        let listed = vec!["http://evil.example".to_string()];
+        let listed = Cors::new(&["http://evil.example".to_string()], false);
         assert!(origin_allowed(
             &headers(&[("host", "a:8000"), ("origin", "http://evil.example")]),
             &listed

@@ -820,3 +820,132 @@ async fn a_removed_member_whose_all_rooms_socket_lagged_loses_only_that_room() {
     bob_ws.send_json(json!({"action": "ping"})).await;
     assert_eq!(bob_ws.next_of("pong").await["type"], "pong");
 }
+
+#[tokio::test]
+async fn a_client_speaking_http2_in_clear_text_is_refused_and_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    // Far longer than the test waits: the connection must not last until the header timeout.
+    config.limits.header_read_timeout_secs = 3600;
+    let s = TestServer::start_with(config).await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut h2c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        // The HTTP/2 connection preface, then an empty SETTINGS frame, then silence.
+        h2c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        h2c.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        streams.push(h2c);
+    }
+    for h2c in &mut streams {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(common::WAIT, h2c.read_to_end(&mut answer))
+            .await
+            .expect("the server closes an HTTP/2 connection at once");
+        // Never an HTTP/2 SETTINGS frame (type 4 at byte 3): at most an HTTP/1 error.
+        assert!(
+            read.is_err() || answer.is_empty() || answer.starts_with(b"HTTP/1.1 "),
+            "{answer:?}"
+        );
+    }
+    s.user("alice").await;
+}
+
+#[tokio::test]
+async fn head_on_a_get_route_answers_like_get_without_a_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let auth = format!("Token {}", alice.token);
+    for (path, token, status) in [
+        ("/healthz", None, 200),
+        ("/api/v1/me/", Some(auth.as_str()), 200),
+        ("/api/v1/me/", None, 401),
+        ("/", None, 200),
+    ] {
+        let mut headers = vec![];
+        if let Some(t) = token {
+            headers.push(("authorization", t));
+        }
+        let (head, head_headers) = raw(&s, "HEAD", path, &headers, None).await;
+        let (get, get_headers) = raw(&s, "GET", path, &headers, None).await;
+        assert_eq!((head, get), (status, status), "HEAD and GET {path}");
+        assert_eq!(
+            head_headers.get("content-type"),
+            get_headers.get("content-type"),
+            "{path}"
+        );
+    }
+    // On the wire: the headers, and no body after them.
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    stream
+        .write_all(b"HEAD /api/v1/openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::WAIT, stream.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(body.is_empty(), "no body: {body:?}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn the_servers_own_origin_includes_its_scheme() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let http = format!("http://{}", s.addr);
+    let https = format!("https://{}", s.addr);
+    let signup = |name: &str| json!({"username": name, "password": "long-enough-pw"});
+    // A plain-HTTP server's own origin is http://host, not https://host.
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &[("origin", &https)],
+        Some(signup("origin1")),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &[("origin", &http)],
+        Some(signup("origin2")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Behind a TLS-terminating proxy that says so, the page's origin is https://host.
+    let proxied = [("origin", https.as_str()), ("x-forwarded-proto", "https")];
+    let (status, _) = raw(
+        &s,
+        "POST",
+        "/api/v1/signup/",
+        &proxied,
+        Some(signup("origin3")),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // The same for the WebSocket handshake.
+    let path = format!("/ws/chat/{room}/?token={}", alice.token);
+    assert_eq!(s.ws_refused(&path, &[("origin", &https)]).await, 403);
+    let (_, users) = s.get("/api/v1/users/?search=origin", &alice.token).await;
+    let names: Vec<&str> = users["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["origin2", "origin3"]);
+}
