@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::METRICS;
 use crate::model::{RoomId, UserId};
-use crate::ratelimit::{Buckets, FailureWindow};
+use crate::ratelimit::{Buckets, LoginThrottle};
 use crate::store::Store;
 
 /// Everything a handler needs, behind one reference count: the filters clone it for every
@@ -59,8 +59,7 @@ pub struct Shared {
 pub struct Limiters {
     pub sends: Buckets<UserId>,
     pub typing: Buckets<(UserId, RoomId)>,
-    pub login_by_user: FailureWindow<String>,
-    pub login_by_ip: FailureWindow<IpAddr>,
+    pub login: LoginThrottle,
 }
 
 impl AppState {
@@ -78,8 +77,13 @@ impl AppState {
         let limits = Limiters {
             sends: Buckets::new(l.send_rate_per_sec, f64::from(l.send_burst)),
             typing: Buckets::new(l.typing_per_sec, l.typing_per_sec.max(1.0)),
-            login_by_user: FailureWindow::new(l.login_failures_per_user, window),
-            login_by_ip: FailureWindow::new(l.login_failures_per_ip, window),
+            login: LoginThrottle::new(
+                l.login_failures_per_user_and_ip,
+                l.login_failures_per_user,
+                l.login_failures_per_ip,
+                window,
+                Duration::from_millis(l.login_slowdown_ms),
+            ),
         };
         let tls = config.server.tls_cert.is_some();
         Ok(AppState(Arc::new(Shared {

@@ -406,27 +406,21 @@ async fn login(
     state: AppState,
     shape: LoginShape,
 ) -> Result<warp::reply::Response, ApiError> {
-    let limits = &state.limits;
-    let ip: Option<IpAddr> = addr.map(|a| ip_key(a.0.ip()));
+    // Without a peer address (never the case for a real connection) all such attempts share
+    // one key.
+    let ip: IpAddr = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| ip_key(a.0.ip()));
     // No account has a longer name; such a key would only bloat the throttle's memory.
     let user_key = (body.username.chars().count() <= MAX_USERNAME_CHARS)
         .then(|| users::username_key(&body.username));
-    // Each attempt is counted as a failure before the password is checked, and forgiven if
-    // it succeeds: checking first and counting after would let a burst of concurrent guesses
-    // all pass the check.
-    let throttled = |wait| ApiError::RateLimited {
-        retry_after_secs: retry_after_secs(wait),
-    };
-    if let Some(key) = &user_key {
-        limits.login_by_user.begin(key).map_err(throttled)?;
-    }
-    if let Some(ip) = &ip
-        && let Err(wait) = limits.login_by_ip.begin(ip)
-    {
-        if let Some(key) = &user_key {
-            limits.login_by_user.forgive(key);
-        }
-        return Err(throttled(wait));
+    let attempt = state
+        .limits
+        .login
+        .begin(user_key.as_deref(), ip)
+        .map_err(|wait| ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        })?;
+    if !attempt.delay.is_zero() {
+        tokio::time::sleep(attempt.delay).await;
     }
 
     let username = body.username.clone();
@@ -448,13 +442,8 @@ async fn login(
         (true, Some(user)) => user,
         _ => return Err(ApiError::BadCredentials),
     };
-    // Successful logins do not count.
-    if let Some(key) = &user_key {
-        limits.login_by_user.forgive(key);
-    }
-    if let Some(ip) = &ip {
-        limits.login_by_ip.forgive(ip);
-    }
+    // Successful logins do not count, and make this address known for the account.
+    state.limits.login.succeeded(attempt);
 
     let token = new_token();
     let digest = token_digest(&token);

@@ -72,11 +72,18 @@ pub struct LimitsConfig {
     pub send_rate_per_sec: f64,
     /// Messages a user may send in a burst above the sustained rate.
     pub send_burst: u32,
-    /// Failed logins per username within `login_window_secs`.
+    /// Failed logins per username from one client address within `login_window_secs`.
+    pub login_failures_per_user_and_ip: u32,
+    /// Failed logins per username within `login_window_secs`, over every address the account
+    /// has not logged in from before.
     pub login_failures_per_user: u32,
     /// Failed logins per client IP within `login_window_secs`.
     pub login_failures_per_ip: u32,
     pub login_window_secs: u64,
+    /// First delay, in milliseconds, of an attempt on a username that failed more than
+    /// `login_failures_per_user_and_ip` times from unknown addresses; it doubles with each
+    /// further failure, up to 5 s. 0 turns it off.
+    pub login_slowdown_ms: u64,
     /// Typing events per second per user and room; extra ones are dropped.
     pub typing_per_sec: f64,
     /// Open WebSocket connections per user.
@@ -136,9 +143,11 @@ impl Default for LimitsConfig {
             max_ws_message_bytes: 64 * 1024,
             send_rate_per_sec: 20.0,
             send_burst: 40,
-            login_failures_per_user: 10,
+            login_failures_per_user_and_ip: 10,
+            login_failures_per_user: 100,
             login_failures_per_ip: 100,
             login_window_secs: 300,
+            login_slowdown_ms: 250,
             typing_per_sec: 2.0,
             max_connections_per_user: 32,
             max_connections_total: 20_000,
@@ -216,6 +225,17 @@ impl Config {
             (
                 l.typing_per_sec > 0.0,
                 "limits.typing_per_sec must be positive",
+            ),
+            (
+                l.login_failures_per_user_and_ip >= 1
+                    && l.login_failures_per_ip >= 1
+                    && l.login_window_secs >= 1,
+                "limits.login_failures_per_user_and_ip, limits.login_failures_per_ip and \
+                 limits.login_window_secs must be at least 1",
+            ),
+            (
+                l.login_failures_per_user >= l.login_failures_per_user_and_ip,
+                "limits.login_failures_per_user must be at least limits.login_failures_per_user_and_ip",
             ),
             (
                 l.ws_queue_len >= 16,

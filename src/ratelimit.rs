@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -132,6 +133,151 @@ impl<K: Hash + Eq + Clone> FailureWindow<K> {
         }
         entry.0 += 1;
     }
+
+    /// Failures counted for `key` in its current window.
+    pub fn failures(&self, key: &K) -> u32 {
+        let now = Instant::now();
+        let map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key) {
+            Some((count, start)) if now.duration_since(*start) < self.window => *count,
+            _ => 0,
+        }
+    }
+}
+
+/// How long a login throttle remembers that an address logged in to an account.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Longest slowdown of one login attempt.
+const MAX_SLOWDOWN: Duration = Duration::from_secs(5);
+
+/// Brute-force protection for logins that hands nobody a button to lock someone else out.
+///
+/// - Per username and address (IPv6: per /64): `per_user_and_ip` failures in the window, then
+///   429 for that pair only. Guesses from elsewhere do not touch it.
+/// - Per address: `per_ip` failures over all usernames, then 429.
+/// - Per username over all addresses, for addresses the account has not logged in from
+///   before (within [`KNOWN_FOR`], in this process): past `per_user_and_ip` failures each
+///   attempt is slowed down by a delay that doubles with every failure (at most
+///   [`MAX_SLOWDOWN`]), and past `per_user` failures they are refused with 429. An address the
+///   account logged in from successfully is exempt from both, so its owner keeps getting in
+///   from the usual places however many addresses guess at the name.
+///
+/// Each attempt is counted before its password is checked and forgiven if it succeeds, so a
+/// burst of concurrent guesses cannot slip past a limit.
+pub struct LoginThrottle {
+    by_pair: FailureWindow<(String, IpAddr)>,
+    by_ip: FailureWindow<IpAddr>,
+    by_user: FailureWindow<String>,
+    per_user_and_ip: u32,
+    slowdown: Duration,
+    known: Mutex<HashMap<(String, IpAddr), Instant>>,
+}
+
+/// One login attempt under way: what it counted, and how long to wait before checking it.
+pub struct LoginAttempt {
+    pair: Option<(String, IpAddr)>,
+    ip: IpAddr,
+    /// Counted against the username over all addresses (an unknown address).
+    user: Option<String>,
+    pub delay: Duration,
+}
+
+impl LoginThrottle {
+    pub fn new(
+        per_user_and_ip: u32,
+        per_user: u32,
+        per_ip: u32,
+        window: Duration,
+        slowdown: Duration,
+    ) -> Self {
+        LoginThrottle {
+            by_pair: FailureWindow::new(per_user_and_ip, window),
+            by_ip: FailureWindow::new(per_ip, window),
+            by_user: FailureWindow::new(per_user, window),
+            per_user_and_ip,
+            slowdown,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an attempt for `user` (its normalised key; `None` for a name no account can
+    /// have) from `ip`, or says how long the caller must wait before trying again.
+    pub fn begin(&self, user: Option<&str>, ip: IpAddr) -> Result<LoginAttempt, Duration> {
+        let pair = user.map(|u| (u.to_string(), ip));
+        if let Some(pair) = &pair {
+            self.by_pair.begin(pair)?;
+        }
+        let mut attempt = LoginAttempt {
+            pair,
+            ip,
+            user: None,
+            delay: Duration::ZERO,
+        };
+        if let Err(wait) = self.by_ip.begin(&ip) {
+            self.forgive_pair(&attempt);
+            return Err(wait);
+        }
+        if let Some(user) = user.filter(|_| !self.is_known(attempt.pair.as_ref())) {
+            let key = user.to_string();
+            if let Err(wait) = self.by_user.begin(&key) {
+                self.forgive_pair(&attempt);
+                self.by_ip.forgive(&ip);
+                return Err(wait);
+            }
+            // This attempt is already counted.
+            let failures = self.by_user.failures(&key).saturating_sub(1);
+            attempt.delay = slowdown(failures, self.per_user_and_ip, self.slowdown);
+            attempt.user = Some(key);
+        }
+        Ok(attempt)
+    }
+
+    /// The attempt succeeded: it counts against nothing, and its address is known for the user.
+    pub fn succeeded(&self, attempt: LoginAttempt) {
+        self.forgive_pair(&attempt);
+        self.by_ip.forgive(&attempt.ip);
+        if let Some(user) = &attempt.user {
+            self.by_user.forgive(user);
+        }
+        if let Some(pair) = attempt.pair {
+            let now = Instant::now();
+            let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() >= MAX_KEYS && !known.contains_key(&pair) {
+                known.retain(|_, at| now.duration_since(*at) < KNOWN_FOR);
+                if known.len() >= MAX_KEYS {
+                    // Still full: forget the oldest half.
+                    let mut times: Vec<Instant> = known.values().copied().collect();
+                    times.sort_unstable();
+                    let cut = times[times.len() / 2];
+                    known.retain(|_, at| *at > cut);
+                }
+            }
+            known.insert(pair, now);
+        }
+    }
+
+    fn forgive_pair(&self, attempt: &LoginAttempt) {
+        if let Some(pair) = &attempt.pair {
+            self.by_pair.forgive(pair);
+        }
+    }
+
+    fn is_known(&self, pair: Option<&(String, IpAddr)>) -> bool {
+        let Some(pair) = pair else { return false };
+        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(pair).is_some_and(|at| at.elapsed() < KNOWN_FOR)
+    }
+}
+
+/// The wait before checking an attempt on a username that has failed `failures` times from
+/// unknown addresses: nothing up to `free` failures, then `step` doubling with each one more,
+/// up to [`MAX_SLOWDOWN`].
+fn slowdown(failures: u32, free: u32, step: Duration) -> Duration {
+    let Some(excess) = failures.checked_sub(free) else {
+        return Duration::ZERO;
+    };
+    step.saturating_mul(1u32 << excess.min(16))
+        .min(MAX_SLOWDOWN)
 }
 
 /// Rounds a wait up to whole seconds for a `Retry-After` header.
@@ -164,6 +310,47 @@ mod tests {
         w.fail(&"a");
         assert!(w.check(&"a").is_err());
         w.check(&"b").unwrap();
+    }
+
+    #[test]
+    fn guesses_from_elsewhere_never_lock_out_an_address_the_account_uses() {
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let t = LoginThrottle::new(2, 5, 100, Duration::from_secs(60), Duration::ZERO);
+        // Alice logs in from .1.
+        t.succeeded(t.begin(Some("alice"), ip(1)).unwrap());
+        // Two guesses from .2 use up that pair; the third is refused, even if it were right.
+        t.begin(Some("alice"), ip(2)).unwrap();
+        t.begin(Some("alice"), ip(2)).unwrap();
+        assert!(t.begin(Some("alice"), ip(2)).is_err());
+        // Guesses from .3 and .4 reach the ceiling over all unknown addresses ...
+        for n in [3, 3, 4] {
+            t.begin(Some("alice"), ip(n)).unwrap();
+        }
+        assert!(t.begin(Some("alice"), ip(4)).is_err(), "pair limit");
+        assert!(
+            t.begin(Some("alice"), ip(5)).is_err(),
+            "ceiling for unknown addresses"
+        );
+        // ... but alice's own address still gets in, and other names are untouched.
+        t.succeeded(t.begin(Some("alice"), ip(1)).unwrap());
+        t.begin(Some("bob"), ip(5)).unwrap();
+    }
+
+    #[test]
+    fn the_slowdown_doubles_past_the_free_failures_up_to_a_bound() {
+        let step = Duration::from_millis(100);
+        assert_eq!(slowdown(0, 10, step), Duration::ZERO);
+        assert_eq!(slowdown(9, 10, step), Duration::ZERO);
+        assert_eq!(slowdown(10, 10, step), step);
+        assert_eq!(slowdown(11, 10, step), 2 * step);
+        assert_eq!(slowdown(13, 10, step), 8 * step);
+        assert_eq!(slowdown(1000, 10, step), MAX_SLOWDOWN);
+        assert_eq!(slowdown(u32::MAX, 0, Duration::MAX), MAX_SLOWDOWN);
+        let t = LoginThrottle::new(1, 100, 100, Duration::from_secs(60), step);
+        let ip = IpAddr::from([127, 0, 0, 9]);
+        assert_eq!(t.begin(Some("a"), ip).unwrap().delay, Duration::ZERO);
+        let other = IpAddr::from([127, 0, 0, 10]);
+        assert_eq!(t.begin(Some("a"), other).unwrap().delay, step);
     }
 
     #[test]

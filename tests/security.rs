@@ -316,7 +316,7 @@ async fn connection_caps_per_user_and_in_total_answer_429_with_retry_after() {
 #[tokio::test]
 async fn a_burst_of_concurrent_guesses_cannot_exceed_the_login_failure_limit() {
     let mut config = test_config();
-    config.limits.login_failures_per_user = 3;
+    config.limits.login_failures_per_user_and_ip = 3;
     let s = TestServer::start_with(config).await;
     s.user("alice").await;
     let guesses = (0..24).map(|i| {
@@ -341,7 +341,7 @@ async fn a_burst_of_concurrent_guesses_cannot_exceed_the_login_failure_limit() {
             .filter(|(s, _)| *s == 429)
             .all(|(_, retry)| retry.is_some())
     );
-    // The name is blocked for the window, even with the right password.
+    // The name is blocked for the window from this address, even with the right password.
     let (status, _) = s
         .call(
             "POST",
@@ -358,6 +358,7 @@ async fn a_burst_of_concurrent_guesses_cannot_exceed_the_login_failure_limit() {
 #[tokio::test]
 async fn successful_logins_do_not_use_up_the_failure_budget() {
     let mut config = test_config();
+    config.limits.login_failures_per_user_and_ip = 2;
     config.limits.login_failures_per_user = 2;
     config.limits.login_failures_per_ip = 2;
     let s = TestServer::start_with(config).await;
@@ -948,4 +949,78 @@ async fn the_servers_own_origin_includes_its_scheme() {
         .map(|u| u["username"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["origin2", "origin3"]);
+}
+
+/// A client whose connections come from `ip` (a loopback address).
+fn client_from(ip: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .build()
+        .unwrap()
+}
+
+async fn login_from(s: &TestServer, client: &reqwest::Client, password: &str) -> u16 {
+    client
+        .post(s.url("/api/v1/login/"))
+        .json(&json!({"username": "alice", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn wrong_passwords_from_other_addresses_cannot_lock_a_user_out() {
+    let mut config = test_config();
+    config.limits.login_failures_per_user_and_ip = 3;
+    config.limits.login_failures_per_user = 10;
+    config.limits.login_slowdown_ms = 1;
+    let s = TestServer::start_with(config).await;
+    // Alice signs up and logs in from 127.0.0.1.
+    s.user("alice").await;
+    let right = "alice-secret-pw";
+    // An attacker at 127.0.0.2 uses up its guesses at her name: from there she is refused.
+    let attacker = client_from([127, 0, 0, 2]);
+    for i in 0..3 {
+        assert_eq!(login_from(&s, &attacker, &format!("guess-{i}")).await, 401);
+    }
+    assert_eq!(login_from(&s, &attacker, right).await, 429);
+    // More attackers push the name past the ceiling for addresses it never logged in from.
+    let mut statuses = Vec::new();
+    for n in 3..=6 {
+        let attacker = client_from([127, 0, 0, n]);
+        for i in 0..3 {
+            statuses.push(login_from(&s, &attacker, &format!("guess-{n}-{i}")).await);
+        }
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        login_from(&s, &client_from([127, 0, 0, 9]), right).await,
+        429,
+        "brute force over many addresses is still stopped"
+    );
+    // Alice, from where she logs in, is not locked out.
+    assert_eq!(
+        login_from(&s, &client_from([127, 0, 0, 1]), right).await,
+        200
+    );
+    // Once she did, a wrong password there still counts only against that address.
+    assert_eq!(
+        login_from(&s, &client_from([127, 0, 0, 1]), "typo").await,
+        401
+    );
+    assert_eq!(
+        login_from(&s, &client_from([127, 0, 0, 1]), right).await,
+        200
+    );
 }
