@@ -202,10 +202,7 @@ impl Client {
         let (socket, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("ws connect");
-        let mut ws = Ws { socket };
-        let hello = ws.next_json().await;
-        assert_eq!(hello["type"], "hello", "{hello}");
-        (ws, hello)
+        Ws::with_hello(socket).await
     }
 
     /// Opens a WebSocket at `path_and_query` over a TCP connection whose receive buffer is a
@@ -219,10 +216,7 @@ impl Client {
         let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("ws connect");
-        let mut ws = Ws { socket };
-        let hello = ws.next_json().await;
-        assert_eq!(hello["type"], "hello", "{hello}");
-        (ws, hello)
+        Ws::with_hello(socket).await
     }
 
     /// The HTTP status of a WebSocket handshake that should be refused.
@@ -264,6 +258,14 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// Wraps a socket just opened and reads its `hello` frame.
+    async fn with_hello(socket: WebSocketStream<MaybeTlsStream<TcpStream>>) -> (Ws, Value) {
+        let mut ws = Ws { socket };
+        let hello = ws.next_json().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        (ws, hello)
+    }
+
     pub async fn send_json(&mut self, value: Value) {
         self.socket
             .send(WsMessage::text(value.to_string()))
