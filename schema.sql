@@ -72,3 +72,14 @@ CREATE INDEX messages_by_room ON messages (room_id, id);
 -- idempotent sends: one message per (room, sender, client_id)
 CREATE UNIQUE INDEX messages_by_client_id ON messages (room_id, sender_id, client_id)
     WHERE client_id IS NOT NULL;
+
+-- migration: 2
+
+-- Usernames compare by NFKC and full case folding, and a name that looks like an existing one
+-- (one UTS #39 confusable skeleton) is refused. The server recomputes every `username_key` and
+-- fills `username_skeleton` in this migration's transaction (`store::users::rekey`); where two
+-- existing accounts now fold to one key, the older takes it and the newer logs in by its exact
+-- name.
+ALTER TABLE users ADD COLUMN username_skeleton TEXT NOT NULL DEFAULT '';
+CREATE INDEX users_by_skeleton ON users (username_skeleton);
+CREATE INDEX users_by_username ON users (username);

@@ -22,11 +22,13 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
+use crate::account::{self, Username};
 use crate::app::{AppState, ClientAddr, json_body, with_state};
 use crate::config::AuthConfig;
 use crate::error::{ApiError, FieldErrors};
 use crate::model::{Millis, User};
 use crate::ratelimit::retry_after_secs;
+use crate::store::users::Taken;
 use crate::store::{now_ms, tokens, users};
 
 /// The caller of an authenticated request.
@@ -150,9 +152,6 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     passwords.queue.run(f).await
 }
-
-/// Longest username an account can have.
-const MAX_USERNAME_CHARS: usize = 150;
 
 /// The key an address is throttled under: an IPv6 client usually holds a whole /64, so it is
 /// throttled as one; IPv4 (and IPv4-mapped IPv6) addresses as themselves.
@@ -312,29 +311,21 @@ struct SignupBody {
     email: String,
 }
 
-fn validate_signup(b: &SignupBody) -> FieldErrors {
+/// The field errors of a sign-up, and its username if that one is valid.
+fn validate_signup(b: &SignupBody) -> (FieldErrors, Option<Username>) {
     let mut errors = FieldErrors::new();
-    let name_len = b.username.chars().count();
-    if name_len == 0 || name_len > MAX_USERNAME_CHARS {
-        errors.insert("username", "must be 1 to 150 characters".into());
-    } else if !b
-        .username
-        .chars()
-        .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
-    {
-        errors.insert(
-            "username",
-            "may contain only letters, digits and @ . + - _".into(),
-        );
-    }
-    if b.password.chars().count() < 8 {
-        errors.insert("password", "must be at least 8 characters".into());
-    } else if b.password.chars().all(|c| c.is_ascii_digit()) {
-        errors.insert("password", "must not be entirely numeric".into());
-    } else if b.password.to_lowercase() == b.username.to_lowercase() {
-        errors.insert("password", "must not be the username".into());
-    } else if b.password.len() > 1024 {
-        errors.insert("password", "must be at most 1024 bytes".into());
+    let username = match Username::parse(&b.username) {
+        Ok(name) => Some(name),
+        Err(e) => {
+            errors.insert("username", e.to_string());
+            None
+        }
+    };
+    let shown = username
+        .as_ref()
+        .map_or(b.username.as_str(), |u| &u.display);
+    if let Some(problem) = account::password_problem(shown, &b.password) {
+        errors.insert("password", problem.into());
     }
     if b.password2.as_ref().is_some_and(|p| *p != b.password) {
         errors.insert("password2", "passwords do not match".into());
@@ -354,22 +345,22 @@ fn validate_signup(b: &SignupBody) -> FieldErrors {
             errors.insert("email", "must be a valid email address".into());
         }
     }
-    errors
+    (errors, username)
 }
 
 /// `POST /api/v1/signup/`: creates an account.
 async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiError> {
-    let errors = validate_signup(&body);
-    if !errors.is_empty() {
+    let (errors, username) = validate_signup(&body);
+    let Some(username) = username.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
-    }
+    };
     let passwords = state.passwords.clone();
     let password = body.password.clone();
     let password_hash = blocking(&state.passwords, move || passwords.hash(&password))
         .await?
         .map_err(ApiError::Internal)?;
     let new = users::NewUser {
-        username: body.username,
+        username,
         password_hash,
         first_name: body.first_name,
         last_name: body.last_name,
@@ -379,9 +370,12 @@ async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiErro
         .store
         .write(move |c| users::insert(c, &new, now_ms()))
         .await?
-        .ok_or(ApiError::Conflict(
-            "a user with that username already exists",
-        ))?;
+        .map_err(|taken| {
+            ApiError::Conflict(match taken {
+                Taken::Name => "a user with that username already exists",
+                Taken::LookAlike => "that username looks too much like an existing one",
+            })
+        })?;
     Ok(warp::reply::with_status(
         warp::reply::json(&user),
         StatusCode::CREATED,
@@ -410,8 +404,8 @@ async fn login(
     // one key.
     let ip: IpAddr = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| ip_key(a.0.ip()));
     // No account has a longer name; such a key would only bloat the throttle's memory.
-    let user_key = (body.username.chars().count() <= MAX_USERNAME_CHARS)
-        .then(|| users::username_key(&body.username));
+    let user_key =
+        (body.username.chars().count() <= account::MAX_CHARS).then(|| account::key(&body.username));
     let attempt = state
         .limits
         .login
@@ -637,7 +631,8 @@ mod tests {
             last_name: String::new(),
             email: "nope".into(),
         };
-        let e = validate_signup(&body);
+        let (e, name) = validate_signup(&body);
+        assert!(name.is_none());
         assert_eq!(
             e.keys().copied().collect::<Vec<_>>(),
             ["email", "password", "password2", "username"]

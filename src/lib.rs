@@ -23,6 +23,7 @@
 //! - `tls`: HTTPS/WSS with rustls, reloading the certificate when it is renewed.
 //! - `admin`: the operator's subcommands (`backup`, `user ...`, `print-config`).
 
+pub mod account;
 pub mod admin;
 pub mod app;
 pub mod auth;

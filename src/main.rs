@@ -304,6 +304,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// Runs an admin command with what opening the database reports (a migration's findings) on
+/// stderr, so the command's own output stays parseable.
+fn run_admin_logged(command: Command) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::new("info"))
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    run_admin(command)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -314,7 +325,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some(command) => match run_admin(command) {
+        Some(command) => match run_admin_logged(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("chat-server: {e}");

@@ -195,6 +195,51 @@ async fn malformed_nested_mistyped_and_non_utf8_bodies_are_400_and_change_nothin
 }
 
 #[tokio::test]
+async fn invisible_reordering_and_oversized_usernames_are_400_and_create_nothing() {
+    let Setup { s, alice, .. } = setup().await;
+    let names = [
+        "\u{202E}nilmda",    // right-to-left override
+        "ad\u{200D}min",     // zero-width joiner
+        "ad\u{200B}min",     // zero-width space
+        "\u{FEFF}admin",     // byte-order mark
+        "admin\u{00A0}",     // no-break space (NFKC: a plain space)
+        "\u{0301}",          // a lone combining mark
+        "\u{1D400}\u{0430}", // mathematical bold A then Cyrillic а
+        "\u{0391}lice",      // Greek Alpha then Latin
+        "½",                 // NFKC: 1, fraction slash, 2
+        "\u{2163}\u{2044}",  // numeral four, fraction slash
+        "\u{16A0}\u{16A1}",  // runes: letters, but not of a script in use
+    ];
+    let long = [
+        "ａ".repeat(151),     // 151 characters after NFKC too
+        "\u{FDFA}".repeat(9), // 9 characters, 162 after NFKC
+        "a".repeat(3000),
+    ];
+    for name in names.iter().copied().chain(long.iter().map(String::as_str)) {
+        let (status, body) = s
+            .call(
+                "POST",
+                "/api/v1/signup/",
+                None,
+                Some(json!({"username": name, "password": "a fine passphrase"})),
+            )
+            .await;
+        let shown: String = name.chars().take(20).collect();
+        assert_eq!(status, 400, "{shown:?}: {body}");
+        assert_eq!(
+            body["error"]["code"], "validation_error",
+            "{shown:?}: {body}"
+        );
+        assert!(
+            body["error"]["fields"]["username"].is_string(),
+            "{shown:?}: {body}"
+        );
+    }
+    let (_, page) = s.get("/api/v1/users/?limit=100", &alice.token).await;
+    assert_eq!(page["count"], 2, "{page}");
+}
+
+#[tokio::test]
 async fn ids_and_query_numbers_out_of_range_get_404_or_400_never_500() {
     let Setup { s, alice, room, .. } = setup().await;
     for (path, want) in [

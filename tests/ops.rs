@@ -738,6 +738,100 @@ async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact
     assert_eq!(schema_objects(&conn), schema_objects(&fresh));
 }
 
+#[tokio::test]
+async fn upgrading_rekeys_usernames_reports_collisions_and_every_account_still_logs_in() {
+    // Accounts as releases that lower-cased names made them: "ΣΣ" (key "σς") and "σσ" now fold
+    // to one key, as do "victim" and its fullwidth twin; "bob" and "b0b" look alike.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("old.db");
+    let db_arg = db.to_str().unwrap().to_string();
+    let passwords = chat_server::auth::cheap_passwords();
+    let names = ["ΣΣ", "σσ", "victim", "ｖｉｃｔｉｍ", "bob", "b0b", "Straße"];
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        for (i, name) in names.iter().enumerate() {
+            let hash = passwords.hash(&format!("{i}-secret-pw")).unwrap();
+            conn.execute(
+                "INSERT INTO users (id, username, username_key, password_hash, date_joined)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+                rusqlite::params![i as i64 + 1, name, name.to_lowercase(), hash],
+            )
+            .unwrap();
+        }
+    }
+
+    // The first program to open it migrates it and says what it found, on stderr.
+    let (ok, stdout, stderr) = admin(&["user", "list", "--db", &db_arg], None);
+    assert!(ok, "{stderr}");
+    for name in names {
+        assert!(stdout.contains(name), "{name} missing from {stdout}");
+    }
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 3, "{stderr}");
+    assert!(
+        warnings[0].contains("fold to one key")
+            && warnings[0].contains("older=\"ΣΣ\"")
+            && warnings[0].contains("newer=\"σσ\""),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].contains("older=\"victim\"") && warnings[1].contains("newer=\"ｖｉｃｔｉｍ\""),
+        "{stderr}"
+    );
+    assert!(
+        warnings[2].contains("look alike")
+            && warnings[2].contains("older=\"bob\"")
+            && warnings[2].contains("newer=\"b0b\""),
+        "{stderr}"
+    );
+    // Opening it again finds nothing to do.
+    let (ok, _, stderr) = admin(&["user", "list", "--db", &db_arg], None);
+    assert!(ok && !stderr.contains("WARN"), "{stderr}");
+
+    let mut config = test_config();
+    config.server.db = db_arg.clone();
+    let s = TestServer::start_with(config).await;
+    let login = |typed: &'static str, i: usize| {
+        let s = &s;
+        async move {
+            let (status, body) = s
+                .call(
+                    "POST",
+                    "/api/v1/login/",
+                    None,
+                    Some(json!({"username": typed, "password": format!("{i}-secret-pw")})),
+                )
+                .await;
+            assert_eq!(status, 200, "{typed}: {body}");
+            body["user"]["id"].as_i64().unwrap()
+        }
+    };
+    // Every account logs in by its exact name...
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(login(name, i).await, i as i64 + 1, "{name}");
+    }
+    // ... and by any spelling of a key it owns.
+    assert_eq!(login("σς", 0).await, 1);
+    assert_eq!(login("VICTIM", 2).await, 3);
+    assert_eq!(login("STRASSE", 6).await, 7);
+    // New accounts meet the new rules against the old ones.
+    for taken in ["Σσ", "𝐯𝐢𝐜𝐭𝐢𝐦", "BOB", "B0B", "strasse"] {
+        let (status, body) = s
+            .call(
+                "POST",
+                "/api/v1/signup/",
+                None,
+                Some(json!({"username": taken, "password": "a fine passphrase"})),
+            )
+            .await;
+        assert_eq!(status, 409, "{taken}: {body}");
+    }
+    s.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The real binary
 

@@ -1024,3 +1024,104 @@ async fn wrong_passwords_from_other_addresses_cannot_lock_a_user_out() {
         200
     );
 }
+
+/// Signs up `username` with a fixed password; returns the status and body.
+async fn signup(s: &TestServer, username: &str) -> (u16, Value) {
+    s.call(
+        "POST",
+        "/api/v1/signup/",
+        None,
+        Some(json!({"username": username, "password": "a fine passphrase"})),
+    )
+    .await
+}
+
+async fn directory(s: &TestServer, token: &str) -> Vec<String> {
+    let (status, page) = s.get("/api/v1/users/?limit=100", token).await;
+    assert_eq!(status, 200, "{page}");
+    let mut names: Vec<String> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_name_in_another_case_or_compatibility_spelling_is_the_same_name() {
+    let s = TestServer::start().await;
+    let admin = s.user("admin").await;
+    for original in ["σσ", "victim", "file", "iv"] {
+        assert_eq!(signup(&s, original).await.0, 201, "{original}");
+    }
+    for (spelling, of) in [
+        ("ΣΣ", "σσ"),
+        ("σς", "σσ"),
+        ("VICTIM", "victim"),
+        ("ｖｉｃｔｉｍ", "victim"),
+        ("𝐯𝐢𝐜𝐭𝐢𝐦", "victim"),
+        ("ﬁle", "file"),
+        ("Ⅳ", "iv"),
+    ] {
+        let (status, body) = signup(&s, spelling).await;
+        assert_eq!(status, 409, "{spelling} beside {of}: {body}");
+        assert_eq!(body["error"]["code"], "conflict", "{body}");
+        // and any spelling logs in to the one account
+        let (status, login) = s
+            .call(
+                "POST",
+                "/api/v1/login/",
+                None,
+                Some(json!({"username": spelling, "password": "a fine passphrase"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{spelling}: {login}");
+        assert_eq!(login["user"]["username"], of, "{login}");
+    }
+    assert_eq!(
+        directory(&s, &admin.token).await,
+        ["admin", "file", "iv", "victim", "σσ"]
+    );
+
+    // A first sign-up in a compatibility spelling is stored in its plain form.
+    let (status, user) = signup(&s, "ｆｕｌｌ").await;
+    assert_eq!((status, user["username"].as_str()), (201, Some("full")));
+}
+
+#[tokio::test]
+async fn mixed_script_and_look_alike_names_are_refused_beside_the_originals() {
+    let s = TestServer::start().await;
+    let admin = s.user("admin").await;
+    for original in ["victim", "ace", "bob"] {
+        assert_eq!(signup(&s, original).await.0, 201, "{original}");
+    }
+    // Latin with one Cyrillic і: refused as invalid, whatever exists.
+    for mixed in ["vіctim", "nеw"] {
+        let (status, body) = signup(&s, mixed).await;
+        assert_eq!(status, 400, "{mixed}: {body}");
+        assert_eq!(body["error"]["code"], "validation_error", "{body}");
+        assert_eq!(
+            body["error"]["fields"]["username"], "must not mix letters of different scripts",
+            "{body}"
+        );
+    }
+    // Whole-script and digit look-alikes of an existing name: refused as taken.
+    for look_alike in ["асе", "b0b", "B0B"] {
+        let (status, body) = signup(&s, look_alike).await;
+        assert_eq!(status, 409, "{look_alike}: {body}");
+        assert_eq!(
+            body["error"]["message"],
+            "that username looks too much like an existing one"
+        );
+    }
+    assert_eq!(
+        directory(&s, &admin.token).await,
+        ["ace", "admin", "bob", "victim"]
+    );
+    // Names of one script that resemble nothing taken are fine.
+    for fine in ["виктор", "山田たろう", "bobby"] {
+        assert_eq!(signup(&s, fine).await.0, 201, "{fine}");
+    }
+}

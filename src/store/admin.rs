@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::users::{USER_COLUMNS, user_from_row, username_key};
+use super::users::{self, USER_COLUMNS, user_from_row};
 use super::{Result, StoreError};
 use crate::model::{User, UserId};
 
@@ -33,13 +33,13 @@ pub fn accounts(conn: &Connection) -> Result<Vec<Account>> {
 /// Activates or deactivates the account; `None` if there is no such username. Deactivating
 /// also revokes the account's tokens, so reactivating it does not revive old sessions.
 pub fn set_active(conn: &Connection, username: &str, active: bool) -> Result<Option<UserId>> {
-    let id: Option<UserId> = conn
-        .query_row(
-            "UPDATE users SET is_active = ?2 WHERE username_key = ?1 RETURNING id",
-            params![username_key(username), active],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let id = users::find(conn, username)?;
+    if let Some(id) = id {
+        conn.execute(
+            "UPDATE users SET is_active = ?2 WHERE id = ?1",
+            params![id, active],
+        )?;
+    }
     if let (Some(id), false) = (id, active) {
         conn.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
     }
@@ -49,14 +49,12 @@ pub fn set_active(conn: &Connection, username: &str, active: bool) -> Result<Opt
 /// Replaces the password hash and revokes every token of the account; `None` if there is no
 /// such username.
 pub fn set_password(conn: &Connection, username: &str, hash: &str) -> Result<Option<UserId>> {
-    let id: Option<UserId> = conn
-        .query_row(
-            "UPDATE users SET password_hash = ?2 WHERE username_key = ?1 RETURNING id",
-            params![username_key(username), hash],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let id = users::find(conn, username)?;
     if let Some(id) = id {
+        conn.execute(
+            "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+            params![id, hash],
+        )?;
         conn.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
     }
     Ok(id)
@@ -174,7 +172,7 @@ mod tests {
     fn deactivating_revokes_tokens_and_is_reported_among_online_users() {
         let conn = open_memory_for_tests();
         let new = |name: &str| NewUser {
-            username: name.into(),
+            username: crate::account::Username::parse(name).unwrap(),
             password_hash: "h".into(),
             first_name: String::new(),
             last_name: String::new(),

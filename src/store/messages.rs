@@ -395,7 +395,7 @@ mod tests {
 
     fn user(conn: &Connection, name: &str) -> User {
         let new = NewUser {
-            username: name.into(),
+            username: crate::account::Username::parse(name).unwrap(),
             password_hash: "h".into(),
             first_name: String::new(),
             last_name: String::new(),

@@ -138,11 +138,40 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)?;
+        if version == REKEY_MIGRATION {
+            log_rekey(&users::rekey(&tx)?);
+        }
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "applied schema migration");
     }
     Ok(())
+}
+
+/// The migration that adds `username_skeleton`, after which every key is computed again.
+const REKEY_MIGRATION: i64 = 2;
+
+fn log_rekey(report: &users::RekeyReport) {
+    tracing::info!(
+        accounts = report.accounts,
+        rekeyed = report.rekeyed,
+        "usernames now compare case-folded and normalised"
+    );
+    for (older, newer) in &report.same_key {
+        tracing::warn!(
+            older,
+            newer,
+            "two accounts' names fold to one key: the older takes it; the newer logs in only by \
+             its exact name"
+        );
+    }
+    for (older, newer) in &report.look_alike {
+        tracing::warn!(
+            older,
+            newer,
+            "two accounts' names look alike; both keep working"
+        );
+    }
 }
 
 /// Splits `schema.sql` at its `-- migration: N` markers.
@@ -548,7 +577,7 @@ mod tests {
         use crate::store::messages::Page;
         let conn = open_memory_for_tests();
         let new_user = |name: &str| users::NewUser {
-            username: name.into(),
+            username: crate::account::Username::parse(name).unwrap(),
             password_hash: "h".into(),
             first_name: String::new(),
             last_name: String::new(),
@@ -558,7 +587,9 @@ mod tests {
         let b = users::insert(&conn, &new_user("b"), 0).unwrap().unwrap();
         // Enough rows that the planner's choices are the real ones.
         for i in 0..200 {
-            users::insert(&conn, &new_user(&format!("u{i}")), 0).unwrap();
+            users::insert(&conn, &new_user(&format!("u{i}")), 0)
+                .unwrap()
+                .unwrap();
         }
         let members = [a.id, b.id];
         let new_room = rooms::NewRoom {

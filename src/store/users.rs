@@ -1,12 +1,15 @@
 //! SQL for users: sign-up, lookup for login, the user directory.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Result;
+use crate::account::{self as username, Username};
 use crate::model::{Millis, User, UserId};
 
 pub struct NewUser {
-    pub username: String,
+    pub username: Username,
     pub password_hash: String,
     pub first_name: String,
     pub last_name: String,
@@ -35,33 +38,54 @@ pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> 
     })
 }
 
-pub fn username_key(username: &str) -> String {
-    username.to_lowercase()
+/// Why a new account's name was refused by the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// An account has this name, in some case or compatibility spelling.
+    Name,
+    /// An account has a name that looks the same (one confusable skeleton).
+    LookAlike,
 }
 
-/// Inserts a user; `None` if the username is taken (case-insensitively).
-pub fn insert(conn: &Connection, new: &NewUser, now: i64) -> Result<Option<User>> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO users (username, username_key, password_hash, first_name, last_name, email, date_joined)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (username_key) DO NOTHING",
-        )?
-        .execute(params![
-            new.username,
-            username_key(&new.username),
-            new.password_hash,
-            new.first_name,
-            new.last_name,
-            new.email,
-            now
-        ])?;
-    if inserted == 0 {
-        return Ok(None);
+/// Inserts a user, unless an account has the same key or the same skeleton. The writer runs
+/// one transaction at a time, so the checks and the insert cannot interleave with another
+/// sign-up.
+pub fn insert(conn: &Connection, new: &NewUser, now: i64) -> Result<Result<User, Taken>> {
+    let name = &new.username;
+    let exists = |sql: &str, value: &str| -> Result<bool> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row([value], |_| Ok(()))
+            .optional()?
+            .is_some())
+    };
+    if exists("SELECT 1 FROM users WHERE username_key = ?1", &name.key)? {
+        return Ok(Err(Taken::Name));
     }
-    Ok(Some(User {
+    if exists(
+        "SELECT 1 FROM users WHERE username_skeleton = ?1",
+        &name.skeleton,
+    )? {
+        return Ok(Err(Taken::LookAlike));
+    }
+    conn.prepare_cached(
+        "INSERT INTO users (username, username_key, username_skeleton, password_hash, first_name,
+                            last_name, email, date_joined)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        name.display,
+        name.key,
+        name.skeleton,
+        new.password_hash,
+        new.first_name,
+        new.last_name,
+        new.email,
+        now
+    ])?;
+    Ok(Ok(User {
         id: UserId(conn.last_insert_rowid()),
-        username: new.username.clone(),
+        username: name.display.clone(),
         first_name: new.first_name.clone(),
         last_name: new.last_name.clone(),
         email: new.email.clone(),
@@ -69,13 +93,32 @@ pub fn insert(conn: &Connection, new: &NewUser, now: i64) -> Result<Option<User>
     }))
 }
 
-pub fn credentials(conn: &Connection, username: &str) -> Result<Option<Credentials>> {
-    let sql = format!(
-        "SELECT {USER_COLUMNS}, u.password_hash, u.is_active FROM users u WHERE u.username_key = ?1"
-    );
+/// The account a typed name refers to: the one with exactly that name if there is one (an
+/// account created before names were case-folded may share its key with an older account),
+/// else the one with its key.
+pub fn find(conn: &Connection, typed: &str) -> Result<Option<UserId>> {
+    let exact = conn
+        .prepare_cached("SELECT id FROM users WHERE username = ?1")?
+        .query_row([typed], |r| r.get(0))
+        .optional()?;
+    if exact.is_some() {
+        return Ok(exact);
+    }
+    Ok(conn
+        .prepare_cached("SELECT id FROM users WHERE username_key = ?1")?
+        .query_row([username::key(typed)], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn credentials(conn: &Connection, typed: &str) -> Result<Option<Credentials>> {
+    let Some(id) = find(conn, typed)? else {
+        return Ok(None);
+    };
+    let sql =
+        format!("SELECT {USER_COLUMNS}, u.password_hash, u.is_active FROM users u WHERE u.id = ?1");
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row([username_key(username)], |row| {
+        .query_row([id], |row| {
             Ok(Credentials {
                 user: user_from_row(row, 0)?,
                 password_hash: row.get(6)?,
@@ -83,6 +126,94 @@ pub fn credentials(conn: &Connection, username: &str) -> Result<Option<Credentia
             })
         })
         .optional()?)
+}
+
+/// What re-keying the existing accounts found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    pub accounts: usize,
+    /// Keys that changed.
+    pub rekeyed: usize,
+    /// (older, newer) account names that now fold to one key. The older account takes the
+    /// key; the newer keeps logging in by its exact name.
+    pub same_key: Vec<(String, String)>,
+    /// (older, newer) account names with one skeleton. Both keep working; new look-alikes of
+    /// either are refused.
+    pub look_alike: Vec<(String, String)>,
+}
+
+/// Recomputes every account's key and skeleton with the rules of `crate::username`, for a
+/// database whose keys were made by lower-casing. Runs once, inside the migration that adds
+/// the skeleton column.
+pub(crate) fn rekey(conn: &Connection) -> Result<RekeyReport> {
+    let rows: Vec<(i64, String, String)> = {
+        let mut stmt = conn.prepare("SELECT id, username, username_key FROM users ORDER BY id")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    let mut report = RekeyReport {
+        accounts: rows.len(),
+        ..RekeyReport::default()
+    };
+    // The oldest account with a key takes it.
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    let wanted: Vec<String> = rows
+        .iter()
+        .map(|(_, name, _)| username::key(name))
+        .collect();
+    for (i, key) in wanted.iter().enumerate() {
+        if let Some(&first) = owner.get(key) {
+            report
+                .same_key
+                .push((rows[first].1.clone(), rows[i].1.clone()));
+        } else {
+            owner.insert(key.clone(), i);
+        }
+    }
+    let taken: HashSet<&str> = owner.keys().map(String::as_str).collect();
+    let mut updates = Vec::new();
+    for (i, (id, _, old)) in rows.iter().enumerate() {
+        let key = if owner[&wanted[i]] == i {
+            wanted[i].clone()
+        } else if !taken.contains(old.as_str()) {
+            old.clone()
+        } else {
+            // No typed name folds to a key that starts with U+0000.
+            format!("\u{0}{id}")
+        };
+        if key != *old {
+            updates.push((*id, key));
+        }
+    }
+    report.rekeyed = updates.len();
+    // Out of the way first, so no intermediate state breaks the unique index.
+    let mut park = conn.prepare("UPDATE users SET username_key = char(1) || id WHERE id = ?1")?;
+    for (id, _) in &updates {
+        park.execute([id])?;
+    }
+    let mut set = conn.prepare("UPDATE users SET username_key = ?2 WHERE id = ?1")?;
+    for (id, key) in &updates {
+        set.execute(params![id, key])?;
+    }
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut skel = conn.prepare("UPDATE users SET username_skeleton = ?2 WHERE id = ?1")?;
+    for (i, (id, name, _)) in rows.iter().enumerate() {
+        let skeleton = username::skeleton_of(&wanted[i]);
+        match seen.get(&skeleton) {
+            Some(&first) if wanted[first] != wanted[i] => {
+                report
+                    .look_alike
+                    .push((rows[first].1.clone(), name.clone()));
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(skeleton.clone(), i);
+            }
+        }
+        skel.execute(params![id, skeleton])?;
+    }
+    Ok(report)
 }
 
 pub fn get(conn: &Connection, id: UserId) -> Result<Option<User>> {
@@ -147,7 +278,7 @@ mod tests {
 
     fn new_user(name: &str, first: &str) -> NewUser {
         NewUser {
-            username: name.into(),
+            username: Username::parse(name).unwrap(),
             password_hash: "h".into(),
             first_name: first.into(),
             last_name: String::new(),
@@ -158,10 +289,74 @@ mod tests {
     #[test]
     fn usernames_are_unique_case_insensitively() {
         let conn = open_memory_for_tests();
-        assert!(insert(&conn, &new_user("Alice", ""), 1).unwrap().is_some());
-        assert!(insert(&conn, &new_user("aLICE", ""), 2).unwrap().is_none());
+        assert!(insert(&conn, &new_user("Alice", ""), 1).unwrap().is_ok());
+        assert_eq!(
+            insert(&conn, &new_user("aLICE", ""), 2)
+                .unwrap()
+                .unwrap_err(),
+            Taken::Name
+        );
         let creds = credentials(&conn, "ALICE").unwrap().unwrap();
         assert_eq!(creds.user.username, "Alice");
+        assert_eq!(
+            insert(&conn, &new_user("A1ICE", ""), 2)
+                .unwrap()
+                .unwrap_err(),
+            Taken::LookAlike
+        );
+    }
+
+    /// Inserts an account the way releases that lower-cased names did.
+    fn legacy(conn: &Connection, name: &str) {
+        conn.execute(
+            "INSERT INTO users (username, username_key, password_hash, date_joined)
+             VALUES (?1, ?2, 'h-' || ?1, 0)",
+            [name, &name.to_lowercase()],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn rekeying_gives_a_shared_key_to_the_older_account_and_reports_collisions() {
+        let conn = open_memory_for_tests();
+        for name in ["ΣΣ", "σσ", "victim", "ｖｉｃｔｉｍ", "bob", "b0b", "Straße"] {
+            legacy(&conn, name);
+        }
+        let report = rekey(&conn).unwrap();
+        assert_eq!(report.accounts, 7);
+        assert_eq!(
+            report.same_key,
+            [
+                ("ΣΣ".to_string(), "σσ".to_string()),
+                ("victim".into(), "ｖｉｃｔｉｍ".into())
+            ]
+        );
+        assert_eq!(report.look_alike, [("bob".to_string(), "b0b".to_string())]);
+        // "ΣΣ" (key "σς" before) takes "σσ", so the newer "σσ" moves aside; "ｖｉｃｔｉｍ" keeps
+        // its old key; "Straße" becomes "strasse".
+        assert_eq!(report.rekeyed, 3);
+
+        // Every account still logs in by its exact name, and by its key where it owns one.
+        let hash_of = |typed: &str| credentials(&conn, typed).unwrap().unwrap().password_hash;
+        for name in ["ΣΣ", "σσ", "victim", "ｖｉｃｔｉｍ", "bob", "b0b", "Straße"] {
+            assert_eq!(hash_of(name), format!("h-{name}"));
+        }
+        assert_eq!(hash_of("σς"), "h-ΣΣ");
+        assert_eq!(hash_of("VICTIM"), "h-victim");
+        assert_eq!(hash_of("STRASSE"), "h-Straße");
+        // New sign-ups meet both forms.
+        assert_eq!(
+            insert(&conn, &new_user("Σσ", ""), 1).unwrap().unwrap_err(),
+            Taken::Name
+        );
+        assert_eq!(
+            insert(&conn, &new_user("BOB", ""), 1).unwrap().unwrap_err(),
+            Taken::Name
+        );
+        assert!(insert(&conn, &new_user("carol", ""), 1).unwrap().is_ok());
+        // Running it again changes nothing.
+        let again = rekey(&conn).unwrap();
+        assert_eq!(again.rekeyed, 0);
     }
 
     #[test]
