@@ -192,72 +192,190 @@ impl Config {
         })
     }
 
-    /// Rejects values that parse but make no sense.
+    /// Rejects values that parse but make no sense: every number has a range (so none is zero
+    /// where zero would break something, or large enough to overflow a deadline), and the
+    /// options that depend on each other must agree.
     pub fn validate(&self) -> Result<(), String> {
+        let s = &self.server;
         let l = &self.limits;
         let a = &self.auth;
-        let checks: &[(bool, &str)] = &[
-            (!self.server.db.is_empty(), "server.db must not be empty"),
+        const MIB: f64 = 1024.0 * 1024.0;
+        // (option, value, least, most)
+        let ranges: &[(&str, f64, f64, f64)] = &[
             (
-                self.server.read_connections >= 1,
-                "server.read_connections must be at least 1",
+                "server.read_connections",
+                s.read_connections.into(),
+                1.0,
+                256.0,
             ),
             (
-                l.max_message_chars >= 1,
-                "limits.max_message_chars must be at least 1",
+                "auth.token_ttl_hours",
+                a.token_ttl_hours as f64,
+                1.0,
+                24.0 * 3660.0,
             ),
             (
-                l.max_body_bytes >= 1024,
-                "limits.max_body_bytes must be at least 1024",
+                "auth.argon2_memory_kib",
+                a.argon2_memory_kib.into(),
+                8.0 * f64::from(a.argon2_parallelism.max(1)),
+                4.0 * 1024.0 * 1024.0,
             ),
             (
-                l.header_read_timeout_secs >= 1,
-                "limits.header_read_timeout_secs must be at least 1",
+                "auth.argon2_iterations",
+                a.argon2_iterations.into(),
+                1.0,
+                64.0,
             ),
             (
-                l.max_ws_message_bytes >= 1024,
-                "limits.max_ws_message_bytes must be at least 1024",
+                "auth.argon2_parallelism",
+                a.argon2_parallelism.into(),
+                1.0,
+                64.0,
             ),
             (
-                l.send_rate_per_sec > 0.0 && l.send_burst >= 1,
-                "limits.send_rate_per_sec and limits.send_burst must be positive",
+                "limits.max_message_chars",
+                l.max_message_chars as f64,
+                1.0,
+                1_000_000.0,
             ),
             (
-                l.typing_per_sec > 0.0,
-                "limits.typing_per_sec must be positive",
+                "limits.max_body_bytes",
+                l.max_body_bytes as f64,
+                1024.0,
+                64.0 * MIB,
             ),
             (
-                l.login_failures_per_user_and_ip >= 1
-                    && l.login_failures_per_ip >= 1
-                    && l.login_window_secs >= 1,
-                "limits.login_failures_per_user_and_ip, limits.login_failures_per_ip and \
-                 limits.login_window_secs must be at least 1",
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs as f64,
+                1.0,
+                3600.0,
             ),
+            (
+                "limits.max_ws_message_bytes",
+                l.max_ws_message_bytes as f64,
+                1024.0,
+                64.0 * MIB,
+            ),
+            (
+                "limits.send_rate_per_sec",
+                l.send_rate_per_sec,
+                f64::MIN_POSITIVE,
+                1e6,
+            ),
+            ("limits.send_burst", l.send_burst.into(), 1.0, 1e6),
+            (
+                "limits.login_failures_per_user_and_ip",
+                l.login_failures_per_user_and_ip.into(),
+                1.0,
+                1e6,
+            ),
+            (
+                "limits.login_failures_per_user",
+                l.login_failures_per_user.into(),
+                1.0,
+                1e6,
+            ),
+            (
+                "limits.login_failures_per_ip",
+                l.login_failures_per_ip.into(),
+                1.0,
+                1e6,
+            ),
+            (
+                "limits.login_window_secs",
+                l.login_window_secs as f64,
+                1.0,
+                7.0 * 86400.0,
+            ),
+            (
+                "limits.login_slowdown_ms",
+                l.login_slowdown_ms as f64,
+                0.0,
+                5000.0,
+            ),
+            (
+                "limits.typing_per_sec",
+                l.typing_per_sec,
+                f64::MIN_POSITIVE,
+                1000.0,
+            ),
+            (
+                "limits.max_connections_per_user",
+                l.max_connections_per_user.into(),
+                1.0,
+                1e6,
+            ),
+            (
+                "limits.max_connections_total",
+                l.max_connections_total.into(),
+                1.0,
+                1e7,
+            ),
+            ("limits.ws_queue_len", l.ws_queue_len as f64, 16.0, 1e6),
+            (
+                "limits.ws_ping_interval_secs",
+                l.ws_ping_interval_secs as f64,
+                1.0,
+                3600.0,
+            ),
+            (
+                "limits.ws_idle_timeout_secs",
+                l.ws_idle_timeout_secs as f64,
+                1.0,
+                86400.0,
+            ),
+            (
+                "limits.ws_write_timeout_secs",
+                l.ws_write_timeout_secs as f64,
+                1.0,
+                3600.0,
+            ),
+        ];
+        for &(name, value, least, most) in ranges {
+            // `!(..)` so that NaN fails too
+            if !(value >= least && value <= most) {
+                return Err(format!(
+                    "{name} must be from {least} to {most} (it is {value})",
+                    least = if least == f64::MIN_POSITIVE {
+                        "above 0".to_string()
+                    } else {
+                        least.to_string()
+                    },
+                ));
+            }
+        }
+        let agree: &[(bool, &str)] = &[
+            (!s.db.is_empty(), "server.db must not be empty"),
             (
                 l.login_failures_per_user >= l.login_failures_per_user_and_ip,
                 "limits.login_failures_per_user must be at least limits.login_failures_per_user_and_ip",
             ),
             (
-                l.ws_queue_len >= 16,
-                "limits.ws_queue_len must be at least 16",
+                l.max_connections_per_user <= l.max_connections_total,
+                "limits.max_connections_per_user must be at most limits.max_connections_total",
             ),
             (
-                a.token_ttl_hours >= 1,
-                "auth.token_ttl_hours must be at least 1",
+                l.ws_idle_timeout_secs > l.ws_ping_interval_secs,
+                "limits.ws_idle_timeout_secs must be longer than limits.ws_ping_interval_secs, \
+                 or every idle socket is closed before it is pinged",
             ),
             (
-                a.argon2_memory_kib >= 8 * a.argon2_parallelism.max(1)
-                    && a.argon2_iterations >= 1
-                    && a.argon2_parallelism >= 1,
-                "auth.argon2_* parameters are out of range",
+                l.max_message_chars as u64 <= l.max_body_bytes,
+                "limits.max_message_chars must be at most limits.max_body_bytes",
             ),
         ];
-        for &(ok, message) in checks {
+        for &(ok, message) in agree {
             if !ok {
                 return Err(message.to_string());
             }
         }
-        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+        tracing_subscriber::EnvFilter::try_new(&s.log_level).map_err(|e| {
+            format!(
+                "server.log_level {:?} is not a level or filter: {e}",
+                s.log_level
+            )
+        })?;
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err("server.tls_cert and server.tls_key must be given together".into());
         }
         for origin in &self.cors.allowed_origins {
@@ -289,6 +407,59 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let err = Config::from_toml("[server]\nprot = 80\n").unwrap_err();
         assert!(err.contains("prot"), "{err}");
+    }
+
+    /// Every number of the example file, at zero, negative, huge and not a number: each is a
+    /// clear error, except the two options whose zero means something.
+    #[test]
+    fn every_numeric_option_is_range_checked() {
+        const ZERO_MEANS_SOMETHING: &[&str] = &["server.port", "limits.login_slowdown_ms"];
+        let example: toml::Table = toml::from_str(include_str!("../config.example.toml")).unwrap();
+        let mut walked = 0;
+        for (section, table) in &example {
+            for (key, value) in table.as_table().unwrap() {
+                let name = format!("{section}.{key}");
+                let mut bad = vec!["-1", "9223372036854775807", "18446744073709551616"];
+                if !ZERO_MEANS_SOMETHING.contains(&name.as_str()) {
+                    bad.push("0");
+                }
+                match value {
+                    toml::Value::Integer(_) => {}
+                    toml::Value::Float(_) => bad.extend(["0.0", "-0.5", "nan", "inf", "1e300"]),
+                    _ => continue,
+                }
+                walked += 1;
+                for v in bad {
+                    let err = Config::from_toml(&format!("[{section}]\n{key} = {v}\n"))
+                        .expect_err(&format!("{name} = {v} was accepted"));
+                    assert!(err.contains(key.as_str()), "{name} = {v}: {err}");
+                }
+            }
+        }
+        assert!(walked >= 24, "walked only {walked} options");
+    }
+
+    #[test]
+    fn options_that_depend_on_each_other_must_agree() {
+        for (text, says) in [
+            (
+                "[limits]\nws_ping_interval_secs = 80\n",
+                "ws_idle_timeout_secs",
+            ),
+            (
+                "[limits]\nmax_connections_per_user = 30000\n",
+                "max_connections_total",
+            ),
+            (
+                "[limits]\nlogin_failures_per_user = 5\n",
+                "login_failures_per_user",
+            ),
+            ("[limits]\nmax_message_chars = 70000\n", "max_body_bytes"),
+            ("[server]\nlog_level = \"info,[\"\n", "log_level"),
+        ] {
+            let err = Config::from_toml(text).expect_err(text);
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -44,3 +44,25 @@ fn a_bad_value_or_missing_file_stops_startup_with_a_message() {
     assert_eq!(code, 2);
     assert!(stderr.contains("--port"), "{stderr}");
 }
+
+#[test]
+fn a_zero_interval_or_timeout_stops_startup_instead_of_breaking_every_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    for (option, says) in [
+        ("ws_ping_interval_secs = 0", "ws_ping_interval_secs"),
+        ("ws_write_timeout_secs = 0", "ws_write_timeout_secs"),
+        ("ws_idle_timeout_secs = 10", "ws_idle_timeout_secs"),
+        (
+            "header_read_timeout_secs = 99999999999999",
+            "header_read_timeout_secs",
+        ),
+        ("typing_per_sec = nan", "typing_per_sec"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, format!("[limits]\n{option}\n")).unwrap();
+        let (code, stderr) = run(&["--config", path.to_str().unwrap(), "--db", ":memory:"]);
+        assert_eq!(code, 2, "{option}: {stderr}");
+        assert!(stderr.contains(says), "{option}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{option}: {stderr}");
+    }
+}
