@@ -7,9 +7,9 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use crate::account::{self, Username};
-use crate::auth::Passwords;
 use crate::config::Config;
 use crate::model::Millis;
+use crate::passwords::Passwords;
 use crate::store::users::{NewUser, Taken};
 use crate::store::{self, admin, now_ms, users};
 

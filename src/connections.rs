@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::auth::Auth;
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
+use crate::model::Auth;
 use crate::model::UserId;
 use crate::store::now_ms;
 

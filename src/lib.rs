@@ -2,12 +2,19 @@
 //! binary.
 //!
 //! # Layout
-//! - `app`: shared state, the route table, and the accept loop ([`app::run`]).
+//! - `routes`: the route table, the only module that composes the features' routes, with the
+//!   policies of every reply (CORS, security headers, access log, error shape).
+//! - `server`: the accept loop ([`server::run`]): HTTP/1.1 over TCP or TLS, timeouts, shutdown.
+//! - `state`: [`AppState`], what every handler and socket session shares.
+//! - `filters`: the warp filters the features share (state, JSON bodies, query numbers).
 //! - `config`: defaults, the TOML file and CLI overrides.
 //! - `connections`: WebSocket connection caps, and closing sockets whose token was revoked.
 //! - `cors`: the cross-origin allowlist of the REST API.
 //! - `error`: the one API error type and its JSON shape.
-//! - `auth`: signup, login, logout, tokens, password hashing, the auth filter.
+//! - `auth`: signup, login, logout, tokens, the auth filter.
+//! - `passwords`: argon2id hashing, bounded so floods cannot starve the chat.
+//! - `account`: the account rules: what a username is (normalised, folded, not a
+//!   look-alike) and the password policy.
 //! - `users`: `/api/v1/me/` and the user directory.
 //! - `rooms`: `/api/v1/chats/` (listing, creating) and `/api/v1/chat/<id>/members/`.
 //! - `messages`: history, posting and read receipts; the send path REST and WebSocket share.
@@ -25,25 +32,30 @@
 
 pub mod account;
 pub mod admin;
-pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod cors;
 pub mod error;
+pub mod filters;
 pub mod hub;
 pub mod lifecycle;
 pub mod messages;
 pub mod metrics;
 pub mod model;
 pub mod ops;
+pub mod passwords;
 pub mod ratelimit;
 pub mod rooms;
+pub mod routes;
+pub mod server;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod users;
 pub mod web;
 pub mod ws;
 
-pub use app::{AppState, run};
 pub use config::Config;
+pub use server::run;
+pub use state::AppState;

@@ -11,12 +11,14 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, json_body, non_negative_param, with_state};
-use crate::auth::{Auth, authenticate_token, authenticated, lookup, token_from_header, token_key};
+use crate::auth::{authenticate_token, authenticated, lookup, token_from_header, token_key};
 use crate::error::ApiError;
+use crate::filters::{json_body, non_negative_param, with_state};
 use crate::hub::{Event, EventKind};
+use crate::model::Auth;
 use crate::model::{Message, MessageId, RoomId, User};
 use crate::ratelimit::retry_after_secs;
+use crate::state::AppState;
 use crate::store::messages::{self, Page};
 use crate::store::rooms::{self, RoomRef};
 use crate::store::{Pending, Result as StoreResult, now_ms};

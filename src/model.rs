@@ -230,3 +230,11 @@ mod tests {
         }
     }
 }
+/// The caller of an authenticated request.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user: User,
+    pub token_id: i64,
+    /// When the token expires, in Unix milliseconds.
+    pub expires_at: i64,
+}

@@ -9,8 +9,9 @@ use warp::http::StatusCode;
 use warp::http::header::{CONTENT_TYPE, HeaderValue};
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, with_state};
+use crate::filters::with_state;
 use crate::metrics::{METRICS, Snapshot, render};
+use crate::state::AppState;
 use crate::store::admin;
 
 /// The OpenAPI 3.1 description of the REST API.

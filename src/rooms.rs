@@ -7,12 +7,14 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, json_body, with_state};
-use crate::auth::{Auth, authenticated};
+use crate::auth::authenticated;
 use crate::error::ApiError;
+use crate::filters::{json_body, with_state};
 use crate::hub::{Event, EventKind, Hub};
 use crate::messages::room_for_member;
+use crate::model::Auth;
 use crate::model::{Room, RoomId, User, UserId};
+use crate::state::AppState;
 use crate::store::{Result as StoreResult, now_ms, rooms, users};
 
 /// Most members a room may be created with.

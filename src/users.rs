@@ -6,10 +6,12 @@ use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, non_negative_param, with_state};
-use crate::auth::{Auth, authenticated};
+use crate::auth::authenticated;
 use crate::error::ApiError;
+use crate::filters::{non_negative_param, with_state};
+use crate::model::Auth;
 use crate::model::UserId;
+use crate::state::AppState;
 use crate::store::users::{self, UserQuery};
 
 const DEFAULT_LIMIT: i64 = 50;

@@ -3,7 +3,7 @@
 //!
 //! The page gets its own Content-Security-Policy, stricter than any inline-script page could
 //! have: scripts, styles and connections from this origin only, no inline code, no framing.
-//! `app::routes` applies its API-wide policy only where a response has none, so this one
+//! `routes::routes` applies its API-wide policy only where a response has none, so this one
 //! stands.
 
 use warp::Filter;
@@ -11,7 +11,7 @@ use warp::filters::BoxedFilter;
 use warp::http::HeaderValue;
 use warp::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The policy of the page. `connect-src 'self'` covers the same-origin `ws:`/`wss:` socket.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \

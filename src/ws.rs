@@ -40,14 +40,17 @@ use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 use warp::{Filter, Reply};
 
-use crate::app::{AppState, ConnectionSlot, non_negative_param, with_state};
-use crate::auth::{Auth, authenticate_token, token_from_header};
+use crate::auth::{authenticate_token, token_from_header};
+use crate::connections::ConnectionSlot;
 use crate::error::ApiError;
+use crate::filters::{non_negative_param, with_state};
 use crate::hub::{Event, EventKind, Frame};
 use crate::messages::{
     Sending, mark_read, member_of, member_request, message_event, room_for_member, submit,
 };
+use crate::model::Auth;
 use crate::model::{MessageId, RoomId, User};
+use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::messages::{self as message_store, Page};
 use crate::store::rooms::{self, RoomRef};

@@ -551,8 +551,9 @@ async fn a_bad_certificate_configuration_is_refused_at_startup() {
     let mut config = test_config();
     config.server.tls_cert = Some(pem.cert.clone());
     config.server.tls_key = Some(other.key.clone());
-    let state = chat_server::AppState::with_passwords(config, chat_server::auth::cheap_passwords())
-        .unwrap();
+    let state =
+        chat_server::AppState::with_passwords(config, chat_server::passwords::cheap_passwords())
+            .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = chat_server::run(state, listener, std::future::pending())
         .await
@@ -639,7 +640,7 @@ async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact
     // A database as the first release left it, with data in every table.
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
-    let passwords = chat_server::auth::cheap_passwords();
+    let passwords = chat_server::passwords::cheap_passwords();
     let hash = passwords.hash("alice-secret-pw").unwrap();
     let token = "ab".repeat(32);
     let digest = chat_server::auth::token_digest(&token);
@@ -745,7 +746,7 @@ async fn upgrading_rekeys_usernames_reports_collisions_and_every_account_still_l
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("old.db");
     let db_arg = db.to_str().unwrap().to_string();
-    let passwords = chat_server::auth::cheap_passwords();
+    let passwords = chat_server::passwords::cheap_passwords();
     let names = ["ΣΣ", "σσ", "victim", "ｖｉｃｔｉｍ", "bob", "b0b", "Straße"];
     {
         let conn = rusqlite::Connection::open(&db).unwrap();

@@ -423,7 +423,8 @@ impl Server {
             .expect("server runtime");
         let state = {
             let _context = runtime.enter();
-            AppState::with_passwords(config, chat_server::auth::cheap_passwords()).expect("state")
+            AppState::with_passwords(config, chat_server::passwords::cheap_passwords())
+                .expect("state")
         };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");

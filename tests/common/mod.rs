@@ -64,8 +64,8 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let state =
-            AppState::with_passwords(config, chat_server::auth::cheap_passwords()).expect("state");
+        let state = AppState::with_passwords(config, chat_server::passwords::cheap_passwords())
+            .expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();

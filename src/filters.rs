@@ -1,0 +1,45 @@
+//! The warp filters the features share: the state, JSON bodies, and query parameters.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use warp::{Filter, Rejection};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub fn with_state(
+    state: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = std::convert::Infallible> + Clone + use<> {
+    let state = state.clone();
+    warp::any().map(move || state.clone())
+}
+
+/// A JSON body of at most `max` bytes, parsed into `T`; bad JSON is a 400 `invalid_json`.
+pub fn json_body<T: DeserializeOwned + Send>(
+    max: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + use<T> {
+    warp::body::content_length_limit(max)
+        .and(warp::body::bytes())
+        .and_then(|body: Bytes| async move {
+            serde_json::from_slice::<T>(&body)
+                .map_err(|e| Rejection::from(ApiError::InvalidJson(e.to_string())))
+        })
+}
+
+/// The query parameter `name` as a non-negative integer, if present.
+pub fn non_negative_param(
+    query: &HashMap<String, String>,
+    name: &'static str,
+) -> Result<Option<i64>, ApiError> {
+    query
+        .get(name)
+        .map(|v| {
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
+        })
+        .transpose()
+}

@@ -1,0 +1,89 @@
+//! The shared state every handler and socket session reaches through one reference count.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
+use crate::model::{RoomId, UserId};
+use crate::passwords::Passwords;
+use crate::ratelimit::{Buckets, LoginThrottle};
+use crate::store::Store;
+
+/// Everything a handler needs, behind one reference count: the filters clone it for every
+/// request.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub hub: Hub,
+    pub limits: Arc<Limiters>,
+    pub passwords: Arc<Passwords>,
+    pub connections: Arc<Connections>,
+    /// Which browser origins may use the API and open WebSockets.
+    pub cors: crate::cors::Cors,
+    /// Shutdown and forced session ends, which open WebSocket sessions listen to.
+    pub lifecycle: Lifecycle,
+}
+
+/// The abuse limits of DESIGN.md section 4.
+pub struct Limiters {
+    pub sends: Buckets<UserId>,
+    pub typing: Buckets<(UserId, RoomId)>,
+    pub login: LoginThrottle,
+}
+
+impl AppState {
+    /// Opens the database and builds the state the configuration describes.
+    pub fn new(config: Config) -> anyhow::Result<AppState> {
+        let passwords = Arc::new(Passwords::new(&config.auth)?);
+        Self::with_passwords(config, passwords)
+    }
+
+    /// Like [`AppState::new`] with a given password hasher (tests use a cheap one).
+    pub fn with_passwords(config: Config, passwords: Arc<Passwords>) -> anyhow::Result<AppState> {
+        let store = Store::open(&config.server.db, config.server.read_connections)?;
+        let l = &config.limits;
+        let window = Duration::from_secs(l.login_window_secs);
+        let limits = Limiters {
+            sends: Buckets::new(l.send_rate_per_sec, f64::from(l.send_burst)),
+            typing: Buckets::new(l.typing_per_sec, l.typing_per_sec.max(1.0)),
+            login: LoginThrottle::new(
+                l.login_failures_per_user_and_ip,
+                l.login_failures_per_user,
+                l.login_failures_per_ip,
+                window,
+                Duration::from_millis(l.login_slowdown_ms),
+            ),
+        };
+        let tls = config.server.tls_cert.is_some();
+        Ok(AppState(Arc::new(Shared {
+            cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),
+            hub: Hub::new(l.ws_queue_len),
+            config: Arc::new(config),
+            store,
+            limits: Arc::new(limits),
+            passwords,
+            connections: Arc::default(),
+            lifecycle: Lifecycle::new(),
+        })))
+    }
+}
+
+/// The peer address of the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
