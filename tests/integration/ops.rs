@@ -1,7 +1,7 @@
 //! Operations: health and metrics endpoints, TLS, the OpenAPI document, shutdown, schema
 //! upgrades, and the admin subcommands of the real binary.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -602,7 +602,7 @@ async fn shutdown_tells_sockets_to_reconnect_with_1001_and_checkpoints_the_wal()
 
 /// The first released schema, frozen. `schema.sql` must keep it as migration 1 unchanged and
 /// append later changes as new migrations.
-const SCHEMA_V1: &str = include_str!("fixtures/schema-v1.sql");
+const SCHEMA_V1: &str = include_str!("../fixtures/schema-v1.sql");
 
 fn schema_objects(conn: &rusqlite::Connection) -> BTreeSet<(String, String, String)> {
     let mut stmt = conn
@@ -623,7 +623,7 @@ fn schema_objects(conn: &rusqlite::Connection) -> BTreeSet<(String, String, Stri
 
 #[tokio::test]
 async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact() {
-    let schema = include_str!("../schema.sql");
+    let schema = include_str!("../../schema.sql");
     let migration_1 = schema
         .split("\n-- migration: ")
         .nth(1)
@@ -885,7 +885,7 @@ fn quick_config(dir: &Path) -> PathBuf {
 fn print_config_prints_the_annotated_defaults() {
     let (ok, stdout, _) = admin(&["print-config"], None);
     assert!(ok);
-    assert_eq!(stdout, include_str!("../config.example.toml"));
+    assert_eq!(stdout, include_str!("../../config.example.toml"));
     let parsed = chat_server::Config::from_toml(&stdout).unwrap();
     assert_eq!(
         format!("{parsed:?}"),

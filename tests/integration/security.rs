@@ -1,7 +1,7 @@
 //! Security properties, attacked through the real server: sessions (list, revoke, log out
 //! everywhere), connection caps, rate limits and CORS.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, TestUser, Ws, test_config};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! (a) no token, (b) a bad token, (c) an expired and a revoked token, (d) a valid user who is
 //! not a member of the room, gets its documented status, and the database is unchanged.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, Ws};
 use serde_json::{Value, json};

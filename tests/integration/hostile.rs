@@ -1,7 +1,7 @@
 //! Hostile input: malformed, nested, mistyped, oversized and injected requests and frames.
 //! Each gets its documented error, the server stays up, and nothing accepted is lost.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, TestUser, test_config};
 use futures_util::SinkExt;

@@ -1,6 +1,6 @@
 //! End-to-end tests of the v1 REST API and the room WebSocket, against a real server.
 
-mod common;
+use crate::common;
 
 use common::{TestServer, test_config};
 use serde_json::json;

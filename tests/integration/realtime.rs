@@ -1,7 +1,7 @@
 //! The real-time guarantees: resume without gaps or duplicates, idempotent sends, presence,
 //! typing, live receipts, membership changes, the all-rooms socket and slow consumers.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 
