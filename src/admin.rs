@@ -56,7 +56,7 @@ fn open(config: &Config) -> Result<rusqlite::Connection> {
         .map_err(|e| format!("cannot open database {}: {e}", config.server.db))
 }
 
-/// The password policy of the signup endpoint (DESIGN.md section 2).
+/// The password policy of the signup endpoint (docs/CONTRACT.md section 1).
 fn check_password(username: &str, password: &str) -> Result<()> {
     match account::password_problem(username, password) {
         Some(problem) => Err(format!("password {problem}")),

@@ -40,7 +40,7 @@ pub struct Shared {
     pub lifecycle: Lifecycle,
 }
 
-/// The abuse limits of DESIGN.md section 4.
+/// The abuse limits of docs/CONTRACT.md section 2.
 pub struct Limiters {
     pub sends: Buckets<UserId>,
     pub typing: Buckets<(UserId, RoomId)>,

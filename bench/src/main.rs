@@ -1,10 +1,10 @@
 //! `chat-bench`: the load generator and benchmark suite for chat-server.
 //!
 //! It starts the real `chat-server` release binary and, as the ceiling, this crate's
-//! `bare-server` as child processes on loopback, runs the scenarios of DESIGN.md section 5
+//! `bare-server` as child processes on loopback, runs the scenarios of docs/CONTRACT.md section 3
 //! against each in turn (alternating, so both see the same machine conditions), and prints a
 //! table of medians over the runs with the ratio of chat-server to the bare server and the
-//! DESIGN.md target, and writes every figure and every fan-out step as JSON.
+//! docs/CONTRACT.md target, and writes every figure and every fan-out step as JSON.
 //!
 //! Full suite (by hand, ~20 minutes): `bench/run`. Smoke (CI, under 2 minutes):
 //! `bench/run --smoke`.

@@ -1,4 +1,4 @@
-//! Medians over runs, ratios to the bare server, DESIGN.md targets, the printed table and the
+//! Medians over runs, ratios to the bare server, docs/CONTRACT.md targets, the printed table and the
 //! JSON file.
 
 use std::fmt::Write as _;
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::suite::{Figure, RunOutput, Sizes};
 
-/// What DESIGN.md section 5 asks of a figure.
+/// What docs/CONTRACT.md section 3 asks of a figure.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Target {
@@ -193,7 +193,7 @@ fn values(figures: &[Figure], server: &str, scenario: &str, metric: &str) -> Vec
         .collect()
 }
 
-/// Medians per server, ratios and verdicts. In smoke mode the sizes are not DESIGN.md's, so
+/// Medians per server, ratios and verdicts. In smoke mode the sizes are not docs/CONTRACT.md's, so
 /// nothing is judged against the targets.
 pub fn summarize(figures: &[Figure], smoke: bool) -> Vec<Row> {
     HEADLINES

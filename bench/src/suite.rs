@@ -1,4 +1,4 @@
-//! The scenarios of DESIGN.md section 5, run against one server: setup through the API,
+//! The scenarios of docs/CONTRACT.md section 3, run against one server: setup through the API,
 //! seeding the history room, then fan-out, latency, connect storm, idle memory, durable posts
 //! and history paging, each recorded as named figures.
 
@@ -15,7 +15,7 @@ use crate::load::{self, Fleet, Publishers, Room, Step};
 use crate::net::Http;
 use crate::sys;
 
-/// The sizes of every scenario; `full` is DESIGN.md's, `smoke` a small version for CI.
+/// The sizes of every scenario; `full` is docs/CONTRACT.md's, `smoke` a small version for CI.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sizes {
     pub users: usize,
