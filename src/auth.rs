@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -24,8 +23,7 @@ use crate::model::{Auth, Millis};
 use crate::passwords::blocking;
 use crate::ratelimit::retry_after_secs;
 use crate::state::{AppState, ClientAddr};
-use crate::store::users::Taken;
-use crate::store::{now_ms, tokens, users};
+use crate::store::{now_ms, users};
 
 /// The key an address is throttled under: an IPv6 client usually holds a whole /64, so it is
 /// throttled as one; IPv4 (and IPv4-mapped IPv6) addresses as themselves.
@@ -72,24 +70,12 @@ pub fn token_key(token: Option<&str>) -> Result<Vec<u8>, ApiError> {
     Ok(token_digest(&token.to_ascii_lowercase()))
 }
 
-/// The live session whose token has this digest, if any. For handlers that authenticate in
-/// the same trip to the database as the rest of their reads.
-pub fn lookup(conn: &Connection, digest: &[u8]) -> crate::store::Result<Option<Auth>> {
-    Ok(
-        tokens::authenticate(conn, digest, now_ms())?.map(|found| Auth {
-            user: found.user,
-            token_id: found.id,
-            expires_at: found.expires_at,
-        }),
-    )
-}
-
 /// Resolves a raw token to its live session.
 pub async fn authenticate_token(state: &AppState, token: Option<&str>) -> Result<Auth, ApiError> {
     let digest = token_key(token)?;
     state
         .store
-        .read(move |c| lookup(c, &digest))
+        .session(digest)
         .await?
         .ok_or(ApiError::Unauthorized)
 }
@@ -240,16 +226,7 @@ async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiErro
         last_name: body.last_name,
         email: body.email,
     };
-    let user = state
-        .store
-        .write(move |c| users::insert(c, &new, now_ms()))
-        .await?
-        .map_err(|taken| {
-            ApiError::Conflict(match taken {
-                Taken::Name => "a user with that username already exists",
-                Taken::LookAlike => "that username looks too much like an existing one",
-            })
-        })?;
+    let user = state.store.create_user(new, now_ms()).await?;
     Ok(warp::reply::with_status(
         warp::reply::json(&user),
         StatusCode::CREATED,
@@ -292,10 +269,7 @@ async fn login(
     }
 
     let username = body.username.clone();
-    let creds = state
-        .store
-        .read(move |c| users::credentials(c, &username))
-        .await?;
+    let creds = state.store.credentials(username).await?;
     let passwords = state.passwords.clone();
     let (user, hash) = match creds {
         Some(c) if c.is_active => (Some(c.user), Some(c.password_hash)),
@@ -321,10 +295,7 @@ async fn login(
     let user_id = user.id;
     state
         .store
-        .write(move |c| {
-            tokens::delete_expired_for(c, user_id, now)?;
-            tokens::insert(c, user_id, &digest, now, expires_at)
-        })
+        .open_session(user_id, digest, now, expires_at)
         .await?;
     let body = match shape {
         LoginShape::Full => json!({
@@ -353,10 +324,7 @@ async fn logout(
         return revoke_all(auth, state).await;
     }
     let token_id = auth.token_id;
-    state
-        .store
-        .write(move |c| tokens::delete(c, token_id))
-        .await?;
+    state.store.end_session(token_id).await?;
     state.connections.revoke(&[token_id]);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -374,10 +342,7 @@ struct TokenView {
 /// `GET /api/v1/tokens/`: the caller's live sessions, newest first.
 async fn list_tokens(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
     let user = auth.user.id;
-    let rows = state
-        .store
-        .read(move |c| tokens::list_for(c, user, now_ms()))
-        .await?;
+    let rows = state.store.sessions_of(user, now_ms()).await?;
     let views: Vec<TokenView> = rows
         .into_iter()
         .map(|t| TokenView {
@@ -399,10 +364,7 @@ async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusC
         .filter(|n| *n > 0)
         .ok_or(ApiError::NotFound)?;
     let user = auth.user.id;
-    let deleted = state
-        .store
-        .write(move |c| tokens::delete_for(c, user, id))
-        .await?;
+    let deleted = state.store.end_session_of(user, id).await?;
     if !deleted {
         return Err(ApiError::NotFound);
     }
@@ -414,10 +376,7 @@ async fn revoke_token(id: String, auth: Auth, state: AppState) -> Result<StatusC
 /// caller, this one included.
 async fn revoke_all(auth: Auth, state: AppState) -> Result<StatusCode, ApiError> {
     let user = auth.user.id;
-    let ids = state
-        .store
-        .write(move |c| tokens::delete_all_for(c, user))
-        .await?;
+    let ids = state.store.end_sessions_of(user).await?;
     state.connections.revoke(&ids);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,8 @@ use warp::http::StatusCode;
 use warp::http::header::{HeaderValue, RETRY_AFTER};
 use warp::{Rejection, Reply};
 
+use crate::store::{Refusal, StoreError};
+
 /// Validation failures by field name.
 pub type FieldErrors = BTreeMap<&'static str, String>;
 
@@ -127,12 +129,35 @@ impl Reply for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(err: crate::store::StoreError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
         match err {
             // Like a room that does not exist: a non-member learns nothing about it.
-            crate::store::StoreError::NotMember => ApiError::NotFound,
+            StoreError::NotMember => ApiError::NotFound,
+            StoreError::Refused(refusal) => refusal.into(),
             err => ApiError::Internal(err.into()),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Unauthenticated => ApiError::Unauthorized,
+            Refusal::NotFound => ApiError::NotFound,
+            Refusal::DirectRoom => ApiError::Forbidden("direct rooms have exactly two members"),
+            Refusal::NotCreator => ApiError::Forbidden("only the room's creator may remove others"),
+            Refusal::NoSuchUser => ApiError::validation("user_id", "no such user"),
+            Refusal::UnknownUsers(ids) => {
+                let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
+                ApiError::validation("members", format!("unknown users: {}", ids.join(", ")))
+            }
+            Refusal::UsernameTaken => {
+                ApiError::Conflict("a user with that username already exists")
+            }
+            Refusal::UsernameLookAlike => {
+                ApiError::Conflict("that username looks too much like an existing one")
+            }
         }
     }
 }

@@ -127,10 +127,7 @@ pub async fn watch_deactivations(state: crate::AppState) {
             state.lifecycle.end_sessions_of(HashSet::new());
             continue;
         }
-        let found = state
-            .store
-            .read(move |c| crate::store::admin::inactive_among(c, &online))
-            .await;
+        let found = state.store.inactive_among(online).await;
         match found {
             Ok(inactive) => state
                 .lifecycle

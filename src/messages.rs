@@ -4,14 +4,13 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use crate::auth::{authenticate_token, authenticated, lookup, token_from_header, token_key};
+use crate::auth::{authenticate_token, authenticated, token_from_header, token_key};
 use crate::error::ApiError;
 use crate::filters::{json_body, non_negative_param, with_state};
 use crate::hub::{Event, EventKind};
@@ -19,9 +18,10 @@ use crate::model::Auth;
 use crate::model::{Message, MessageId, RoomId, User};
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
-use crate::store::messages::{self, Page};
-use crate::store::rooms::{self, RoomRef};
-use crate::store::{Pending, Result as StoreResult, now_ms};
+use crate::store::api::NewMessage;
+use crate::store::messages::{Page, ReadMark};
+use crate::store::now_ms;
+use crate::store::rooms::RoomRef;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 200;
@@ -70,7 +70,7 @@ pub async fn room_for_member(
     let user = user.id;
     state
         .store
-        .read(move |c| rooms::for_member(c, &public_id, user))
+        .room_for_member(public_id, user)
         .await?
         .ok_or(ApiError::NotFound)
 }
@@ -125,21 +125,6 @@ pub async fn member_request<T>(
     }
 }
 
-/// On a read connection: the session of the token with this digest and the room, if that
-/// user is a member of it; 401 or 404 otherwise.
-pub fn member_of(
-    conn: &Connection,
-    digest: &[u8],
-    public_id: &str,
-) -> StoreResult<Result<(Auth, RoomRef), ApiError>> {
-    let Some(auth) = lookup(conn, digest)? else {
-        return Ok(Err(ApiError::Unauthorized));
-    };
-    Ok(rooms::for_member(conn, public_id, auth.user.id)?
-        .map(|room| (auth, room))
-        .ok_or(ApiError::NotFound))
-}
-
 /// `GET /api/v1/chat/<room_id>/?limit=&before=|after=`: a page of history.
 ///
 /// The hot read of the API, so it makes one trip to the database: the token, the membership
@@ -155,25 +140,8 @@ async fn history(
         member_request(&state, token, &room_id, history_query(&query)).await?;
     let body = state
         .store
-        .read(move |c| {
-            let room = match member_of(c, &digest, &room_id)? {
-                Ok((_, room)) => room,
-                Err(e) => return Ok(Err(e)),
-            };
-            let mut body = Vec::with_capacity(256 + 300 * limit as usize);
-            body.extend_from_slice(b"{\"room_id\":");
-            serde_json::to_writer(&mut body, &room.public_id)
-                .map_err(|e| crate::store::StoreError::Other(e.to_string()))?;
-            body.extend_from_slice(b",\"results\":");
-            let more = messages::page_json(c, &room, page, limit, &mut body)?;
-            body.extend_from_slice(if more {
-                b",\"has_more\":true}"
-            } else {
-                b",\"has_more\":false}"
-            });
-            Ok(Ok(body))
-        })
-        .await??;
+        .history_json(digest, room_id, page, limit)
+        .await?;
     let mut response = warp::reply::Response::new(body.into());
     response.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
@@ -252,7 +220,7 @@ pub fn message_event(room: RoomId, message: &Message) -> Event {
 
 /// A send that was accepted and queued for the database: resolves to the message and whether
 /// it is new once its transaction committed.
-pub type Sending = Pending<(Message, bool)>;
+pub use crate::store::api::Sending;
 
 /// Validates, rate-limits, stores and publishes a message. Publication happens on the
 /// writer right after the commit, so subscribers see messages in id order and never one that
@@ -297,16 +265,20 @@ pub fn submit(
     let room_id = room.id;
     let sender = sender.clone();
     let timer = crate::metrics::METRICS.send_latency.start_timer();
-    Ok(state.store.submit_then(
-        move |c| messages::insert(c, &room, &sender, &content, client_id.as_deref(), now_ms()),
-        move |(message, created)| {
-            if *created {
-                crate::metrics::METRICS.messages_stored.inc();
-                hub.publish(room_id, message_event(room_id, message));
-            }
-            drop(timer);
-        },
-    )?)
+    let message = NewMessage {
+        room,
+        sender,
+        content,
+        client_id,
+    };
+    let on_commit = Box::new(move |(message, created): &(Message, bool)| {
+        if *created {
+            crate::metrics::METRICS.messages_stored.inc();
+            hub.publish(room_id, message_event(room_id, message));
+        }
+        drop(timer);
+    });
+    Ok(state.store.submit_message(message, now_ms(), on_commit)?)
 }
 
 /// Moves the caller's read mark and tells the room. `None`: no such message for this user.
@@ -319,9 +291,10 @@ pub async fn mark_read(
     let user_id = user.id;
     let mark = state
         .store
-        .write_then(
-            move |c| messages::mark_read(c, message_id, user_id),
-            move |mark| {
+        .mark_read(
+            message_id,
+            user_id,
+            Box::new(move |mark: &Option<ReadMark>| {
                 // Only a mark that moved is news; repeating a read broadcasts nothing.
                 if let Some(mark) = mark.as_ref().filter(|m| m.moved) {
                     let event = Event::new(
@@ -336,7 +309,7 @@ pub async fn mark_read(
                     );
                     hub.publish(mark.room.id, event);
                 }
-            },
+            }),
         )
         .await?;
     Ok(mark.map(|m| m.message_id))

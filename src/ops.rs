@@ -12,7 +12,6 @@ use warp::{Filter, Reply};
 use crate::filters::with_state;
 use crate::metrics::{METRICS, Snapshot, render};
 use crate::state::AppState;
-use crate::store::admin;
 
 /// The OpenAPI 3.1 description of the REST API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -43,13 +42,7 @@ async fn healthz(state: AppState) -> warp::reply::Response {
     if state.lifecycle.is_shutting_down() {
         return health_reply(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None);
     }
-    let check = async {
-        let version = state.store.read(admin::health).await?;
-        // An empty job through the writer: proves it is alive and can take the write lock.
-        state.store.write(|_| Ok(())).await?;
-        Ok::<_, crate::store::StoreError>(version)
-    };
-    match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
+    match tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await {
         Ok(Ok(version)) => health_reply(StatusCode::OK, "ok", Some(version)),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check failed");
@@ -71,14 +64,10 @@ fn health_reply(status: StatusCode, what: &str, schema: Option<i64>) -> warp::re
 
 /// `GET /metrics`: Prometheus text exposition.
 async fn metrics(state: AppState) -> warp::reply::Response {
-    let last_message_id = state
-        .store
-        .read(admin::last_message_id)
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "metrics: cannot read the last message id");
-            0
-        });
+    let last_message_id = state.store.last_message_id().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "metrics: cannot read the last message id");
+        0
+    });
     let snapshot = Snapshot {
         websocket_connections: state.connections.total(),
         active_rooms: state.hub.active_rooms() as u64,

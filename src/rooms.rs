@@ -15,7 +15,8 @@ use crate::messages::room_for_member;
 use crate::model::Auth;
 use crate::model::{Room, RoomId, User, UserId};
 use crate::state::AppState;
-use crate::store::{Result as StoreResult, now_ms, rooms, users};
+use crate::store::api::{CreatedRoom, MemberAdded, MemberRemoved, NewRoom};
+use crate::store::now_ms;
 
 /// Most members a room may be created with.
 const MAX_MEMBERS: usize = 1000;
@@ -99,7 +100,7 @@ pub fn new_room_id() -> String {
 /// `GET /api/v1/chats/`: rooms the caller belongs to, most recent activity first.
 async fn list(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
     let user = auth.user.id;
-    let rooms = state.store.read(move |c| rooms::list_for(c, user)).await?;
+    let rooms = state.store.rooms_of(user).await?;
     Ok(warp::reply::json(&rooms))
 }
 
@@ -143,38 +144,16 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
             format!("a room has at most {MAX_MEMBERS} members"),
         ));
     }
-    let public_id = new_room_id();
-    let (room, created) = state
-        .store
-        .write(move |c| -> StoreResult<Result<_, ApiError>> {
-            let found = users::existing(c, &members)?;
-            if found.len() != members.len() {
-                let missing: Vec<String> = members
-                    .iter()
-                    .filter(|m| !found.contains(m))
-                    .map(|m| m.0.to_string())
-                    .collect();
-                return Ok(Err(ApiError::validation(
-                    "members",
-                    format!("unknown users: {}", missing.join(", ")),
-                )));
-            }
-            if name.is_none()
-                && members.len() == 2
-                && let Some(existing) = rooms::find_direct(c, members[0], members[1])?
-            {
-                return Ok(Ok((rooms::view(c, &existing, me)?, None)));
-            }
-            let new = rooms::NewRoom {
-                public_id: &public_id,
-                name: name.as_deref(),
-                creator: me,
-                members: &members,
-            };
-            let room = rooms::insert(c, &new, now_ms())?;
-            Ok(Ok((rooms::view(c, &room, me)?, Some(room.id))))
-        })
-        .await??;
+    let new = NewRoom {
+        public_id: new_room_id(),
+        name,
+        creator: me,
+        members,
+    };
+    let CreatedRoom {
+        view: room,
+        created,
+    } = state.store.create_room(new, now_ms()).await?;
     let status = match created {
         Some(room_id) => {
             for member in &room.members {
@@ -185,13 +164,6 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
         None => StatusCode::OK,
     };
     Ok(warp::reply::with_status(warp::reply::json(&room), status))
-}
-
-/// A user who just joined a room, and the room as they see it.
-struct Joined {
-    room: rooms::RoomRef,
-    user: User,
-    view: Room,
 }
 
 #[derive(Deserialize)]
@@ -211,45 +183,22 @@ async fn add_member(
     let me = auth.user.id;
     let user_id = UserId(body.user_id);
     let hub = state.hub.clone();
-    let (view, added) = state
+    let on_commit = Box::new(move |outcome: &MemberAdded| {
+        if let Some(j) = &outcome.joined {
+            hub.publish(
+                j.room.id,
+                member_event(j.room.id, &j.room.public_id, &j.user, true),
+            );
+            announce_joined(&hub, j.room.id, &j.view, &j.user);
+        }
+    });
+    let MemberAdded {
+        view,
+        joined: added,
+    } = state
         .store
-        .write_then(
-            move |c| -> StoreResult<Result<(Room, Option<Joined>), ApiError>> {
-                if rooms::info(c, room.id)?.is_direct {
-                    return Ok(Err(ApiError::Forbidden(
-                        "direct rooms have exactly two members",
-                    )));
-                }
-                if !rooms::is_member(c, room.id, me)? {
-                    return Ok(Err(ApiError::NotFound));
-                }
-                let user = match users::get(c, user_id)? {
-                    Some(user) if !users::existing(c, &[user_id])?.is_empty() => user,
-                    _ => return Ok(Err(ApiError::validation("user_id", "no such user"))),
-                };
-                let joined = if rooms::add_member(c, room.id, user_id, now_ms())? {
-                    let theirs = rooms::view(c, &room, user_id)?;
-                    Some(Joined {
-                        room: room.clone(),
-                        user,
-                        view: theirs,
-                    })
-                } else {
-                    None
-                };
-                Ok(Ok((rooms::view(c, &room, me)?, joined)))
-            },
-            move |outcome| {
-                if let Ok((_, Some(j))) = outcome {
-                    hub.publish(
-                        j.room.id,
-                        member_event(j.room.id, &j.room.public_id, &j.user, true),
-                    );
-                    announce_joined(&hub, j.room.id, &j.view, &j.user);
-                }
-            },
-        )
-        .await??;
+        .add_member(room, me, user_id, now_ms(), on_commit)
+        .await?;
     let added = added.is_some();
     let status = if added {
         StatusCode::CREATED
@@ -274,44 +223,21 @@ async fn remove_member(
         .map_err(|_| ApiError::NotFound)?;
     let me = auth.user.id;
     let hub = state.hub.clone();
+    let on_commit = Box::new(move |removed: &MemberRemoved| {
+        let (room, user) = (&removed.room, &removed.user);
+        // In-band: every socket of the removed user closes on this event, and nothing
+        // published after it reaches them.
+        hub.publish(room.id, member_event(room.id, &room.public_id, user, false));
+        if hub.remove_member(room.id, user.id) {
+            hub.publish(
+                room.id,
+                crate::ws::presence_event(room.id, &room.public_id, user, false),
+            );
+        }
+    });
     state
         .store
-        .write_then(
-            move |c| -> StoreResult<Result<(RoomId, String, User), ApiError>> {
-                let info = rooms::info(c, room.id)?;
-                if !rooms::is_member(c, room.id, me)? || !rooms::is_member(c, room.id, user_id)? {
-                    return Ok(Err(ApiError::NotFound));
-                }
-                if info.is_direct {
-                    return Ok(Err(ApiError::Forbidden(
-                        "direct rooms have exactly two members",
-                    )));
-                }
-                if user_id != me && info.creator != Some(me) {
-                    return Ok(Err(ApiError::Forbidden(
-                        "only the room's creator may remove others",
-                    )));
-                }
-                let Some(user) = users::get(c, user_id)? else {
-                    return Ok(Err(ApiError::NotFound));
-                };
-                rooms::remove_member(c, room.id, user_id)?;
-                Ok(Ok((room.id, room.public_id, user)))
-            },
-            move |outcome| {
-                if let Ok((room_id, public_id, user)) = outcome {
-                    // In-band: every socket of the removed user closes on this event, and
-                    // nothing published after it reaches them.
-                    hub.publish(*room_id, member_event(*room_id, public_id, user, false));
-                    if hub.remove_member(*room_id, user.id) {
-                        hub.publish(
-                            *room_id,
-                            crate::ws::presence_event(*room_id, public_id, user, false),
-                        );
-                    }
-                }
-            },
-        )
-        .await??;
+        .remove_member(room, me, user_id, on_commit)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,7 @@ use crate::lifecycle::Lifecycle;
 use crate::model::{RoomId, UserId};
 use crate::passwords::Passwords;
 use crate::ratelimit::{Buckets, LoginThrottle};
-use crate::store::Store;
+use crate::store::{ChatStore, Store};
 
 /// Everything a handler needs, behind one reference count: the filters clone it for every
 /// request.
@@ -29,7 +29,7 @@ impl std::ops::Deref for AppState {
 /// What [`AppState`] shares.
 pub struct Shared {
     pub config: Arc<Config>,
-    pub store: Store,
+    pub store: Arc<dyn ChatStore>,
     pub hub: Hub,
     pub limits: Arc<Limiters>,
     pub passwords: Arc<Passwords>,
@@ -57,6 +57,15 @@ impl AppState {
     /// Like [`AppState::new`] with a given password hasher (tests use a cheap one).
     pub fn with_passwords(config: Config, passwords: Arc<Passwords>) -> anyhow::Result<AppState> {
         let store = Store::open(&config.server.db, config.server.read_connections)?;
+        Ok(Self::with_store(config, passwords, Arc::new(store)))
+    }
+
+    /// The state over a given store: any [`ChatStore`] implementation.
+    pub fn with_store(
+        config: Config,
+        passwords: Arc<Passwords>,
+        store: Arc<dyn ChatStore>,
+    ) -> AppState {
         let l = &config.limits;
         let window = Duration::from_secs(l.login_window_secs);
         let limits = Limiters {
@@ -71,7 +80,7 @@ impl AppState {
             ),
         };
         let tls = config.server.tls_cert.is_some();
-        Ok(AppState(Arc::new(Shared {
+        AppState(Arc::new(Shared {
             cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),
             hub: Hub::new(l.ws_queue_len),
             config: Arc::new(config),
@@ -80,7 +89,7 @@ impl AppState {
             passwords,
             connections: Arc::default(),
             lifecycle: Lifecycle::new(),
-        })))
+        }))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::filters::{non_negative_param, with_state};
 use crate::model::Auth;
 use crate::model::UserId;
 use crate::state::AppState;
-use crate::store::users::{self, UserQuery};
+use crate::store::users::UserQuery;
 
 const DEFAULT_LIMIT: i64 = 50;
 const MAX_LIMIT: i64 = 200;
@@ -93,7 +93,7 @@ async fn list(
         limit,
         offset,
     };
-    let (count, results) = state.store.read(move |c| users::list(c, &q)).await?;
+    let (count, results) = state.store.directory(q).await?;
     // Only a well-formed Host goes into the links.
     let host = host
         .filter(|h| {

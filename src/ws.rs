@@ -45,15 +45,13 @@ use crate::connections::ConnectionSlot;
 use crate::error::ApiError;
 use crate::filters::{non_negative_param, with_state};
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{
-    Sending, mark_read, member_of, member_request, message_event, room_for_member, submit,
-};
+use crate::messages::{Sending, mark_read, member_request, message_event, room_for_member, submit};
 use crate::model::Auth;
 use crate::model::{MessageId, RoomId, User};
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::messages::{self as message_store, Page};
-use crate::store::rooms::{self, RoomRef};
+use crate::store::api::ReplayPage;
+use crate::store::rooms::RoomRef;
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -217,17 +215,7 @@ async fn room_upgrade_read(
 ) -> Result<(Auth, RoomRef, Prefetched), ApiError> {
     let (digest, ()) = member_request(state, token, &room_id, Ok(())).await?;
     let changes = state.hub.changes();
-    let (auth, room, last) = state
-        .store
-        .read(move |c| {
-            let (auth, room) = match member_of(c, &digest, &room_id)? {
-                Ok(found) => found,
-                Err(e) => return Ok(Err(e)),
-            };
-            let last = message_store::last_id(c, room.id)?;
-            Ok(Ok((auth, room, last)))
-        })
-        .await??;
+    let (auth, room, last) = state.store.member_room(digest, room_id).await?;
     Ok((auth, room, Prefetched { changes, last }))
 }
 
@@ -489,7 +477,7 @@ impl Session {
         let user = self.user.id;
         self.state
             .store
-            .read(move |c| rooms::refs_for(c, user))
+            .room_refs_of(user)
             .await
             .map_err(|_| End::Close(1011, "internal error"))
     }
@@ -510,11 +498,7 @@ impl Session {
                     None => self
                         .state
                         .store
-                        .read(move |c| {
-                            rooms::is_member(c, room_id, user)?
-                                .then(|| message_store::last_id(c, room_id))
-                                .transpose()
-                        })
+                        .last_id_if_member(room_id, user)
                         .await
                         .map_err(|_| End::Close(1011, "internal error"))?
                         // Removed between the handshake and the subscription.
@@ -536,12 +520,7 @@ impl Session {
                 let rooms = self
                     .state
                     .store
-                    .read(move |c| {
-                        rooms::refs_for(c, user)?
-                            .into_iter()
-                            .map(|r| Ok((message_store::last_id(c, r.id)?, r)))
-                            .collect::<crate::store::Result<Vec<_>>>()
-                    })
+                    .room_heads_of(user)
                     .await
                     .map_err(|_| End::Close(1011, "internal error"))?;
                 let last = rooms
@@ -597,16 +576,13 @@ impl Session {
             // Membership is read in the same snapshot as the page: a room socket whose user was
             // removed gets nothing committed after the removal, however far behind it was
             // (the removal's own event may have been among the events it lagged past).
-            let (page, more) = self
+            let ReplayPage {
+                messages: page,
+                more,
+            } = self
                 .state
                 .store
-                .read(move |c| match room {
-                    Some(room) if !rooms::is_member(c, room.id, user)? => Ok(None),
-                    Some(room) => {
-                        message_store::page(c, &room, Page::After(after), REPLAY_PAGE).map(Some)
-                    }
-                    None => message_store::page_for_user(c, user, after, REPLAY_PAGE).map(Some),
-                })
+                .replay_page(room, user, after, REPLAY_PAGE)
                 .await
                 .map_err(|_| End::Close(1011, "internal error"))?
                 .ok_or_else(removed)?;

@@ -161,8 +161,7 @@ async fn fuzz_server() -> (TestServer, TestUser, TestUser, String) {
 }
 
 async fn stored_ids(s: &TestServer) -> BTreeSet<i64> {
-    s.state
-        .store
+    s.sqlite
         .read(|c| {
             let mut stmt = c.prepare("SELECT id FROM messages")?;
             let ids = stmt.query_map([], |r| r.get(0))?;

@@ -11,9 +11,11 @@
 //! the readers share it.
 
 pub mod admin;
+pub mod api;
 mod checkpoint;
 pub mod messages;
 pub mod rooms;
+mod sqlite;
 pub mod tokens;
 pub mod users;
 
@@ -29,6 +31,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{oneshot, watch};
 
+pub use api::{ChatStore, Refusal};
 use checkpoint::Checkpointer;
 pub use checkpoint::Progress as CheckpointProgress;
 
@@ -56,6 +59,9 @@ pub enum StoreError {
     /// The user acting on a room is not, or no longer, one of its members.
     #[error("not a member of the room")]
     NotMember,
+    /// Refused for what the store found (see [`Refusal`]).
+    #[error("refused: {0:?}")]
+    Refused(Refusal),
     #[error("{0}")]
     Other(String),
 }

@@ -33,6 +33,8 @@ pub fn contents(page: &Value) -> Vec<&str> {
 pub struct TestServer {
     client: Client,
     pub state: AppState,
+    /// The server's SQLite store, for tests that read or change the database directly.
+    pub sqlite: chat_server::store::Store,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -64,8 +66,14 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let state = AppState::with_passwords(config, chat_server::passwords::cheap_passwords())
-            .expect("state");
+        let sqlite =
+            chat_server::store::Store::open(&config.server.db, config.server.read_connections)
+                .expect("open the database");
+        let state = AppState::with_store(
+            config,
+            chat_server::passwords::cheap_passwords(),
+            std::sync::Arc::new(sqlite.clone()),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
@@ -80,6 +88,7 @@ impl TestServer {
         TestServer {
             client: Self::client_for(&addr.to_string()),
             state,
+            sqlite,
             shutdown: Some(tx),
             task: Some(task),
         }

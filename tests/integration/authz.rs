@@ -9,8 +9,7 @@ use serde_json::{Value, json};
 
 /// Every row of every table, as text, sorted: equal snapshots mean nothing changed.
 async fn snapshot(s: &TestServer) -> Vec<String> {
-    s.state
-        .store
+    s.sqlite
         .read(|c| {
             let tables: Vec<String> = c
                 .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?
@@ -132,8 +131,7 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
             .await;
         let token = login["token"].as_str().unwrap().to_string();
         let digest = chat_server::auth::token_digest(&token);
-        s.state
-            .store
+        s.sqlite
             .write(move |c| {
                 c.execute(
                     "UPDATE tokens SET expires_at = 1 WHERE digest = ?1",

@@ -171,8 +171,7 @@ async fn expired_tokens_are_refused_and_pruned_at_the_next_login() {
     let s = TestServer::start_with(config).await;
     let alice = s.user("alice").await;
     // Age alice's token past its expiry.
-    s.state
-        .store
+    s.sqlite
         .write(|c| {
             c.execute("UPDATE tokens SET expires_at = 1", [])?;
             Ok(())
@@ -185,8 +184,7 @@ async fn expired_tokens_are_refused_and_pruned_at_the_next_login() {
     let (_, list) = s.get("/api/v1/tokens/", &fresh).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     let rows: i64 = s
-        .state
-        .store
+        .sqlite
         .read(|c| Ok(c.query_row("SELECT count(*) FROM tokens", [], |r| r.get(0))?))
         .await
         .unwrap();
@@ -270,8 +268,7 @@ async fn a_socket_closes_when_its_token_expires() {
     let bob = s.user("bob").await;
     let room = s.room(&alice, &[&bob], None).await;
     // Alice's token expires half a second from now.
-    s.state
-        .store
+    s.sqlite
         .write(|c| {
             c.execute(
                 "UPDATE tokens SET expires_at = ?1 WHERE user_id = 1",

@@ -1,0 +1,221 @@
+//! The store as the features see it: named operations, each one transaction, with no SQL or
+//! connection in sight. [`super::Store`] (SQLite: one writer with group commit, a pool of
+//! readers) implements it in `store::sqlite`; a second backend implements the same trait.
+//!
+//! Writes that others must hear about take an [`OnCommit`] hook. The store runs it once the
+//! write committed, and hooks run in commit order, so events published from them reach
+//! subscribers in id order.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::messages::{Page, ReadMark};
+use super::rooms::RoomRef;
+use super::tokens::TokenRow;
+use super::users::{Credentials, NewUser, UserQuery};
+use super::{Result, StoreError};
+use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
+
+/// What a store operation returns: a future of its result.
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// Runs after a write committed, in commit order.
+pub type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
+
+/// A message sent and not yet known to be stored: resolves to the message and whether it is
+/// new (`false`: a retry of a `client_id` already stored).
+pub type Sending = Pin<Box<dyn Future<Output = Result<(Message, bool)>> + Send>>;
+
+/// An operation the store refused for what it found, not for a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No live session has this token.
+    Unauthenticated,
+    /// No such room, message or user for this caller (a non-member learns nothing).
+    NotFound,
+    /// Direct rooms have exactly two members.
+    DirectRoom,
+    /// Only the room's creator may remove others.
+    NotCreator,
+    /// The user to add is not an active account.
+    NoSuchUser,
+    /// Members of a new room that are not active accounts.
+    UnknownUsers(Vec<UserId>),
+    /// An account has this username in some spelling.
+    UsernameTaken,
+    /// An account has a username that looks the same.
+    UsernameLookAlike,
+}
+
+impl From<Refusal> for StoreError {
+    fn from(r: Refusal) -> Self {
+        StoreError::Refused(r)
+    }
+}
+
+/// A room to create.
+pub struct NewRoom {
+    pub public_id: String,
+    pub name: Option<String>,
+    pub creator: UserId,
+    /// Sorted, without duplicates, the creator included.
+    pub members: Vec<UserId>,
+}
+
+/// A created room as its creator sees it; `created` is `None` when the direct room of the
+/// pair existed already.
+pub struct CreatedRoom {
+    pub view: Room,
+    pub created: Option<RoomId>,
+}
+
+/// A message to store.
+pub struct NewMessage {
+    pub room: RoomRef,
+    pub sender: User,
+    /// Validated: trimmed, within the length limit.
+    pub content: String,
+    pub client_id: Option<String>,
+}
+
+/// A user who just joined a room, and the room as they see it.
+pub struct Joined {
+    pub room: RoomRef,
+    pub user: User,
+    pub view: Room,
+}
+
+/// The room as the adding member sees it, and who joined (`None`: already a member).
+pub struct MemberAdded {
+    pub view: Room,
+    pub joined: Option<Joined>,
+}
+
+/// Who left which room.
+pub struct MemberRemoved {
+    pub room: RoomRef,
+    pub user: User,
+}
+
+/// One page of what a socket missed.
+pub struct ReplayPage {
+    pub messages: Vec<Message>,
+    pub more: bool,
+}
+
+pub trait ChatStore: Send + Sync {
+    // Accounts and sessions
+
+    /// The live session whose token has this digest.
+    fn session(&self, digest: Vec<u8>) -> Fut<'_, Option<Auth>>;
+    /// The account a typed username refers to, with its password hash.
+    fn credentials(&self, typed: String) -> Fut<'_, Option<Credentials>>;
+    /// Creates an account; refused with `UsernameTaken` or `UsernameLookAlike`.
+    fn create_user(&self, new: NewUser, now: i64) -> Fut<'_, User>;
+    /// Stores a new token's digest (and prunes the user's expired ones); returns its id.
+    fn open_session(
+        &self,
+        user: UserId,
+        digest: Vec<u8>,
+        now: i64,
+        expires_at: i64,
+    ) -> Fut<'_, i64>;
+    /// Revokes one token.
+    fn end_session(&self, token_id: i64) -> Fut<'_, ()>;
+    /// The user's live sessions.
+    fn sessions_of(&self, user: UserId, now: i64) -> Fut<'_, Vec<TokenRow>>;
+    /// Revokes one of the user's sessions; `false` if it has none with that id.
+    fn end_session_of(&self, user: UserId, id: i64) -> Fut<'_, bool>;
+    /// Revokes every session of the user; returns their ids.
+    fn end_sessions_of(&self, user: UserId) -> Fut<'_, Vec<i64>>;
+    /// One page of the directory of active users, and the total.
+    fn directory(&self, query: UserQuery) -> Fut<'_, (i64, Vec<User>)>;
+    /// Which of `ids` are deactivated accounts.
+    fn inactive_among(&self, ids: Vec<UserId>) -> Fut<'_, Vec<UserId>>;
+
+    // Rooms
+
+    /// The user's rooms, most recent activity first.
+    fn rooms_of(&self, user: UserId) -> Fut<'_, Vec<Room>>;
+    /// The user's rooms, as references.
+    fn room_refs_of(&self, user: UserId) -> Fut<'_, Vec<RoomRef>>;
+    /// The user's rooms, each with its newest message id, in one snapshot.
+    fn room_heads_of(&self, user: UserId) -> Fut<'_, Vec<(MessageId, RoomRef)>>;
+    /// The room, if the user is one of its members.
+    fn room_for_member(&self, public_id: String, user: UserId) -> Fut<'_, Option<RoomRef>>;
+    /// In one snapshot: the session of the token with this digest, the room if that user is
+    /// a member, and the room's newest message id. Refused `Unauthenticated` or `NotFound`.
+    fn member_room(
+        &self,
+        digest: Vec<u8>,
+        public_id: String,
+    ) -> Fut<'_, (Auth, RoomRef, MessageId)>;
+    /// The room's newest message id, if the user is a member.
+    fn last_id_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<MessageId>>;
+    /// Creates a room, or finds the direct room of the pair. Refused `UnknownUsers`.
+    fn create_room(&self, new: NewRoom, now: i64) -> Fut<'_, CreatedRoom>;
+    /// `by` adds `user` to a group room. Refused `DirectRoom`, `NotFound`, `NoSuchUser`.
+    fn add_member(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        user: UserId,
+        now: i64,
+        on_commit: OnCommit<MemberAdded>,
+    ) -> Fut<'_, MemberAdded>;
+    /// `by` removes `user` (themselves, or anyone if `by` created the room). Refused
+    /// `NotFound`, `DirectRoom`, `NotCreator`.
+    fn remove_member(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        user: UserId,
+        on_commit: OnCommit<MemberRemoved>,
+    ) -> Fut<'_, MemberRemoved>;
+
+    // Messages
+
+    /// In one snapshot: the session of the token, the membership, and a history page as the
+    /// JSON body `{room_id, results, has_more}`. Refused `Unauthenticated` or `NotFound`.
+    fn history_json(
+        &self,
+        digest: Vec<u8>,
+        public_id: String,
+        page: Page,
+        limit: u32,
+    ) -> Fut<'_, Vec<u8>>;
+    /// Queues a message and returns at once. Sends submitted one after another commit (and
+    /// run their hooks) in that order. Fails with `NotMember` if the sender is no longer a
+    /// member when it commits.
+    fn submit_message(
+        &self,
+        message: NewMessage,
+        now: i64,
+        on_commit: OnCommit<(Message, bool)>,
+    ) -> Result<Sending>;
+    /// Moves the user's read mark up to `message`; `None`: no such message for this user.
+    fn mark_read(
+        &self,
+        message: MessageId,
+        user: UserId,
+        on_commit: OnCommit<Option<ReadMark>>,
+    ) -> Fut<'_, Option<ReadMark>>;
+    /// Messages after `after`: of `room` if the user is still a member of it (`None` if not),
+    /// or of all the user's rooms.
+    fn replay_page(
+        &self,
+        room: Option<RoomRef>,
+        user: UserId,
+        after: MessageId,
+        limit: u32,
+    ) -> Fut<'_, Option<ReplayPage>>;
+
+    // Operations
+
+    /// Proves the database answers reads and takes writes; returns the schema version.
+    fn health(&self) -> Fut<'_, i64>;
+    /// The newest message id of the whole server.
+    fn last_message_id(&self) -> Fut<'_, i64>;
+    /// Commits every queued write and closes; later writes fail.
+    fn close(&self) -> Fut<'_, ()>;
+}

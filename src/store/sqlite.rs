@@ -1,0 +1,321 @@
+//! [`ChatStore`] over SQLite: each operation is one closure on a reader connection (one
+//! snapshot) or one job of the writer's group commit.
+
+use rusqlite::Connection;
+
+use super::api::{
+    ChatStore, CreatedRoom, Fut, Joined, MemberAdded, MemberRemoved, NewMessage, NewRoom, OnCommit,
+    Refusal, ReplayPage, Sending,
+};
+use super::messages::{self, Page, ReadMark};
+use super::rooms::{self, RoomRef};
+use super::tokens::{self, TokenRow};
+use super::users::{self, Credentials, NewUser, Taken, UserQuery};
+use super::{Result, Store, StoreError, admin};
+use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
+
+/// The live session whose token has this digest.
+fn session(conn: &Connection, digest: &[u8], now: i64) -> Result<Option<Auth>> {
+    Ok(tokens::authenticate(conn, digest, now)?.map(|found| Auth {
+        user: found.user,
+        token_id: found.id,
+        expires_at: found.expires_at,
+    }))
+}
+
+/// The session of the token and the room, if that user is a member of it.
+fn member_of(conn: &Connection, digest: &[u8], public_id: &str) -> Result<(Auth, RoomRef)> {
+    let auth = session(conn, digest, super::now_ms())?.ok_or(Refusal::Unauthenticated)?;
+    let room = rooms::for_member(conn, public_id, auth.user.id)?.ok_or(Refusal::NotFound)?;
+    Ok((auth, room))
+}
+
+impl ChatStore for Store {
+    fn session(&self, digest: Vec<u8>) -> Fut<'_, Option<Auth>> {
+        Box::pin(self.read(move |c| session(c, &digest, super::now_ms())))
+    }
+
+    fn credentials(&self, typed: String) -> Fut<'_, Option<Credentials>> {
+        Box::pin(self.read(move |c| users::credentials(c, &typed)))
+    }
+
+    fn create_user(&self, new: NewUser, now: i64) -> Fut<'_, User> {
+        Box::pin(self.write(move |c| {
+            users::insert(c, &new, now)?.map_err(|taken| {
+                StoreError::from(match taken {
+                    Taken::Name => Refusal::UsernameTaken,
+                    Taken::LookAlike => Refusal::UsernameLookAlike,
+                })
+            })
+        }))
+    }
+
+    fn open_session(
+        &self,
+        user: UserId,
+        digest: Vec<u8>,
+        now: i64,
+        expires_at: i64,
+    ) -> Fut<'_, i64> {
+        Box::pin(self.write(move |c| {
+            tokens::delete_expired_for(c, user, now)?;
+            tokens::insert(c, user, &digest, now, expires_at)
+        }))
+    }
+
+    fn end_session(&self, token_id: i64) -> Fut<'_, ()> {
+        Box::pin(self.write(move |c| tokens::delete(c, token_id).map(drop)))
+    }
+
+    fn sessions_of(&self, user: UserId, now: i64) -> Fut<'_, Vec<TokenRow>> {
+        Box::pin(self.read(move |c| tokens::list_for(c, user, now)))
+    }
+
+    fn end_session_of(&self, user: UserId, id: i64) -> Fut<'_, bool> {
+        Box::pin(self.write(move |c| tokens::delete_for(c, user, id)))
+    }
+
+    fn end_sessions_of(&self, user: UserId) -> Fut<'_, Vec<i64>> {
+        Box::pin(self.write(move |c| tokens::delete_all_for(c, user)))
+    }
+
+    fn directory(&self, query: UserQuery) -> Fut<'_, (i64, Vec<User>)> {
+        Box::pin(self.read(move |c| users::list(c, &query)))
+    }
+
+    fn inactive_among(&self, ids: Vec<UserId>) -> Fut<'_, Vec<UserId>> {
+        Box::pin(self.read(move |c| admin::inactive_among(c, &ids)))
+    }
+
+    fn rooms_of(&self, user: UserId) -> Fut<'_, Vec<Room>> {
+        Box::pin(self.read(move |c| rooms::list_for(c, user)))
+    }
+
+    fn room_refs_of(&self, user: UserId) -> Fut<'_, Vec<RoomRef>> {
+        Box::pin(self.read(move |c| rooms::refs_for(c, user)))
+    }
+
+    fn room_heads_of(&self, user: UserId) -> Fut<'_, Vec<(MessageId, RoomRef)>> {
+        Box::pin(self.read(move |c| {
+            rooms::refs_for(c, user)?
+                .into_iter()
+                .map(|r| Ok((messages::last_id(c, r.id)?, r)))
+                .collect()
+        }))
+    }
+
+    fn room_for_member(&self, public_id: String, user: UserId) -> Fut<'_, Option<RoomRef>> {
+        Box::pin(self.read(move |c| rooms::for_member(c, &public_id, user)))
+    }
+
+    fn member_room(
+        &self,
+        digest: Vec<u8>,
+        public_id: String,
+    ) -> Fut<'_, (Auth, RoomRef, MessageId)> {
+        Box::pin(self.read(move |c| {
+            let (auth, room) = member_of(c, &digest, &public_id)?;
+            let last = messages::last_id(c, room.id)?;
+            Ok((auth, room, last))
+        }))
+    }
+
+    fn last_id_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<MessageId>> {
+        Box::pin(self.read(move |c| {
+            rooms::is_member(c, room, user)?
+                .then(|| messages::last_id(c, room))
+                .transpose()
+        }))
+    }
+
+    fn create_room(&self, new: NewRoom, now: i64) -> Fut<'_, CreatedRoom> {
+        Box::pin(self.write(move |c| {
+            let found = users::existing(c, &new.members)?;
+            if found.len() != new.members.len() {
+                let missing = new
+                    .members
+                    .iter()
+                    .filter(|m| !found.contains(m))
+                    .copied()
+                    .collect();
+                return Err(Refusal::UnknownUsers(missing).into());
+            }
+            let me = new.creator;
+            if new.name.is_none()
+                && new.members.len() == 2
+                && let Some(existing) = rooms::find_direct(c, new.members[0], new.members[1])?
+            {
+                return Ok(CreatedRoom {
+                    view: rooms::view(c, &existing, me)?,
+                    created: None,
+                });
+            }
+            let row = rooms::NewRoom {
+                public_id: &new.public_id,
+                name: new.name.as_deref(),
+                creator: me,
+                members: &new.members,
+            };
+            let room = rooms::insert(c, &row, now)?;
+            Ok(CreatedRoom {
+                view: rooms::view(c, &room, me)?,
+                created: Some(room.id),
+            })
+        }))
+    }
+
+    fn add_member(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        user_id: UserId,
+        now: i64,
+        on_commit: OnCommit<MemberAdded>,
+    ) -> Fut<'_, MemberAdded> {
+        Box::pin(self.write_then(
+            move |c| {
+                if rooms::info(c, room.id)?.is_direct {
+                    return Err(Refusal::DirectRoom.into());
+                }
+                if !rooms::is_member(c, room.id, by)? {
+                    return Err(Refusal::NotFound.into());
+                }
+                let user = match users::get(c, user_id)? {
+                    Some(user) if !users::existing(c, &[user_id])?.is_empty() => user,
+                    _ => return Err(Refusal::NoSuchUser.into()),
+                };
+                let joined = if rooms::add_member(c, room.id, user_id, now)? {
+                    Some(Joined {
+                        view: rooms::view(c, &room, user_id)?,
+                        room: room.clone(),
+                        user,
+                    })
+                } else {
+                    None
+                };
+                Ok(MemberAdded {
+                    view: rooms::view(c, &room, by)?,
+                    joined,
+                })
+            },
+            on_commit,
+        ))
+    }
+
+    fn remove_member(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        user_id: UserId,
+        on_commit: OnCommit<MemberRemoved>,
+    ) -> Fut<'_, MemberRemoved> {
+        Box::pin(self.write_then(
+            move |c| {
+                let info = rooms::info(c, room.id)?;
+                if !rooms::is_member(c, room.id, by)? || !rooms::is_member(c, room.id, user_id)? {
+                    return Err(Refusal::NotFound.into());
+                }
+                if info.is_direct {
+                    return Err(Refusal::DirectRoom.into());
+                }
+                if user_id != by && info.creator != Some(by) {
+                    return Err(Refusal::NotCreator.into());
+                }
+                let user = users::get(c, user_id)?.ok_or(Refusal::NotFound)?;
+                rooms::remove_member(c, room.id, user_id)?;
+                Ok(MemberRemoved { room, user })
+            },
+            on_commit,
+        ))
+    }
+
+    fn history_json(
+        &self,
+        digest: Vec<u8>,
+        public_id: String,
+        page: Page,
+        limit: u32,
+    ) -> Fut<'_, Vec<u8>> {
+        Box::pin(self.read(move |c| {
+            let (_, room) = member_of(c, &digest, &public_id)?;
+            let mut body = Vec::with_capacity(256 + 300 * limit as usize);
+            body.extend_from_slice(b"{\"room_id\":");
+            serde_json::to_writer(&mut body, &room.public_id)
+                .map_err(|e| StoreError::Other(e.to_string()))?;
+            body.extend_from_slice(b",\"results\":");
+            let more = messages::page_json(c, &room, page, limit, &mut body)?;
+            body.extend_from_slice(if more {
+                b",\"has_more\":true}"
+            } else {
+                b",\"has_more\":false}"
+            });
+            Ok(body)
+        }))
+    }
+
+    fn submit_message(
+        &self,
+        m: NewMessage,
+        now: i64,
+        on_commit: OnCommit<(Message, bool)>,
+    ) -> Result<Sending> {
+        let pending = self.submit_then(
+            move |c| {
+                messages::insert(
+                    c,
+                    &m.room,
+                    &m.sender,
+                    &m.content,
+                    m.client_id.as_deref(),
+                    now,
+                )
+            },
+            on_commit,
+        )?;
+        Ok(Box::pin(pending))
+    }
+
+    fn mark_read(
+        &self,
+        message: MessageId,
+        user: UserId,
+        on_commit: OnCommit<Option<ReadMark>>,
+    ) -> Fut<'_, Option<ReadMark>> {
+        Box::pin(self.write_then(move |c| messages::mark_read(c, message, user), on_commit))
+    }
+
+    fn replay_page(
+        &self,
+        room: Option<RoomRef>,
+        user: UserId,
+        after: MessageId,
+        limit: u32,
+    ) -> Fut<'_, Option<ReplayPage>> {
+        Box::pin(self.read(move |c| {
+            let (messages, more) = match room {
+                // Membership is read in the same snapshot as the page.
+                Some(room) if !rooms::is_member(c, room.id, user)? => return Ok(None),
+                Some(room) => messages::page(c, &room, Page::After(after), limit)?,
+                None => messages::page_for_user(c, user, after, limit)?,
+            };
+            Ok(Some(ReplayPage { messages, more }))
+        }))
+    }
+
+    fn health(&self) -> Fut<'_, i64> {
+        Box::pin(async move {
+            let version = self.read(admin::health).await?;
+            // An empty job through the writer: proves it is alive and can take the write lock.
+            self.write(|_| Ok(())).await?;
+            Ok(version)
+        })
+    }
+
+    fn last_message_id(&self) -> Fut<'_, i64> {
+        Box::pin(self.read(admin::last_message_id))
+    }
+
+    fn close(&self) -> Fut<'_, ()> {
+        Box::pin(Store::close(self))
+    }
+}
