@@ -11,6 +11,74 @@ use warp::{Rejection, Reply};
 
 use crate::store::{Refusal, StoreError};
 
+/// Every error code a client can get, in a reply body or a WebSocket `error` frame: the one
+/// list that replies, WebSocket frames and the rejection metrics use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidJson,
+    ValidationError,
+    NotAuthenticated,
+    InvalidCredentials,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    RateLimited,
+    UpgradeRequired,
+    InternalError,
+    /// WebSocket only: a binary frame.
+    UnsupportedFrame,
+    /// WebSocket only: an `action` the server does not know.
+    UnknownAction,
+    /// WebSocket only: a known action with fields of the wrong shape.
+    InvalidFrame,
+}
+
+impl ErrorCode {
+    /// In declaration order, so that `code as usize` indexes it.
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadRequest,
+        ErrorCode::InvalidJson,
+        ErrorCode::ValidationError,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::UpgradeRequired,
+        ErrorCode::InternalError,
+        ErrorCode::UnsupportedFrame,
+        ErrorCode::UnknownAction,
+        ErrorCode::InvalidFrame,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::ValidationError => "validation_error",
+            ErrorCode::NotAuthenticated => "not_authenticated",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::UpgradeRequired => "upgrade_required",
+            ErrorCode::InternalError => "internal_error",
+            ErrorCode::UnsupportedFrame => "unsupported_frame",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::InvalidFrame => "invalid_frame",
+        }
+    }
+}
+
 /// Validation failures by field name.
 pub type FieldErrors = BTreeMap<&'static str, String>;
 
@@ -83,36 +151,41 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::Validation(_) => "validation_error",
-            ApiError::Unauthorized => "not_authenticated",
-            ApiError::BadCredentials => "invalid_credentials",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::UpgradeRequired(_) => "upgrade_required",
-            ApiError::Internal(_) => "internal_error",
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
+            ApiError::InvalidJson(_) => ErrorCode::InvalidJson,
+            ApiError::Validation(_) => ErrorCode::ValidationError,
+            ApiError::Unauthorized => ErrorCode::NotAuthenticated,
+            ApiError::BadCredentials => ErrorCode::InvalidCredentials,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::UpgradeRequired(_) => ErrorCode::UpgradeRequired,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
-}
 
-impl Reply for ApiError {
-    fn into_response(self) -> warp::reply::Response {
+    /// Counts the error, and logs it if it is internal: once per error answered, over HTTP
+    /// or on a WebSocket.
+    pub fn record(&self) {
         crate::metrics::METRICS.rejected(self.code());
-        if let ApiError::Internal(err) = &self {
+        if let ApiError::Internal(err) = self {
             tracing::error!(error = format!("{err:#}"), "internal error");
         }
+    }
+
+    /// The reply: the JSON error shape with its status (and `Retry-After` when rate limited).
+    pub fn response(&self) -> warp::reply::Response {
+        self.record();
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code(),
+                code: self.code().as_str(),
                 message: self.to_string(),
-                fields: match &self {
+                fields: match self {
                     ApiError::Validation(fields) => Some(fields),
                     _ => None,
                 },
@@ -123,9 +196,15 @@ impl Reply for ApiError {
         if let ApiError::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+                .insert(RETRY_AFTER, HeaderValue::from((*retry_after_secs).max(1)));
         }
         response
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> warp::reply::Response {
+        self.response()
     }
 }
 
@@ -163,26 +242,24 @@ impl From<Refusal> for ApiError {
 }
 
 /// An `ApiError` raised inside a filter (auth, body parsing) travels as a rejection until
-/// `recover` turns it back into a reply.
+/// `recover` turns it into a reply.
 #[derive(Debug)]
-pub struct Rejected(pub std::sync::Mutex<Option<ApiError>>);
+pub struct Rejected(pub ApiError);
 
 impl warp::reject::Reject for Rejected {}
 
 impl From<ApiError> for Rejection {
     fn from(err: ApiError) -> Self {
-        warp::reject::custom(Rejected(std::sync::Mutex::new(Some(err))))
+        warp::reject::custom(Rejected(err))
     }
 }
 
 /// Maps every rejection to the JSON error shape.
 pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
-    let error = if let Some(Rejected(slot)) = rejection.find::<Rejected>() {
-        slot.lock()
-            .ok()
-            .and_then(|mut e| e.take())
-            .unwrap_or(ApiError::Internal(anyhow::anyhow!("error reported twice")))
-    } else if rejection.is_not_found() {
+    if let Some(Rejected(error)) = rejection.find::<Rejected>() {
+        return Ok(error.response());
+    }
+    let error = if rejection.is_not_found() {
         ApiError::NotFound
     // `find` looks through every route's rejection; the method of another route on the same
     // path must not hide what was wrong with the request on the route that matched it.
@@ -207,4 +284,20 @@ pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infa
         ApiError::Internal(anyhow::anyhow!("unhandled rejection: {rejection:?}"))
     };
     Ok(error.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_listed_once_at_its_own_index() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i, "{code:?}");
+        }
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+    }
 }

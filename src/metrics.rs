@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::error::ErrorCode;
+
 /// The metrics of this process.
 pub static METRICS: Metrics = Metrics::new();
 
@@ -126,24 +128,6 @@ impl Drop for Timer {
     }
 }
 
-/// The error codes of `ApiError`, counted by reason; anything else counts as `other`.
-const REJECT_REASONS: [&str; 14] = [
-    "bad_request",
-    "invalid_json",
-    "validation_error",
-    "not_authenticated",
-    "invalid_credentials",
-    "forbidden",
-    "not_found",
-    "method_not_allowed",
-    "conflict",
-    "payload_too_large",
-    "rate_limited",
-    "upgrade_required",
-    "internal_error",
-    "other",
-];
-
 pub struct Metrics {
     /// TCP (or TLS) connections being served over HTTP (until a WebSocket upgrade).
     pub http_connections: Gauge,
@@ -168,7 +152,8 @@ pub struct Metrics {
     /// WebSocket sessions that fell behind their event queue and were caught up from the
     /// database.
     pub websocket_resyncs: Counter,
-    rejected: [Counter; REJECT_REASONS.len()],
+    /// Errors answered, by code.
+    rejected: [Counter; ErrorCode::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -193,24 +178,17 @@ impl Metrics {
             sessions_closed_shutdown: Counter::new(),
             sessions_closed_deactivated: Counter::new(),
             websocket_resyncs: Counter::new(),
-            rejected: [const { Counter::new() }; REJECT_REASONS.len()],
+            rejected: [const { Counter::new() }; ErrorCode::ALL.len()],
         }
     }
 
-    /// Counts a request answered with an error, by its error code.
-    pub fn rejected(&self, code: &str) {
-        let slot = REJECT_REASONS
-            .iter()
-            .position(|r| *r == code)
-            .unwrap_or(REJECT_REASONS.len() - 1);
-        self.rejected[slot].inc();
+    /// Counts a request or frame answered with an error, by its error code.
+    pub fn rejected(&self, code: ErrorCode) {
+        self.rejected[code as usize].inc();
     }
 
-    pub fn rejected_count(&self, code: &str) -> u64 {
-        REJECT_REASONS
-            .iter()
-            .position(|r| *r == code)
-            .map_or(0, |i| self.rejected[i].get())
+    pub fn rejected_count(&self, code: ErrorCode) -> u64 {
+        self.rejected[code as usize].get()
     }
 }
 
@@ -312,10 +290,10 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
 
     let _ = writeln!(
         out,
-        "# HELP chat_rejected_requests_total Requests answered with an error, by error code.\n\
+        "# HELP chat_rejected_requests_total Requests and WebSocket frames answered with an error, by error code.\n\
          # TYPE chat_rejected_requests_total counter"
     );
-    for (reason, count) in REJECT_REASONS.iter().zip(&m.rejected) {
+    for (reason, count) in ErrorCode::ALL.iter().map(|c| c.as_str()).zip(&m.rejected) {
         let _ = writeln!(
             out,
             "chat_rejected_requests_total{{reason=\"{reason}\"}} {}",
@@ -369,8 +347,8 @@ mod tests {
         m.send_latency.observe(Duration::from_micros(50));
         m.send_latency.observe(Duration::from_millis(3));
         m.send_latency.observe(Duration::from_secs(60));
-        m.rejected("rate_limited");
-        m.rejected("something_new");
+        m.rejected(ErrorCode::RateLimited);
+        m.rejected(ErrorCode::UnknownAction);
         let text = render(
             &m,
             &Snapshot {
@@ -398,7 +376,8 @@ mod tests {
         );
         assert!(text.contains("chat_send_seconds_count 3\n"), "{text}");
         assert!(text.contains("chat_rejected_requests_total{reason=\"rate_limited\"} 1\n"));
-        assert!(text.contains("chat_rejected_requests_total{reason=\"other\"} 1\n"));
+        assert!(text.contains("chat_rejected_requests_total{reason=\"unknown_action\"} 1\n"));
+        assert!(text.contains("chat_rejected_requests_total{reason=\"not_found\"} 0\n"));
         assert!(text.contains("chat_websocket_connections 2\n"));
         // Every sample line is `name{labels} value` with a numeric value.
         for line in text.lines().filter(|l| !l.starts_with('#')) {

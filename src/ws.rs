@@ -42,7 +42,7 @@ use warp::{Filter, Reply};
 
 use crate::auth::{authenticate_token, token_from_header};
 use crate::connections::ConnectionSlot;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::filters::{non_negative_param, with_state};
 use crate::hub::{Event, EventKind, Frame};
 use crate::messages::{Sending, mark_read, member_request, message_event, room_for_member, submit};
@@ -240,8 +240,8 @@ enum ClientFrame {
 
 const ACTIONS: [&str; 4] = ["message", "read", "typing", "ping"];
 
-fn error_frame(code: &str, message: &str) -> WsMessage {
-    WsMessage::text(json!({"type": "error", "code": code, "message": message}).to_string())
+fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
+    WsMessage::text(json!({"type": "error", "code": code.as_str(), "message": message}).to_string())
 }
 
 /// What a socket is still owed for the frames it sent, oldest first. Replies go out in the
@@ -752,7 +752,7 @@ impl Session {
             WsMessage::Text(text) => self.on_text(text.as_str()).await,
             WsMessage::Binary(_) => {
                 self.reply(error_frame(
-                    "unsupported_frame",
+                    ErrorCode::UnsupportedFrame,
                     "binary frames are not supported; send JSON text frames",
                 ))
                 .await
@@ -876,19 +876,21 @@ impl Session {
 /// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
 /// the direct parse refused but the step-by-step one accepts (a repeated key: the last wins).
 fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| error_frame("invalid_json", &e.to_string()))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| error_frame(ErrorCode::InvalidJson, &e.to_string()))?;
     let action = value.get("action").and_then(Value::as_str);
     if !action.is_some_and(|a| ACTIONS.contains(&a)) {
         return Err(error_frame(
-            "unknown_action",
+            ErrorCode::UnknownAction,
             "action must be one of: message, read, typing, ping",
         ));
     }
-    serde_json::from_value(value).map_err(|e| error_frame("invalid_frame", &e.to_string()))
+    serde_json::from_value(value).map_err(|e| error_frame(ErrorCode::InvalidFrame, &e.to_string()))
 }
 
+/// The `error` frame for `e`, counted and (if internal) logged like an HTTP error reply.
 fn api_error_frame(e: &ApiError) -> WsMessage {
+    e.record();
     let message = match e {
         ApiError::Validation(fields) => fields
             .iter()
