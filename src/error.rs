@@ -9,75 +9,8 @@ use warp::http::StatusCode;
 use warp::http::header::{HeaderValue, RETRY_AFTER};
 use warp::{Rejection, Reply};
 
+pub use crate::model::ErrorCode;
 use crate::store::{Refusal, StoreError};
-
-/// Every error code a client can get, in a reply body or a WebSocket `error` frame: the one
-/// list that replies, WebSocket frames and the rejection metrics use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    InvalidJson,
-    ValidationError,
-    NotAuthenticated,
-    InvalidCredentials,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    Conflict,
-    PayloadTooLarge,
-    RateLimited,
-    UpgradeRequired,
-    InternalError,
-    /// WebSocket only: a binary frame.
-    UnsupportedFrame,
-    /// WebSocket only: an `action` the server does not know.
-    UnknownAction,
-    /// WebSocket only: a known action with fields of the wrong shape.
-    InvalidFrame,
-}
-
-impl ErrorCode {
-    /// In declaration order, so that `code as usize` indexes it.
-    pub const ALL: [ErrorCode; 16] = [
-        ErrorCode::BadRequest,
-        ErrorCode::InvalidJson,
-        ErrorCode::ValidationError,
-        ErrorCode::NotAuthenticated,
-        ErrorCode::InvalidCredentials,
-        ErrorCode::Forbidden,
-        ErrorCode::NotFound,
-        ErrorCode::MethodNotAllowed,
-        ErrorCode::Conflict,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::RateLimited,
-        ErrorCode::UpgradeRequired,
-        ErrorCode::InternalError,
-        ErrorCode::UnsupportedFrame,
-        ErrorCode::UnknownAction,
-        ErrorCode::InvalidFrame,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad_request",
-            ErrorCode::InvalidJson => "invalid_json",
-            ErrorCode::ValidationError => "validation_error",
-            ErrorCode::NotAuthenticated => "not_authenticated",
-            ErrorCode::InvalidCredentials => "invalid_credentials",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::UpgradeRequired => "upgrade_required",
-            ErrorCode::InternalError => "internal_error",
-            ErrorCode::UnsupportedFrame => "unsupported_frame",
-            ErrorCode::UnknownAction => "unknown_action",
-            ErrorCode::InvalidFrame => "invalid_frame",
-        }
-    }
-}
 
 /// Validation failures by field name.
 pub type FieldErrors = BTreeMap<&'static str, String>;

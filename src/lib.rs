@@ -18,11 +18,13 @@
 //! - `users`: `/api/v1/me/` and the user directory.
 //! - `rooms`: `/api/v1/chats/` (listing, creating) and `/api/v1/chat/<id>/members/`.
 //! - `messages`: history, posting and read receipts; the send path REST and WebSocket share.
-//! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms).
+//! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
+//!   `upgrade`, `protocol` (frames and close codes) and `session`.
 //! - `web`: the browser client at `/`, embedded in the binary, with its own CSP.
 //! - `hub`: publish/subscribe between connections, and presence.
-//! - `store`: every SQL statement; one writer with group commit, a pool of readers.
-//! - `model`: the API objects and id newtypes.
+//! - `store`: the store interface (`store::api::ChatStore`, named operations) and its SQLite
+//!   implementation: every SQL statement, one writer with group commit, a pool of readers.
+//! - `model`: the API objects, id newtypes and error codes.
 //! - `ratelimit`: token buckets and failure windows.
 //! - `lifecycle`: shutdown and forced session ends that open WebSockets listen to.
 //! - `metrics`: process-wide counters and histograms, rendered for Prometheus.

@@ -1,5 +1,5 @@
-//! When open WebSocket sessions must end: at shutdown (close code 1001, "reconnect later") or
-//! when their user is deactivated (close code 1008).
+//! When open WebSocket sessions must end: at shutdown ("reconnect later") or when their user
+//! is deactivated (`ws::Close` has the close codes).
 //!
 //! One `watch` channel carries both. Each session holds a receiver while it serves, which
 //! also lets shutdown wait until every session has said goodbye. Deactivation can happen in
@@ -17,11 +17,14 @@ use tokio::sync::watch;
 use crate::metrics::METRICS;
 use crate::model::UserId;
 
-/// Close code for sessions ended because the server is going away; clients reconnect (with
-/// `?since=`) once it is back.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// Close code for sessions of a deactivated account; clients should not reconnect.
-pub const CLOSE_POLICY: u16 = 1008;
+/// Why an open session must end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The server is going away; clients reconnect (with `?since=`) once it is back.
+    Shutdown,
+    /// The account was deactivated; clients should not reconnect.
+    Deactivated,
+}
 
 /// How often the deactivation watcher looks at the users with open sockets.
 pub const DEACTIVATION_POLL: Duration = Duration::from_secs(1);
@@ -79,12 +82,9 @@ impl Lifecycle {
         });
     }
 
-    /// Resolves with the close code and reason when `user`'s session must end. A session
+    /// Resolves with the reason when `user`'s session must end. A session
     /// selects on it beside its socket and its room events.
-    pub fn session_end(
-        &self,
-        user: UserId,
-    ) -> impl Future<Output = (u16, &'static str)> + Send + 'static {
+    pub fn session_end(&self, user: UserId) -> impl Future<Output = SessionEnd> + Send + 'static {
         let mut rx = self.tx.subscribe();
         async move {
             loop {
@@ -92,14 +92,11 @@ impl Lifecycle {
                     let stop = rx.borrow_and_update();
                     if stop.shutdown {
                         METRICS.sessions_closed_shutdown.inc();
-                        return (
-                            CLOSE_GOING_AWAY,
-                            "server shutting down; reconnect with since",
-                        );
+                        return SessionEnd::Shutdown;
                     }
                     if stop.deactivated.contains(&user) {
                         METRICS.sessions_closed_deactivated.inc();
-                        return (CLOSE_POLICY, "account deactivated");
+                        return SessionEnd::Deactivated;
                     }
                 }
                 if rx.changed().await.is_err() {
@@ -147,9 +144,9 @@ mod tests {
         let alice = life.session_end(UserId(1));
         let bob = life.session_end(UserId(2));
         life.end_sessions_of(HashSet::from([UserId(1)]));
-        assert_eq!(alice.await.0, CLOSE_POLICY);
+        assert_eq!(alice.await, SessionEnd::Deactivated);
         life.begin_shutdown();
-        assert_eq!(bob.await.0, CLOSE_GOING_AWAY);
+        assert_eq!(bob.await, SessionEnd::Shutdown);
         // Nobody listens any more.
         tokio::time::timeout(Duration::from_secs(5), life.sessions_ended())
             .await

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::ErrorCode;
+use crate::model::ErrorCode;
 
 /// The metrics of this process.
 pub static METRICS: Metrics = Metrics::new();

@@ -1,252 +1,59 @@
-//! `GET /ws/chat/<room_id>/`: the real-time room socket.
-//!
-//! The upgrade is done here rather than with `warp::ws()` so the socket's buffers can be sized
-//! (tungstenite's default 128 KiB read buffer per connection would dominate memory). Auth,
-//! membership and origin are checked before the upgrade, so refusals are plain HTTP errors.
-//!
-//! A room socket's handshake reads the token, the membership and the room's newest message id
-//! in one trip to the database. The session then subscribes, and trusts that read only if no
-//! message and no removal was published in between; otherwise it reads again, after
-//! subscribing. Delivery de-duplicates by message id: a resume with `?since=` replays from the
-//! database and goes live with no gap and no duplicate. Frames waiting in the queue are
-//! written in one flush.
-//!
-//! A session does not wait for one message's commit before reading the next frame: each send
-//! is validated, rate-limited and queued for the writer in frame order (so one socket's
-//! messages are stored in the order it sent them), and up to `MAX_IN_FLIGHT` wait for their
-//! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
-//! `pong`) still go out in the order of the frames that caused them.
+//! One WebSocket connection from handshake to close: subscription, resume, the event loop,
+//! de-duplication, batched timed writes and the client's actions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, Sleep, interval_at, sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Message as WsMessage, handshake::derive_accept_key};
-use warp::filters::BoxedFilter;
-use warp::http::header::{HeaderMap, HeaderValue};
-use warp::http::{Response, StatusCode};
-use warp::{Filter, Reply};
 
-use crate::auth::{authenticate_token, token_from_header};
 use crate::connections::ConnectionSlot;
 use crate::error::{ApiError, ErrorCode};
-use crate::filters::{non_negative_param, with_state};
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{Sending, mark_read, member_request, message_event, room_for_member, submit};
-use crate::model::Auth;
+use crate::messages::{Sending, mark_read, message_event, room_for_member, submit};
 use crate::model::{MessageId, RoomId, User};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::api::ReplayPage;
 use crate::store::rooms::RoomRef;
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+use super::protocol::{ClientFrame, Close, api_error_frame, diagnose, error_frame, presence_event};
+use super::upgrade::Prefetched;
+
+pub(crate) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Most frames written per flush.
-const MAX_BATCH: usize = 64;
+pub(crate) const MAX_BATCH: usize = 64;
 /// How long presence frames may wait to be written together with the ones that follow them.
 /// When many people join a room at once (everyone opening the app at nine), each member's
 /// socket gets one write per window instead of one per arrival; anything else that is written
 /// takes the waiting presence frames with it, in order.
-const PRESENCE_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const PRESENCE_DELAY: Duration = Duration::from_millis(100);
 /// Messages per replay query.
-const REPLAY_PAGE: u32 = 200;
+pub(crate) const REPLAY_PAGE: u32 = 200;
 /// Most messages a lagging connection is resynced with before it is told to reconnect.
-const MAX_RESYNC: usize = 5_000;
+pub(crate) const MAX_RESYNC: usize = 5_000;
 /// Most sends a connection keeps waiting for their commit; past that it reads no more frames
 /// until the oldest is done.
-const MAX_IN_FLIGHT: usize = 32;
+pub(crate) const MAX_IN_FLIGHT: usize = 32;
 
 /// How long a closing session waits for the peer to answer its close frame.
-const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Close code: the server could not keep this connection up to date; reconnect with
-/// `?since=<last message id seen>`.
-pub const CLOSE_RESYNC: u16 = 4000;
-/// Close code: the user is not, or no longer, a member of the room.
-pub const CLOSE_REMOVED: u16 = 4003;
-/// Close code: the token this socket was opened with was revoked or expired; log in again.
-pub const CLOSE_SESSION_ENDED: u16 = 4001;
-
-pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
-    let room = warp::path!("ws" / "chat" / String)
-        .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(warp::ext::optional::<OnUpgrade>())
-        .and(with_state(state))
-        .then(|room_id, headers, query, on_upgrade, state| {
-            upgrade(Some(room_id), headers, query, on_upgrade, state)
-        })
-        .map(Reply::into_response);
-    let user = warp::path!("ws")
-        .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .and(warp::query::<HashMap<String, String>>())
-        .and(warp::ext::optional::<OnUpgrade>())
-        .and(with_state(state))
-        .then(|headers, query, on_upgrade, state| upgrade(None, headers, query, on_upgrade, state))
-        .map(Reply::into_response);
-    room.or(user).unify().boxed()
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// No `Origin` (a non-browser client), the page's own origin, or an allowlisted one.
-fn origin_allowed(headers: &HeaderMap, cors: &crate::cors::Cors) -> bool {
-    header(headers, "origin").is_none_or(|origin| cors.permits(origin, headers))
-}
-
-/// The handshake key if this is a well-formed WebSocket upgrade request.
-fn websocket_key(headers: &HeaderMap) -> Option<&str> {
-    let connection = header(headers, "connection")?;
-    let upgrade = header(headers, "upgrade")?;
-    let version = header(headers, "sec-websocket-version")?;
-    let wants_upgrade = connection
-        .split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    (wants_upgrade && upgrade.eq_ignore_ascii_case("websocket") && version.trim() == "13")
-        .then(|| header(headers, "sec-websocket-key"))
-        .flatten()
-}
-
-/// `GET /ws/chat/<room_id>/?token=&since=` (one room) and `GET /ws/?token=&since=` (every room
-/// of the user): authenticates, checks membership and origin, then switches protocols.
-async fn upgrade(
-    room_id: Option<String>,
-    headers: HeaderMap,
-    query: HashMap<String, String>,
-    on_upgrade: Option<OnUpgrade>,
-    state: AppState,
-) -> Result<warp::reply::Response, ApiError> {
-    let token = header(&headers, "authorization")
-        .and_then(token_from_header)
-        .or(query.get("token").map(String::as_str));
-    let revocations = state.connections.revocations();
-    let (auth, scope, prefetched) = match room_id {
-        Some(room_id) => {
-            let (auth, room, prefetched) = room_upgrade_read(&state, token, room_id).await?;
-            (auth, Scope::Room(room), Some(prefetched))
-        }
-        None => (authenticate_token(&state, token).await?, Scope::User, None),
-    };
-    if !origin_allowed(&headers, &state.cors) {
-        return Err(ApiError::Forbidden("origin not allowed"));
-    }
-    let since = non_negative_param(&query, "since")?.map(MessageId);
-    let (Some(key), Some(on_upgrade)) = (websocket_key(&headers), on_upgrade) else {
-        return Err(ApiError::UpgradeRequired(
-            "this endpoint speaks WebSocket only",
-        ));
-    };
-    let slot = state.connections.acquire(&auth, &state.config.limits)?;
-    if state.connections.revocations() != revocations {
-        // A revocation ran while this connection was being set up and may have missed it.
-        authenticate_token(&state, token).await?;
-    }
-    let accept = derive_accept_key(key.as_bytes());
-
-    let limits = &state.config.limits;
-    let config = WebSocketConfig::default()
-        // tungstenite zero-fills the whole read buffer before every read, so all of it is
-        // resident for every connection: 2 KiB holds any usual client frame in one read.
-        .read_buffer_size(2 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(Some(limits.max_ws_message_bytes))
-        .max_frame_size(Some(limits.max_ws_message_bytes));
-    let user = auth.user;
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                Session::run(state, socket, user, scope, since, prefetched, slot).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
-    });
-
-    let mut response = Response::new(warp::hyper::body::Bytes::new().into());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert("connection", HeaderValue::from_static("upgrade"));
-    h.insert("upgrade", HeaderValue::from_static("websocket"));
-    h.insert(
-        "sec-websocket-accept",
-        HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
-    );
-    Ok(response)
-}
-
-/// What a room socket's handshake read about the room, and when.
-struct Prefetched {
-    /// [`crate::hub::Hub::changes`] before the read.
-    changes: u64,
-    /// The room's newest message id as of the read.
-    last: MessageId,
-}
-
-/// Everything a room socket's handshake needs from the database in one trip: the token's
-/// session, the membership and the room's newest message id.
-async fn room_upgrade_read(
-    state: &AppState,
-    token: Option<&str>,
-    room_id: String,
-) -> Result<(Auth, RoomRef, Prefetched), ApiError> {
-    let (digest, ()) = member_request(state, token, &room_id, Ok(())).await?;
-    let changes = state.hub.changes();
-    let (auth, room, last) = state.store.member_room(digest, room_id).await?;
-    Ok((auth, room, Prefetched { changes, last }))
-}
-
-/// A frame from the client. Unknown fields (such as a forged `sender_id`) are ignored.
-#[derive(Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-enum ClientFrame {
-    Message {
-        content: String,
-        client_id: Option<String>,
-        room_id: Option<String>,
-    },
-    Read {
-        message_id: i64,
-    },
-    Typing {
-        typing: bool,
-        room_id: Option<String>,
-    },
-    Ping,
-}
-
-const ACTIONS: [&str; 4] = ["message", "read", "typing", "ping"];
-
-fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
-    WsMessage::text(json!({"type": "error", "code": code.as_str(), "message": message}).to_string())
-}
+pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a socket is still owed for the frames it sent, oldest first. Replies go out in the
 /// order of the frames that caused them, even when a send is still waiting for its commit.
-enum Owed {
+pub(crate) enum Owed {
     /// A message queued for the database: says nothing if new (the room channel brings the
     /// acknowledgement), returns the original for a repeated `client_id`, or an error.
     Send(Sending),
@@ -256,9 +63,9 @@ enum Owed {
 
 /// Resolves when the oldest entry of `owed` is done, and removes it: to the reply it owes the
 /// socket, if any. Pending while `owed` is empty. A send refused because the user is no longer
-/// a member ends a room socket (`room_socket`) with [`CLOSE_REMOVED`]; on `/ws/` it is a
+/// a member ends a room socket (`room_socket`) with [`Close::REMOVED`]; on `/ws/` it is a
 /// `not_found` error like any room the user cannot see.
-async fn oldest_settled(
+pub(crate) async fn oldest_settled(
     owed: &mut VecDeque<Owed>,
     room_socket: bool,
 ) -> Result<Option<WsMessage>, End> {
@@ -289,12 +96,12 @@ async fn oldest_settled(
 }
 
 /// How a room socket ends once its user is found not to be a member any more.
-fn removed() -> End {
-    End::Close(CLOSE_REMOVED, "removed from the room")
+pub(crate) fn removed() -> End {
+    End::Close(Close::REMOVED)
 }
 
 /// Which events a socket follows.
-enum Scope {
+pub(crate) enum Scope {
     /// One room: `/ws/chat/<room_id>/`.
     Room(RoomRef),
     /// Every room of the user: `/ws/`.
@@ -302,22 +109,22 @@ enum Scope {
 }
 
 /// Why a session ended.
-enum End {
+pub(crate) enum End {
     /// The peer went away or the socket failed: nothing more to say.
     Gone,
     /// Close with this code and reason.
-    Close(u16, &'static str),
+    Close(Close),
 }
 
 /// Timeouts from the configuration.
-struct Timeouts {
+pub(crate) struct Timeouts {
     ping: Duration,
     idle: Duration,
     write: Duration,
 }
 
 /// One WebSocket connection.
-struct Session {
+pub(crate) struct Session {
     state: AppState,
     socket: Socket,
     user: User,
@@ -339,7 +146,7 @@ struct Session {
 }
 
 /// Resolves when `due` is reached; never if there is nothing due.
-async fn until(due: &mut Option<Pin<Box<Sleep>>>) {
+pub(crate) async fn until(due: &mut Option<Pin<Box<Sleep>>>) {
     match due {
         Some(due) => due.await,
         None => std::future::pending().await,
@@ -347,7 +154,7 @@ async fn until(due: &mut Option<Pin<Box<Sleep>>>) {
 }
 
 impl Session {
-    async fn run(
+    pub(crate) async fn run(
         state: AppState,
         socket: Socket,
         user: User,
@@ -387,7 +194,7 @@ impl Session {
             }
             Err(end) => end,
         };
-        if let End::Close(code, reason) = end {
+        if let End::Close(Close { code, reason }) = end {
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
@@ -479,7 +286,7 @@ impl Session {
             .store
             .room_refs_of(user)
             .await
-            .map_err(|_| End::Close(1011, "internal error"))
+            .map_err(|_| End::Close(Close::INTERNAL))
     }
 
     /// Sends `hello`, then replays what the client missed if it asked to resume. `current`:
@@ -500,9 +307,9 @@ impl Session {
                         .store
                         .last_id_if_member(room_id, user)
                         .await
-                        .map_err(|_| End::Close(1011, "internal error"))?
+                        .map_err(|_| End::Close(Close::INTERNAL))?
                         // Removed between the handshake and the subscription.
-                        .ok_or(End::Close(CLOSE_REMOVED, "not a member of this room"))?,
+                        .ok_or_else(removed)?,
                 };
                 if since.is_none() {
                     self.last_sent = last;
@@ -522,7 +329,7 @@ impl Session {
                     .store
                     .room_heads_of(user)
                     .await
-                    .map_err(|_| End::Close(1011, "internal error"))?;
+                    .map_err(|_| End::Close(Close::INTERNAL))?;
                 let last = rooms
                     .iter()
                     .map(|(id, _)| *id)
@@ -584,7 +391,7 @@ impl Session {
                 .store
                 .replay_page(room, user, after, REPLAY_PAGE)
                 .await
-                .map_err(|_| End::Close(1011, "internal error"))?
+                .map_err(|_| End::Close(Close::INTERNAL))?
                 .ok_or_else(removed)?;
             for message in &page {
                 let room = RoomId(0); // the frame is all that is written
@@ -597,10 +404,7 @@ impl Session {
                 return Ok(());
             }
             if sent >= max {
-                return Err(End::Close(
-                    CLOSE_RESYNC,
-                    "too far behind: reconnect with since",
-                ));
+                return Err(End::Close(Close::RESYNC));
             }
         }
     }
@@ -612,7 +416,7 @@ impl Session {
         let room_socket = matches!(self.scope, Scope::Room(_));
         loop {
             let step = tokio::select! {
-                (code, reason) = &mut stop => Err(End::Close(code, reason)),
+                end = &mut stop => Err(End::Close(end.into())),
                 reply = oldest_settled(&mut self.owed, room_socket), if !self.owed.is_empty() => {
                     match reply {
                         Ok(Some(reply)) => self.write(reply).await,
@@ -632,11 +436,11 @@ impl Session {
                 event = events.recv() => match event {
                     Ok(event) => self.deliver(event, events).await,
                     Err(RecvError::Lagged(_)) => Box::pin(self.resync()).await,
-                    Err(RecvError::Closed) => Err(End::Close(1001, "server shutting down")),
+                    Err(RecvError::Closed) => Err(End::Close(Close::SHUTDOWN)),
                 },
                 () = until(&mut self.flush_due) => self.flush().await,
                 () = self.slot.ended() => {
-                    Err(End::Close(CLOSE_SESSION_ENDED, "session ended: log in again"))
+                    Err(End::Close(Close::SESSION_ENDED))
                 }
                 _ = ping.tick() => {
                     if self.owed.is_empty() {
@@ -873,124 +677,12 @@ impl Session {
     }
 }
 
-/// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
-/// the direct parse refused but the step-by-step one accepts (a repeated key: the last wins).
-fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| error_frame(ErrorCode::InvalidJson, &e.to_string()))?;
-    let action = value.get("action").and_then(Value::as_str);
-    if !action.is_some_and(|a| ACTIONS.contains(&a)) {
-        return Err(error_frame(
-            ErrorCode::UnknownAction,
-            "action must be one of: message, read, typing, ping",
-        ));
-    }
-    serde_json::from_value(value).map_err(|e| error_frame(ErrorCode::InvalidFrame, &e.to_string()))
-}
-
-/// The `error` frame for `e`, counted and (if internal) logged like an HTTP error reply.
-fn api_error_frame(e: &ApiError) -> WsMessage {
-    e.record();
-    let message = match e {
-        ApiError::Validation(fields) => fields
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-        other => other.to_string(),
-    };
-    error_frame(e.code(), &message)
-}
-
-fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> End {
+pub(crate) fn close_for(e: &tokio_tungstenite::tungstenite::Error) -> End {
     use tokio_tungstenite::tungstenite::Error;
     use tokio_tungstenite::tungstenite::error::CapacityError;
     match e {
-        Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-            End::Close(1009, "message too big")
-        }
-        Error::Protocol(_) | Error::Utf8(_) => End::Close(1002, "protocol error"),
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(Close::TOO_BIG),
+        Error::Protocol(_) | Error::Utf8(_) => End::Close(Close::PROTOCOL_ERROR),
         _ => End::Gone,
-    }
-}
-
-/// `{"type":"presence"}`: a user's first socket to a room opened, or their last one closed.
-pub fn presence_event(room: RoomId, public_id: &str, user: &User, online: bool) -> Event {
-    Event::new(
-        room,
-        EventKind::Presence { user: user.id },
-        &json!({
-            "type": "presence",
-            "room_id": public_id,
-            "user": user,
-            "online": online,
-        }),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(*k, HeaderValue::from_static(v));
-        }
-        h
-    }
-
-    #[test]
-    fn frames_parse_the_same_whichever_way_they_are_parsed() {
-        let message = r#"{"action":"message","content":"hi","client_id":"c","sender_id":9}"#;
-        assert!(matches!(
-            serde_json::from_str::<ClientFrame>(message),
-            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None })
-                if content == "hi" && c == "c"
-        ));
-        // The direct parse refuses a repeated key; the step-by-step one takes the last.
-        let repeated = r#"{"action":"message","content":"a","content":"b"}"#;
-        assert!(serde_json::from_str::<ClientFrame>(repeated).is_err());
-        assert!(matches!(
-            diagnose(repeated),
-            Ok(ClientFrame::Message { content, .. }) if content == "b"
-        ));
-        let code = |text: &str| match diagnose(text) {
-            Err(WsMessage::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap()["code"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-            _ => panic!("{text} is not an error"),
-        };
-        assert_eq!(code("{"), "invalid_json");
-        assert_eq!(code(r#"{"action":"shout"}"#), "unknown_action");
-        assert_eq!(
-            code(r#"{"action":"read","message_id":"x"}"#),
-            "invalid_frame"
-        );
-    }
-
-    #[test]
-    fn origins_allowed_when_absent_same_or_listed() {
-        use crate::cors::Cors;
-        let none = Cors::new(&[], false);
-        assert!(origin_allowed(&headers(&[("host", "a:8000")]), &none));
-        assert!(origin_allowed(
-            &headers(&[("host", "a:8000"), ("origin", "http://a:8000")]),
-            &none
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("host", "a:8000"), ("origin", "https://a:8000")]),
-            &none
-        ));
-        assert!(!origin_allowed(
-            &headers(&[("host", "a:8000"), ("origin", "http://evil.example")]),
-            &none
-        ));
-        let listed = Cors::new(&["http://evil.example".to_string()], false);
-        assert!(origin_allowed(
-            &headers(&[("host", "a:8000"), ("origin", "http://evil.example")]),
-            &listed
-        ));
     }
 }

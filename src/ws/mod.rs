@@ -1,0 +1,61 @@
+//! The WebSockets: `GET /ws/chat/<room_id>/` (one room) and `GET /ws/` (all of a user's
+//! rooms).
+//!
+//! - `upgrade`: origin, token and membership checks, then the upgrade.
+//! - `protocol`: client frames, error frames, the presence event and every close code.
+//! - `session`: one connection from subscription to close.
+//!
+//! The upgrade is done by hand rather than with `warp::ws()` rather than with `warp::ws()` so the socket's buffers can be sized
+//! (tungstenite's default 128 KiB read buffer per connection would dominate memory). Auth,
+//! membership and origin are checked before the upgrade, so refusals are plain HTTP errors.
+//!
+//! A room socket's handshake reads the token, the membership and the room's newest message id
+//! in one trip to the database. The session then subscribes, and trusts that read only if no
+//! message and no removal was published in between; otherwise it reads again, after
+//! subscribing. Delivery de-duplicates by message id: a resume with `?since=` replays from the
+//! database and goes live with no gap and no duplicate. Frames waiting in the queue are
+//! written in one flush.
+//!
+//! A session does not wait for one message's commit before reading the next frame: each send
+//! is validated, rate-limited and queued for the writer in frame order (so one socket's
+//! messages are stored in the order it sent them), and up to `MAX_IN_FLIGHT` wait for their
+//! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
+//! `pong`) still go out in the order of the frames that caused them.
+
+mod protocol;
+mod session;
+mod upgrade;
+
+use std::collections::HashMap;
+
+use hyper::upgrade::OnUpgrade;
+use warp::filters::BoxedFilter;
+use warp::{Filter, Reply};
+
+use crate::filters::with_state;
+use crate::state::AppState;
+
+pub use protocol::{Close, presence_event};
+use upgrade::upgrade;
+
+pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
+    let room = warp::path!("ws" / "chat" / String)
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(with_state(state))
+        .then(|room_id, headers, query, on_upgrade, state| {
+            upgrade(Some(room_id), headers, query, on_upgrade, state)
+        })
+        .map(Reply::into_response);
+    let user = warp::path!("ws")
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and(with_state(state))
+        .then(|headers, query, on_upgrade, state| upgrade(None, headers, query, on_upgrade, state))
+        .map(Reply::into_response);
+    room.or(user).unify().boxed()
+}

@@ -1,0 +1,177 @@
+//! The HTTP side of a socket: origin, token and membership are checked before the upgrade,
+//! so refusals are plain HTTP errors; then the upgrade with buffers sized for many idle
+//! sockets.
+
+use std::collections::HashMap;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use warp::http::header::{HeaderMap, HeaderValue};
+use warp::http::{Response, StatusCode};
+
+use crate::auth::{authenticate_token, token_from_header};
+use crate::error::ApiError;
+use crate::filters::non_negative_param;
+use crate::messages::member_request;
+use crate::model::Auth;
+use crate::model::MessageId;
+use crate::state::AppState;
+use crate::store::rooms::RoomRef;
+
+use super::session::{Scope, Session};
+
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// No `Origin` (a non-browser client), the page's own origin, or an allowlisted one.
+pub(crate) fn origin_allowed(headers: &HeaderMap, cors: &crate::cors::Cors) -> bool {
+    header(headers, "origin").is_none_or(|origin| cors.permits(origin, headers))
+}
+
+/// The handshake key if this is a well-formed WebSocket upgrade request.
+pub(crate) fn websocket_key(headers: &HeaderMap) -> Option<&str> {
+    let connection = header(headers, "connection")?;
+    let upgrade = header(headers, "upgrade")?;
+    let version = header(headers, "sec-websocket-version")?;
+    let wants_upgrade = connection
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    (wants_upgrade && upgrade.eq_ignore_ascii_case("websocket") && version.trim() == "13")
+        .then(|| header(headers, "sec-websocket-key"))
+        .flatten()
+}
+
+/// `GET /ws/chat/<room_id>/?token=&since=` (one room) and `GET /ws/?token=&since=` (every room
+/// of the user): authenticates, checks membership and origin, then switches protocols.
+pub(crate) async fn upgrade(
+    room_id: Option<String>,
+    headers: HeaderMap,
+    query: HashMap<String, String>,
+    on_upgrade: Option<OnUpgrade>,
+    state: AppState,
+) -> Result<warp::reply::Response, ApiError> {
+    let token = header(&headers, "authorization")
+        .and_then(token_from_header)
+        .or(query.get("token").map(String::as_str));
+    let revocations = state.connections.revocations();
+    let (auth, scope, prefetched) = match room_id {
+        Some(room_id) => {
+            let (auth, room, prefetched) = room_upgrade_read(&state, token, room_id).await?;
+            (auth, Scope::Room(room), Some(prefetched))
+        }
+        None => (authenticate_token(&state, token).await?, Scope::User, None),
+    };
+    if !origin_allowed(&headers, &state.cors) {
+        return Err(ApiError::Forbidden("origin not allowed"));
+    }
+    let since = non_negative_param(&query, "since")?.map(MessageId);
+    let (Some(key), Some(on_upgrade)) = (websocket_key(&headers), on_upgrade) else {
+        return Err(ApiError::UpgradeRequired(
+            "this endpoint speaks WebSocket only",
+        ));
+    };
+    let slot = state.connections.acquire(&auth, &state.config.limits)?;
+    if state.connections.revocations() != revocations {
+        // A revocation ran while this connection was being set up and may have missed it.
+        authenticate_token(&state, token).await?;
+    }
+    let accept = derive_accept_key(key.as_bytes());
+
+    let limits = &state.config.limits;
+    let config = WebSocketConfig::default()
+        // tungstenite zero-fills the whole read buffer before every read, so all of it is
+        // resident for every connection: 2 KiB holds any usual client frame in one read.
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(limits.max_ws_message_bytes))
+        .max_frame_size(Some(limits.max_ws_message_bytes));
+    let user = auth.user;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                Session::run(state, socket, user, scope, since, prefetched, slot).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+
+    let mut response = Response::new(warp::hyper::body::Bytes::new().into());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert("connection", HeaderValue::from_static("upgrade"));
+    h.insert("upgrade", HeaderValue::from_static("websocket"));
+    h.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// What a room socket's handshake read about the room, and when.
+pub(crate) struct Prefetched {
+    /// [`crate::hub::Hub::changes`] before the read.
+    pub(crate) changes: u64,
+    /// The room's newest message id as of the read.
+    pub(crate) last: MessageId,
+}
+
+/// Everything a room socket's handshake needs from the database in one trip: the token's
+/// session, the membership and the room's newest message id.
+pub(crate) async fn room_upgrade_read(
+    state: &AppState,
+    token: Option<&str>,
+    room_id: String,
+) -> Result<(Auth, RoomRef, Prefetched), ApiError> {
+    let (digest, ()) = member_request(state, token, &room_id, Ok(())).await?;
+    let changes = state.hub.changes();
+    let (auth, room, last) = state.store.member_room(digest, room_id).await?;
+    Ok((auth, room, Prefetched { changes, last }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn origins_allowed_when_absent_same_or_listed() {
+        use crate::cors::Cors;
+        let none = Cors::new(&[], false);
+        assert!(origin_allowed(&headers(&[("host", "a:8000")]), &none));
+        assert!(origin_allowed(
+            &headers(&[("host", "a:8000"), ("origin", "http://a:8000")]),
+            &none
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "a:8000"), ("origin", "https://a:8000")]),
+            &none
+        ));
+        assert!(!origin_allowed(
+            &headers(&[("host", "a:8000"), ("origin", "http://evil.example")]),
+            &none
+        ));
+        let listed = Cors::new(&["http://evil.example".to_string()], false);
+        assert!(origin_allowed(
+            &headers(&[("host", "a:8000"), ("origin", "http://evil.example")]),
+            &listed
+        ));
+    }
+}
