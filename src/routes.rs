@@ -8,6 +8,79 @@ use warp::{Filter, Reply};
 use crate::error::recover;
 use crate::state::AppState;
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token.
+    Anyone,
+    /// Any signed-in user.
+    User,
+    /// A member of the room in the path (a non-member gets 404, as for a room that does not
+    /// exist).
+    Member,
+}
+
+/// One route the server serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    pub method: &'static str,
+    /// With parameters in braces, as in `openapi.json`; every route also answers without its
+    /// trailing slash.
+    pub path: &'static str,
+    pub access: Access,
+    /// Part of the API (in `openapi.json`); the web client's pages and assets are not.
+    pub api: bool,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        api: true,
+    }
+}
+
+/// Every route the server serves: the list the OpenAPI and authorization tests read, and a
+/// unit test keeps in step with the `warp::path!` filters of the features.
+pub const TABLE: &[Route] = &[
+    route("POST", "/api/v1/signup/", Access::Anyone),
+    route("POST", "/api/v1/login/", Access::Anyone),
+    route("POST", "/api/v1/api-token-auth/", Access::Anyone),
+    route("POST", "/api/v1/logout/", Access::User),
+    route("GET", "/api/v1/tokens/", Access::User),
+    route("DELETE", "/api/v1/tokens/", Access::User),
+    route("DELETE", "/api/v1/tokens/{token_id}/", Access::User),
+    route("GET", "/api/v1/me/", Access::User),
+    route("GET", "/api/v1/users/", Access::User),
+    route("GET", "/api/v1/chats/", Access::User),
+    route("POST", "/api/v1/chats/", Access::User),
+    route("GET", "/api/v1/chat/{room_id}/", Access::Member),
+    route("POST", "/api/v1/chat/{room_id}/", Access::Member),
+    route("POST", "/api/v1/chat/{room_id}/members/", Access::Member),
+    route(
+        "DELETE",
+        "/api/v1/chat/{room_id}/members/{user_id}/",
+        Access::Member,
+    ),
+    route(
+        "PATCH",
+        "/api/v1/messages/{message_id}/update/",
+        Access::User,
+    ),
+    route("GET", "/api/v1/openapi.json", Access::Anyone),
+    route("GET", "/ws/chat/{room_id}/", Access::Member),
+    route("GET", "/ws/", Access::User),
+    route("GET", "/healthz", Access::Anyone),
+    route("GET", "/metrics", Access::Anyone),
+    Route {
+        method: "GET",
+        path: "/assets/{file}",
+        access: Access::Anyone,
+        api: false,
+    },
+];
+
 /// Headers on every response.
 fn security_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -60,4 +133,83 @@ pub fn routes(
         ))
         .with(log)
         .map(Reply::into_response)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// `/a/{x}/b/` as `/a/{}/b`: the shape a `warp::path!` filter matches.
+    fn shape(template: &str) -> String {
+        template
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .map(|s| {
+                if s.starts_with('{') {
+                    "/{}".to_string()
+                } else {
+                    format!("/{s}")
+                }
+            })
+            .collect()
+    }
+
+    /// Every `warp::path!` route in `src/`, as (method, shape).
+    fn routes_in_source() -> BTreeSet<(String, String)> {
+        fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let mut sources = Vec::new();
+        files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut sources,
+        );
+        let mut routes = BTreeSet::new();
+        let marker = concat!("path", "!(");
+        for file in sources {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find(marker) {
+                rest = &rest[at + marker.len()..];
+                let close = rest.find(')').unwrap();
+                let path: String = rest[..close]
+                    .split('/')
+                    .map(|segment| match segment.trim().strip_prefix('"') {
+                        Some(literal) => format!("/{}", literal.trim_end_matches('"')),
+                        None => "/{}".to_string(),
+                    })
+                    .collect();
+                // The method filter that follows, before the next route.
+                let scope = &rest[..rest.find(marker).unwrap_or(rest.len())];
+                let method = ["get", "post", "put", "patch", "delete"]
+                    .into_iter()
+                    .filter_map(|m| scope.find(&format!("warp::{m}()")).map(|i| (i, m)))
+                    .min()
+                    .map_or("any", |(_, m)| m);
+                routes.insert((method.to_uppercase(), path));
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_table_lists_exactly_the_routes_the_features_serve() {
+        let table: BTreeSet<_> = TABLE
+            .iter()
+            .map(|r| (r.method.to_string(), shape(r.path)))
+            .collect();
+        assert_eq!(table.len(), TABLE.len(), "a route is listed twice");
+        assert_eq!(routes_in_source(), table);
+    }
 }

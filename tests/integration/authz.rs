@@ -79,7 +79,9 @@ fn routes() -> Vec<Route> {
             Some(json!({"members": ["{member}"]})),
             201,
         ),
-        r("POST", "/api/v1/logout/?all=1", None, 204),
+        r("DELETE", "/api/v1/tokens/", None, 204),
+        // The one before signed the non-member out everywhere.
+        r("POST", "/api/v1/logout/?all=1", None, 401),
     ]
 }
 
@@ -273,4 +275,49 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
     assert_eq!(history["results"].as_array().unwrap().len(), 1);
     assert_eq!(history["results"][0]["is_read"], false);
     assert_eq!(s.get("/api/v1/me/", &alice.token).await.0, 200);
+}
+
+/// `/a/{x}/b/?q` as `/a/{}/b`.
+fn shape(path: &str) -> String {
+    let path = path.split('?').next().unwrap().trim_end_matches('/');
+    path.split('/')
+        .skip(1)
+        .map(|s| {
+            if s.starts_with('{') {
+                "/{}".to_string()
+            } else {
+                format!("/{s}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_table_above_covers_every_route_that_needs_a_token() {
+    use chat_server::routes::{Access, TABLE};
+    let covered: std::collections::BTreeSet<(String, String)> = routes()
+        .iter()
+        .map(|r| (r.method.to_string(), shape(r.path)))
+        // The sockets are probed by the test itself, beside the table.
+        .chain([
+            ("GET".to_string(), "/ws/chat/{}".to_string()),
+            ("GET".to_string(), "/ws".to_string()),
+        ])
+        .collect();
+    for route in TABLE.iter().filter(|r| r.access != Access::Anyone) {
+        assert!(
+            covered.contains(&(route.method.to_string(), shape(route.path))),
+            "{} {} needs a token but is not in the authorization table",
+            route.method,
+            route.path
+        );
+    }
+    // A route listed as open to anyone must be: nothing in this table is.
+    for r in routes() {
+        let listed = TABLE
+            .iter()
+            .find(|t| t.method == r.method && shape(t.path) == shape(r.path))
+            .unwrap_or_else(|| panic!("{} {} is not in the route table", r.method, r.path));
+        assert_ne!(listed.access, Access::Anyone, "{} {}", r.method, r.path);
+    }
 }

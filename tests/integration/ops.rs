@@ -279,53 +279,6 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
     }
 }
 
-/// Every `warp::path!` route in `src/`, as (method, path) with parameters written `{}`.
-fn routes_in_source() -> BTreeSet<(String, String)> {
-    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-    let mut sources = Vec::new();
-    files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut sources,
-    );
-    let mut routes = BTreeSet::new();
-    for file in sources {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("path!(") {
-            rest = &rest[at + "path!(".len()..];
-            let close = rest.find(')').unwrap();
-            let path: String = rest[..close]
-                .split('/')
-                .map(|segment| {
-                    let segment = segment.trim();
-                    match segment.strip_prefix('"') {
-                        Some(literal) => format!("/{}", literal.trim_end_matches('"')),
-                        None => "/{}".to_string(),
-                    }
-                })
-                .collect();
-            // The method filter that follows, before the next route.
-            let scope = &rest[..rest.find("path!(").unwrap_or(rest.len())];
-            let method = ["get", "post", "put", "patch", "delete"]
-                .into_iter()
-                .filter_map(|m| scope.find(&format!("warp::{m}()")).map(|i| (i, m)))
-                .min()
-                .map_or("any", |(_, m)| m);
-            routes.insert((method.to_string(), path));
-        }
-    }
-    routes
-}
-
 #[test]
 fn openapi_paths_match_the_route_table_in_the_source() {
     let doc: Value = serde_json::from_str(chat_server::ops::OPENAPI).unwrap();
@@ -346,15 +299,24 @@ fn openapi_paths_match_the_route_table_in_the_source() {
             }
         }
     }
-    // The API is everything under /api/ and /ws, and the operational endpoints; pages of a
-    // web client, if any, are not part of it.
-    let served: BTreeSet<_> = routes_in_source()
-        .into_iter()
-        .filter(|(_, path)| {
-            path.starts_with("/api/")
-                || path == "/ws"
-                || path.starts_with("/ws/")
-                || ["/healthz", "/metrics"].contains(&path.as_str())
+    // The route table, less the web client's pages and assets.
+    let served: BTreeSet<(String, String)> = chat_server::routes::TABLE
+        .iter()
+        .filter(|r| r.api)
+        .map(|r| {
+            let path = r.path.trim_end_matches('/').split('/').skip(1).fold(
+                String::new(),
+                |mut p, segment| {
+                    p.push('/');
+                    p.push_str(if segment.starts_with('{') {
+                        "{}"
+                    } else {
+                        segment
+                    });
+                    p
+                },
+            );
+            (r.method.to_lowercase(), path)
         })
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
