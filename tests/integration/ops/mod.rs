@@ -1,0 +1,63 @@
+//! Operations: health and metrics endpoints, TLS, the OpenAPI document, shutdown, schema
+//! upgrades, and the admin subcommands of the real binary.
+
+mod binary;
+mod health;
+mod openapi;
+mod schema;
+mod shutdown;
+mod tls;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+
+/// Runs an admin subcommand to completion; returns (success, stdout, stderr).
+pub(super) fn admin(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub(super) async fn admin_async(
+    args: Vec<String>,
+    stdin: Option<String>,
+) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        admin(&args, stdin.as_deref())
+    })
+    .await
+    .unwrap()
+}
+
+/// A config file that makes password hashing cheap and lifts the send rate limit, so tests of
+/// the binary are quick and can put it under load.
+pub(super) fn quick_config(dir: &Path) -> PathBuf {
+    let path = dir.join("quick.toml");
+    std::fs::write(
+        &path,
+        "[auth]\nargon2_memory_kib = 64\nargon2_iterations = 1\n\n\
+         [limits]\nsend_rate_per_sec = 100000.0\nsend_burst = 100000\n",
+    )
+    .unwrap();
+    path
+}
