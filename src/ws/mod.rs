@@ -3,6 +3,7 @@
 //!
 //! - `upgrade`: origin, token and membership checks, then the upgrade.
 //! - `protocol`: client frames, error frames, the presence event and every close code.
+//! - `dedup`: which events a socket is sent (de-duplication by message id).
 //! - `session`: one connection from subscription to close.
 //!
 //! The upgrade is done by hand rather than with `warp::ws()` rather than with `warp::ws()` so the socket's buffers can be sized
@@ -22,6 +23,7 @@
 //! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
 //! `pong`) still go out in the order of the frames that caused them.
 
+mod dedup;
 mod protocol;
 mod session;
 mod upgrade;

@@ -28,6 +28,7 @@ use crate::store::StoreError;
 use crate::store::api::ReplayPage;
 use crate::store::rooms::RoomRef;
 
+use super::dedup::{Dedup, Verdict};
 use super::protocol::{ClientFrame, Close, api_error_frame, diagnose, error_frame, presence_event};
 use super::upgrade::Prefetched;
 
@@ -130,10 +131,8 @@ pub(crate) struct Session {
     user: User,
     scope: Scope,
     timeouts: Timeouts,
-    /// Highest message id delivered on this socket: anything at or below is a duplicate.
-    /// Ids grow server-wide and each channel carries events in commit order, so one mark
-    /// serves a single room and all rooms alike.
-    last_sent: MessageId,
+    /// What this socket was sent, and so what it must not be sent again.
+    dedup: Dedup,
     last_heard: Instant,
     /// Held for the life of the connection; ends it when its token is revoked.
     slot: ConnectionSlot,
@@ -169,13 +168,15 @@ impl Session {
             idle: Duration::from_secs(l.ws_idle_timeout_secs),
             write: Duration::from_secs(l.ws_write_timeout_secs),
         };
+        let room_socket = matches!(scope, Scope::Room(_));
+        let dedup = Dedup::new(user.id, room_socket, since.unwrap_or(MessageId(0)));
         let mut session = Session {
             state,
             socket,
             user,
             scope,
             timeouts,
-            last_sent: since.unwrap_or(MessageId(0)),
+            dedup,
             last_heard: Instant::now(),
             slot,
             owed: VecDeque::new(),
@@ -312,7 +313,7 @@ impl Session {
                         .ok_or_else(removed)?,
                 };
                 if since.is_none() {
-                    self.last_sent = last;
+                    self.dedup.sent(last);
                 }
                 json!({
                     "type": "hello",
@@ -336,7 +337,7 @@ impl Session {
                     .max()
                     .unwrap_or(MessageId(0));
                 if since.is_none() {
-                    self.last_sent = last;
+                    self.dedup.sent(last);
                 }
                 let rooms: Vec<Value> = rooms
                     .iter()
@@ -369,12 +370,12 @@ impl Session {
         self.replay(MAX_RESYNC).await
     }
 
-    /// Sends every stored message after `last_sent`, in order, up to about `max` of them;
+    /// Sends every stored message after the delivery mark, in order, up to about `max` of them;
     /// past that the client is told to reconnect with `since`.
     async fn replay(&mut self, max: usize) -> Result<(), End> {
         let mut sent = 0;
         loop {
-            let after = self.last_sent;
+            let after = self.dedup.last_sent();
             let user = self.user.id;
             let room = match &self.scope {
                 Scope::Room(room) => Some(room.clone()),
@@ -396,7 +397,7 @@ impl Session {
             for message in &page {
                 let room = RoomId(0); // the frame is all that is written
                 self.feed(message_event(room, message).frame).await?;
-                self.last_sent = message.id;
+                self.dedup.sent(message.id);
             }
             self.flush().await?;
             sent += page.len();
@@ -460,26 +461,6 @@ impl Session {
         }
     }
 
-    /// Whether this socket should see `event`, updating the de-duplication mark; `Err` if
-    /// the event ends the session after it is written.
-    fn wants(&mut self, event: &Event) -> Result<bool, End> {
-        Ok(match event.kind {
-            EventKind::Message(id) if id <= self.last_sent => false,
-            EventKind::Message(id) => {
-                self.last_sent = id;
-                true
-            }
-            // Nobody needs to hear that they themselves are typing or online.
-            EventKind::Typing { from: user } | EventKind::Presence { user } => user != self.user.id,
-            EventKind::Member { user, added: false }
-                if user == self.user.id && matches!(self.scope, Scope::Room(_)) =>
-            {
-                return Err(removed());
-            }
-            EventKind::Read | EventKind::Member { .. } | EventKind::Room => true,
-        })
-    }
-
     /// Writes `first` and whatever else is already queued, then flushes once; if all of it is
     /// presence, the flush waits up to [`PRESENCE_DELAY`] for more.
     async fn deliver(&mut self, first: Event, events: &mut Receiver<Event>) -> Result<(), End> {
@@ -487,17 +468,17 @@ impl Session {
         let mut urgent = false;
         let mut next = Some(first);
         while let Some(event) = next.take() {
-            match self.wants(&event) {
-                Ok(true) => {
+            match self.dedup.judge(&event.kind) {
+                Verdict::Deliver => {
                     urgent |= !matches!(event.kind, EventKind::Presence { .. });
                     self.feed(event.frame).await?;
                     pending += 1;
                 }
-                Ok(false) => {}
-                Err(end) => {
+                Verdict::Skip => {}
+                Verdict::DeliverThenClose => {
                     self.feed(event.frame).await?;
                     self.flush().await?;
-                    return Err(end);
+                    return Err(removed());
                 }
             }
             if pending >= MAX_BATCH {
