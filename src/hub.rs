@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::model::{MessageId, RoomId, UserId};
+use crate::frames::ServerFrame;
+use crate::model::{MessageId, RoomId, User, UserId};
 
 /// One serialized JSON frame, cheap to clone.
 pub type Frame = Utf8Bytes;
@@ -47,8 +48,8 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(room: RoomId, kind: EventKind, value: &impl serde::Serialize) -> Event {
-        let json = serde_json::to_string(value).expect("events always serialize");
+    pub fn new(room: RoomId, kind: EventKind, frame: &ServerFrame<'_>) -> Event {
+        let json = frame.to_json();
         Event {
             room,
             kind,
@@ -316,16 +317,38 @@ impl Hub {
     }
 }
 
+/// `{"type":"presence"}`: a user's first socket to a room opened, or their last one closed.
+pub fn presence_event(room: RoomId, public_id: &str, user: &User, online: bool) -> Event {
+    Event::new(
+        room,
+        EventKind::Presence { user: user.id },
+        &ServerFrame::Presence {
+            room_id: public_id,
+            user,
+            online,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An event whose frame says `n`.
     fn event(room: RoomId, n: i64) -> Event {
         Event::new(
             room,
             EventKind::Presence { user: UserId(0) },
-            &serde_json::json!({ "n": n }),
+            &ServerFrame::Read {
+                room_id: "r",
+                user_id: UserId(0),
+                message_id: MessageId(n),
+            },
         )
+    }
+
+    fn says(n: i64) -> String {
+        format!(r#"{{"type":"read","room_id":"r","user_id":0,"message_id":{n}}}"#)
     }
 
     #[tokio::test]
@@ -342,7 +365,7 @@ mod tests {
         hub.publish(room, event(room, 1));
         let ea = a1.events.recv().await.unwrap();
         let eb = b.events.recv().await.unwrap();
-        assert_eq!(ea.frame.as_str(), r#"{"n":1}"#);
+        assert_eq!(ea.frame.as_str(), says(1));
         // the same bytes, not a copy
         assert_eq!(ea.frame.as_str().as_ptr(), eb.frame.as_str().as_ptr());
 
@@ -367,7 +390,7 @@ mod tests {
             },
         ];
         for kind in kinds {
-            hub.publish(other, Event::new(other, kind, &0));
+            hub.publish(other, Event::new(other, kind, &ServerFrame::Pong));
         }
         assert_eq!(
             hub.changes(),
@@ -377,13 +400,13 @@ mod tests {
         // Even in a room nobody is subscribed to.
         hub.publish(
             other,
-            Event::new(other, EventKind::Message(MessageId(7)), &0),
+            Event::new(other, EventKind::Message(MessageId(7)), &ServerFrame::Pong),
         );
         let removal = EventKind::Member {
             user: UserId(1),
             added: false,
         };
-        hub.publish(other, Event::new(other, removal, &0));
+        hub.publish(other, Event::new(other, removal, &ServerFrame::Pong));
         assert_eq!(hub.changes(), before + 2);
         assert_eq!(hub.join_room(room, UserId(1)).changes, before + 2);
     }
@@ -404,7 +427,7 @@ mod tests {
         let got: Vec<String> = (0..3)
             .map(|_| joined.events.try_recv().unwrap().frame.as_str().to_string())
             .collect();
-        assert_eq!(got, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":4}"#]);
+        assert_eq!(got, [says(1), says(2), says(4)]);
         assert!(joined.events.try_recv().is_err());
 
         // a room socket and the all-rooms socket count as one user online

@@ -17,10 +17,13 @@
 //!   look-alike) and the password policy.
 //! - `users`: `/api/v1/me/` and the user directory.
 //! - `rooms`: `/api/v1/chats/` (listing, creating) and `/api/v1/chat/<id>/members/`.
-//! - `messages`: history, posting and read receipts; the send path REST and WebSocket share.
+//! - `chat`: the chat apart from any transport (send, read marks, membership, typing, and the
+//!   events they publish), shared by the REST handlers and the WebSocket.
+//! - `messages`: history, posting and read receipts over REST.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
 //!   `upgrade`, `protocol` (frames and close codes) and `session`.
 //! - `web`: the browser client at `/`, embedded in the binary, with its own CSP.
+//! - `frames`: every frame the server sends on a WebSocket, as one type (`ServerFrame`).
 //! - `hub`: publish/subscribe between connections, and presence.
 //! - `store`: the store interface (`store::api::ChatStore`, named operations) and its SQLite
 //!   implementation: every SQL statement, one writer with group commit, a pool of readers.
@@ -35,11 +38,13 @@
 pub mod account;
 pub mod admin;
 pub mod auth;
+pub mod chat;
 pub mod config;
 pub mod connections;
 pub mod cors;
 pub mod error;
 pub mod filters;
+pub mod frames;
 pub mod hub;
 pub mod lifecycle;
 pub mod messages;

@@ -32,6 +32,30 @@ pub struct Route {
     pub api: bool,
 }
 
+impl Route {
+    /// The path's shape, as [`shape`] makes it.
+    pub fn shape(&self) -> String {
+        shape(self.path)
+    }
+}
+
+/// A path template or a request path with its parameters written `{}`, without its trailing
+/// slash and query: `/api/v1/chat/{room_id}/?after=0` is `/api/v1/chat/{}`.
+pub fn shape(path: &str) -> String {
+    let path = path.split('?').next().unwrap_or_default();
+    path.trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(|s| {
+            if s.starts_with('{') {
+                "/{}".to_string()
+            } else {
+                format!("/{s}")
+            }
+        })
+        .collect()
+}
+
 const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
     Route {
         method,
@@ -142,22 +166,6 @@ mod tests {
 
     use super::*;
 
-    /// `/a/{x}/b/` as `/a/{}/b`: the shape a `warp::path!` filter matches.
-    fn shape(template: &str) -> String {
-        template
-            .trim_end_matches('/')
-            .split('/')
-            .skip(1)
-            .map(|s| {
-                if s.starts_with('{') {
-                    "/{}".to_string()
-                } else {
-                    format!("/{s}")
-                }
-            })
-            .collect()
-    }
-
     /// Every `warp::path!` route in `src/`, as (method, shape).
     fn routes_in_source() -> BTreeSet<(String, String)> {
         fn files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -207,7 +215,7 @@ mod tests {
     fn the_table_lists_exactly_the_routes_the_features_serve() {
         let table: BTreeSet<_> = TABLE
             .iter()
-            .map(|r| (r.method.to_string(), shape(r.path)))
+            .map(|r| (r.method.to_string(), r.shape()))
             .collect();
         assert_eq!(table.len(), TABLE.len(), "a route is listed twice");
         assert_eq!(routes_in_source(), table);

@@ -37,7 +37,8 @@ use warp::{Filter, Reply};
 use crate::filters::with_state;
 use crate::state::AppState;
 
-pub use protocol::{Close, presence_event};
+pub use crate::hub::presence_event;
+pub use protocol::Close;
 use upgrade::upgrade;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {

@@ -2,12 +2,11 @@
 //! back, the presence event, and every close code.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::hub::{Event, EventKind};
-use crate::model::{RoomId, User};
+use crate::frames::ServerFrame;
 
 /// A close code and its reason, as the server sends them: every code the server closes a
 /// WebSocket with is one of these.
@@ -91,7 +90,7 @@ pub(crate) enum ClientFrame {
 pub(crate) const ACTIONS: [&str; 4] = ["message", "read", "typing", "ping"];
 
 pub(crate) fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
-    WsMessage::text(json!({"type": "error", "code": code.as_str(), "message": message}).to_string())
+    WsMessage::text(ServerFrame::error(code, message).to_json())
 }
 
 /// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
@@ -121,20 +120,6 @@ pub(crate) fn api_error_frame(e: &ApiError) -> WsMessage {
         other => other.to_string(),
     };
     error_frame(e.code(), &message)
-}
-
-/// `{"type":"presence"}`: a user's first socket to a room opened, or their last one closed.
-pub fn presence_event(room: RoomId, public_id: &str, user: &User, online: bool) -> Event {
-    Event::new(
-        room,
-        EventKind::Presence { user: user.id },
-        &json!({
-            "type": "presence",
-            "room_id": public_id,
-            "user": user,
-            "online": online,
-        }),
-    )
 }
 
 #[cfg(test)]

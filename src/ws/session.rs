@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::{Instant, Sleep, interval_at, sleep, timeout};
@@ -18,10 +17,11 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::chat::{self, Sending, mark_read, message_event, room_for_member, submit};
 use crate::connections::ConnectionSlot;
 use crate::error::{ApiError, ErrorCode};
+use crate::frames::{HelloRoom, ServerFrame};
 use crate::hub::{Event, EventKind, Frame};
-use crate::messages::{Sending, mark_read, message_event, room_for_member, submit};
 use crate::model::{MessageId, RoomId, User};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -29,8 +29,9 @@ use crate::store::api::ReplayPage;
 use crate::store::rooms::RoomRef;
 
 use super::dedup::{Dedup, Verdict};
-use super::protocol::{ClientFrame, Close, api_error_frame, diagnose, error_frame, presence_event};
+use super::protocol::{ClientFrame, Close, api_error_frame, diagnose, error_frame};
 use super::upgrade::Prefetched;
+use crate::hub::presence_event;
 
 pub(crate) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -315,13 +316,13 @@ impl Session {
                 if since.is_none() {
                     self.dedup.sent(last);
                 }
-                json!({
-                    "type": "hello",
-                    "room_id": room.public_id,
-                    "user": self.user,
-                    "last_message_id": last,
-                    "online": self.state.hub.online(room.id),
-                })
+                ServerFrame::RoomHello {
+                    room_id: &room.public_id,
+                    user: &self.user,
+                    last_message_id: last,
+                    online: &self.state.hub.online(room.id),
+                }
+                .to_json()
             }
             Scope::User => {
                 let hub = self.state.hub.clone();
@@ -339,25 +340,23 @@ impl Session {
                 if since.is_none() {
                     self.dedup.sent(last);
                 }
-                let rooms: Vec<Value> = rooms
+                let rooms: Vec<HelloRoom<'_>> = rooms
                     .iter()
-                    .map(|(last, r)| {
-                        json!({
-                            "room_id": r.public_id,
-                            "last_message_id": last,
-                            "online": hub.online(r.id),
-                        })
+                    .map(|(last, r)| HelloRoom {
+                        room_id: &r.public_id,
+                        last_message_id: *last,
+                        online: hub.online(r.id),
                     })
                     .collect();
-                json!({
-                    "type": "hello",
-                    "user": self.user,
-                    "last_message_id": last,
-                    "rooms": rooms,
-                })
+                ServerFrame::UserHello {
+                    user: &self.user,
+                    last_message_id: last,
+                    rooms: &rooms,
+                }
+                .to_json()
             }
         };
-        self.write(WsMessage::text(hello.to_string())).await?;
+        self.write(WsMessage::text(hello)).await?;
         if since.is_some() {
             self.replay(usize::MAX).await?;
         }
@@ -624,37 +623,22 @@ impl Session {
                 self.settle_all().await?;
                 match self.target_room(room_id).await {
                     Ok(room) => {
-                        self.typing(&room, typing);
+                        chat::typing(&self.state, &self.user, &room, typing);
                         Ok(())
                     }
                     Err(e) => Err(e),
                 }
             }
-            ClientFrame::Ping => return self.reply(WsMessage::text(r#"{"type":"pong"}"#)).await,
+            ClientFrame::Ping => {
+                return self
+                    .reply(WsMessage::text(ServerFrame::Pong.to_json()))
+                    .await;
+            }
         };
         match result {
             Ok(()) => Ok(()),
             Err(e) => self.reply(api_error_frame(&e)).await,
         }
-    }
-
-    /// Tells the other members; extra events over the rate are dropped.
-    fn typing(&self, room: &RoomRef, typing: bool) {
-        let key = (self.user.id, room.id);
-        if self.state.limits.typing.take(&key).is_err() {
-            return;
-        }
-        let event = Event::new(
-            room.id,
-            EventKind::Typing { from: self.user.id },
-            &json!({
-                "type": "typing",
-                "room_id": room.public_id,
-                "user": self.user,
-                "typing": typing,
-            }),
-        );
-        self.state.hub.publish(room.id, event);
     }
 }
 

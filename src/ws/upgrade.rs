@@ -13,9 +13,9 @@ use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 
 use crate::auth::{authenticate_token, token_from_header};
+use crate::chat::member_request;
 use crate::error::ApiError;
 use crate::filters::non_negative_param;
-use crate::messages::member_request;
 use crate::model::Auth;
 use crate::model::MessageId;
 use crate::state::AppState;

@@ -171,15 +171,7 @@ fn openapi_paths_match_the_route_table_in_the_source() {
     let doc: Value = serde_json::from_str(chat_server::ops::OPENAPI).unwrap();
     let mut documented = BTreeSet::new();
     for (template, item) in doc["paths"].as_object().unwrap() {
-        let mut path = String::new();
-        for segment in template.trim_end_matches('/').split('/').skip(1) {
-            path.push('/');
-            path.push_str(if segment.starts_with('{') {
-                "{}"
-            } else {
-                segment
-            });
-        }
+        let path = chat_server::routes::shape(template);
         for method in item.as_object().unwrap().keys() {
             if method != "parameters" {
                 documented.insert((method.clone(), path.clone()));
@@ -190,21 +182,7 @@ fn openapi_paths_match_the_route_table_in_the_source() {
     let served: BTreeSet<(String, String)> = chat_server::routes::TABLE
         .iter()
         .filter(|r| r.api)
-        .map(|r| {
-            let path = r.path.trim_end_matches('/').split('/').skip(1).fold(
-                String::new(),
-                |mut p, segment| {
-                    p.push('/');
-                    p.push_str(if segment.starts_with('{') {
-                        "{}"
-                    } else {
-                        segment
-                    });
-                    p
-                },
-            );
-            (r.method.to_lowercase(), path)
-        })
+        .map(|r| (r.method.to_lowercase(), r.shape()))
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();
     assert!(

@@ -1,0 +1,371 @@
+//! The chat itself, apart from any transport: sending, read marks, membership, typing and the
+//! events each publishes. The REST handlers and the WebSocket session both call these, so a
+//! message sent either way is validated, stored and delivered the same way.
+
+use crate::auth::{authenticate_token, token_key};
+use crate::error::ApiError;
+use crate::frames::ServerFrame;
+use crate::hub::{Event, EventKind, Hub};
+use crate::model::{Message, MessageId, Room, RoomId, User, UserId};
+use crate::ratelimit::retry_after_secs;
+use crate::state::AppState;
+use crate::store::api::{CreatedRoom, MemberAdded, MemberRemoved, NewMessage, NewRoom};
+use crate::store::messages::ReadMark;
+use crate::store::now_ms;
+use crate::store::rooms::RoomRef;
+
+/// Longest `client_id` a send may carry.
+const MAX_CLIENT_ID_CHARS: usize = 128;
+
+/// Our room ids are short alphanumeric strings; anything else cannot name a room and costs
+/// no query.
+fn plausible_room_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The room with this public id if the caller is a member; 404 otherwise, so a non-member
+/// cannot tell whether it exists.
+pub async fn room_for_member(
+    state: &AppState,
+    public_id: String,
+    user: &User,
+) -> Result<RoomRef, ApiError> {
+    if !plausible_room_id(&public_id) {
+        return Err(ApiError::NotFound);
+    }
+    let user = user.id;
+    state
+        .store
+        .room_for_member(public_id, user)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// For handlers that authenticate in the same trip to the database as their other reads: the
+/// token's digest and what was asked, once the request is well-formed. A malformed request
+/// still answers a stranger 401 before anything else.
+pub async fn member_request<T>(
+    state: &AppState,
+    token: Option<&str>,
+    room_id: &str,
+    asked: Result<T, ApiError>,
+) -> Result<(Vec<u8>, T), ApiError> {
+    let digest = token_key(token)?;
+    let asked = asked.and_then(|asked| {
+        plausible_room_id(room_id)
+            .then_some(asked)
+            .ok_or(ApiError::NotFound)
+    });
+    match asked {
+        Ok(asked) => Ok((digest, asked)),
+        Err(e) => {
+            authenticate_token(state, token).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Checks content against the limits: trimmed, non-empty, not too long, no NUL.
+pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiError> {
+    let content = content.trim();
+    let max = state.config.limits.max_message_chars;
+    if content.is_empty() {
+        return Err(ApiError::validation("content", "must not be empty"));
+    }
+    if content.chars().count() > max {
+        return Err(ApiError::validation(
+            "content",
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if content.contains('\0') {
+        return Err(ApiError::validation(
+            "content",
+            "must not contain NUL characters",
+        ));
+    }
+    Ok(content.to_string())
+}
+
+/// The frame every subscriber receives for a new message.
+pub fn message_event(room: RoomId, message: &Message) -> Event {
+    Event::new(
+        room,
+        EventKind::Message(message.id),
+        &ServerFrame::Message { message },
+    )
+}
+
+/// A send that was accepted and queued for the database: resolves to the message and whether
+/// it is new once its transaction committed.
+pub use crate::store::api::Sending;
+
+/// Validates, rate-limits, stores and publishes a message. Publication happens on the
+/// writer right after the commit, so subscribers see messages in id order and never one that
+/// is not durable. A repeated `client_id` returns the original (flag `false`) and publishes
+/// nothing.
+pub async fn send(
+    state: &AppState,
+    sender: &User,
+    room: RoomRef,
+    content: &str,
+    client_id: Option<String>,
+) -> Result<(Message, bool), ApiError> {
+    Ok(submit(state, sender, room, content, client_id)?.await?)
+}
+
+/// The part of [`send`] that does not wait: validation and the rate limit, then the write is
+/// queued. Sends submitted one after another commit in that order, so a connection can keep
+/// several in flight and still have them stored in the order it sent them.
+pub fn submit(
+    state: &AppState,
+    sender: &User,
+    room: RoomRef,
+    content: &str,
+    client_id: Option<String>,
+) -> Result<Sending, ApiError> {
+    let content = validate_content(state, content)?;
+    if client_id
+        .as_ref()
+        .is_some_and(|c| c.is_empty() || c.chars().count() > MAX_CLIENT_ID_CHARS)
+    {
+        return Err(ApiError::validation(
+            "client_id",
+            format!("must be 1 to {MAX_CLIENT_ID_CHARS} characters"),
+        ));
+    }
+    if let Err(wait) = state.limits.sends.take(&sender.id) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        });
+    }
+    let hub = state.hub.clone();
+    let room_id = room.id;
+    let sender = sender.clone();
+    let timer = crate::metrics::METRICS.send_latency.start_timer();
+    let message = NewMessage {
+        room,
+        sender,
+        content,
+        client_id,
+    };
+    let on_commit = Box::new(move |(message, created): &(Message, bool)| {
+        if *created {
+            crate::metrics::METRICS.messages_stored.inc();
+            hub.publish(room_id, message_event(room_id, message));
+        }
+        drop(timer);
+    });
+    Ok(state.store.submit_message(message, now_ms(), on_commit)?)
+}
+
+/// Moves the caller's read mark and tells the room. `None`: no such message for this user.
+pub async fn mark_read(
+    state: &AppState,
+    user: &User,
+    message_id: MessageId,
+) -> Result<Option<MessageId>, ApiError> {
+    let hub = state.hub.clone();
+    let user_id = user.id;
+    let mark = state
+        .store
+        .mark_read(
+            message_id,
+            user_id,
+            Box::new(move |mark: &Option<ReadMark>| {
+                // Only a mark that moved is news; repeating a read broadcasts nothing.
+                if let Some(mark) = mark.as_ref().filter(|m| m.moved) {
+                    let event = Event::new(
+                        mark.room.id,
+                        EventKind::Read,
+                        &ServerFrame::Read {
+                            room_id: &mark.room.public_id,
+                            user_id: mark.user,
+                            message_id: mark.message_id,
+                        },
+                    );
+                    hub.publish(mark.room.id, event);
+                }
+            }),
+        )
+        .await?;
+    Ok(mark.map(|m| m.message_id))
+}
+
+/// `{"type":"room"}`: tells a user's all-rooms sockets about a room they now belong to.
+fn room_event(room_id: RoomId, room: &Room) -> Event {
+    Event::new(
+        room_id,
+        EventKind::Room,
+        &ServerFrame::Room {
+            room_id: &room.room_id,
+            room,
+        },
+    )
+}
+
+/// `{"type":"member"}`: someone joined or left the room.
+fn member_event(room_id: RoomId, public_id: &str, user: &User, added: bool) -> Event {
+    Event::new(
+        room_id,
+        EventKind::Member {
+            user: user.id,
+            added,
+        },
+        &ServerFrame::Member {
+            room_id: public_id,
+            user,
+            added,
+        },
+    )
+}
+
+/// After a user joined a room: their all-rooms sockets follow it and hear about it.
+fn announce_joined(hub: &Hub, room_id: RoomId, room: &Room, user: &User) {
+    if hub.add_member(room_id, user.id) {
+        hub.publish(
+            room_id,
+            crate::hub::presence_event(room_id, &room.room_id, user, true),
+        );
+    }
+    hub.notify_user(user.id, room_event(room_id, room));
+}
+
+/// A new random public room id: 96 bits, URL-safe.
+pub fn new_room_id() -> String {
+    let mut bytes = [0u8; 12];
+    rand::fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Most members a room may be created with.
+const MAX_MEMBERS: usize = 1000;
+const MAX_NAME_CHARS: usize = 100;
+
+/// Creates a room of `me` and `members`, or finds the direct room of the pair; tells every
+/// member of a new room. Returns the room as `me` sees it and whether it is new.
+pub async fn create_room(
+    state: &AppState,
+    me: UserId,
+    name: Option<String>,
+    members: Vec<i64>,
+) -> Result<(Room, bool), ApiError> {
+    let name = name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    if name
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NAME_CHARS)
+    {
+        return Err(ApiError::validation(
+            "name",
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    let mut members: Vec<UserId> = members.into_iter().map(UserId).collect();
+    members.push(me);
+    members.sort();
+    members.dedup();
+    if members.len() < 2 {
+        return Err(ApiError::validation(
+            "members",
+            "a room needs at least one member besides you",
+        ));
+    }
+    if members.len() > MAX_MEMBERS {
+        return Err(ApiError::validation(
+            "members",
+            format!("a room has at most {MAX_MEMBERS} members"),
+        ));
+    }
+    let new = NewRoom {
+        public_id: new_room_id(),
+        name,
+        creator: me,
+        members,
+    };
+    let CreatedRoom {
+        view: room,
+        created,
+    } = state.store.create_room(new, now_ms()).await?;
+    if let Some(room_id) = created {
+        for member in &room.members {
+            announce_joined(&state.hub, room_id, &room, member);
+        }
+    }
+    Ok((room, created.is_some()))
+}
+
+/// `by` adds `user` to a group room; the room hears of it, and the new member's all-rooms
+/// sockets follow it. Returns the room as `by` sees it and whether `user` is new to it.
+pub async fn add_member(
+    state: &AppState,
+    room: RoomRef,
+    by: UserId,
+    user_id: UserId,
+) -> Result<(Room, bool), ApiError> {
+    let hub = state.hub.clone();
+    let on_commit = Box::new(move |outcome: &MemberAdded| {
+        if let Some(j) = &outcome.joined {
+            hub.publish(
+                j.room.id,
+                member_event(j.room.id, &j.room.public_id, &j.user, true),
+            );
+            announce_joined(&hub, j.room.id, &j.view, &j.user);
+        }
+    });
+    let MemberAdded {
+        view,
+        joined: added,
+    } = state
+        .store
+        .add_member(room, by, user_id, now_ms(), on_commit)
+        .await?;
+    Ok((view, added.is_some()))
+}
+
+/// `by` removes `user` from a group room (themselves, or anyone if `by` created it). In-band:
+/// every socket of the removed user closes on the event, and nothing published after it
+/// reaches them.
+pub async fn remove_member(
+    state: &AppState,
+    room: RoomRef,
+    by: UserId,
+    user_id: UserId,
+) -> Result<(), ApiError> {
+    let hub = state.hub.clone();
+    let on_commit = Box::new(move |removed: &MemberRemoved| {
+        let (room, user) = (&removed.room, &removed.user);
+        // In-band: every socket of the removed user closes on this event, and nothing
+        // published after it reaches them.
+        hub.publish(room.id, member_event(room.id, &room.public_id, user, false));
+        if hub.remove_member(room.id, user.id) {
+            hub.publish(
+                room.id,
+                crate::hub::presence_event(room.id, &room.public_id, user, false),
+            );
+        }
+    });
+    state
+        .store
+        .remove_member(room, by, user_id, on_commit)
+        .await?;
+    Ok(())
+}
+
+/// Tells the other members that `user` is typing (or stopped); extra events over the rate are
+/// dropped.
+pub fn typing(state: &AppState, user: &User, room: &RoomRef, typing: bool) {
+    let key = (user.id, room.id);
+    if state.limits.typing.take(&key).is_err() {
+        return;
+    }
+    let event = Event::new(
+        room.id,
+        EventKind::Typing { from: user.id },
+        &ServerFrame::Typing {
+            room_id: &room.public_id,
+            user,
+            typing,
+        },
+    );
+    state.hub.publish(room.id, event);
+}
