@@ -93,32 +93,27 @@ pub fn insert(conn: &Connection, new: &NewUser, now: i64) -> Result<Result<User,
     }))
 }
 
-/// The account a typed name refers to: the one with exactly that name if there is one (an
-/// account created before names were case-folded may share its key with an older account),
-/// else the one with its key.
+/// The id of the account a typed name (`?1`, and its key `?2`) refers to: the one with
+/// exactly that name if there is one (an account created before names were case-folded may
+/// share its key with an older account), else the one with its key.
+const ID_OF_TYPED: &str = "coalesce((SELECT id FROM users WHERE username = ?1),
+                                    (SELECT id FROM users WHERE username_key = ?2))";
+
+/// The account a typed name refers to.
 pub fn find(conn: &Connection, typed: &str) -> Result<Option<UserId>> {
-    let exact = conn
-        .prepare_cached("SELECT id FROM users WHERE username = ?1")?
-        .query_row([typed], |r| r.get(0))
-        .optional()?;
-    if exact.is_some() {
-        return Ok(exact);
-    }
     Ok(conn
-        .prepare_cached("SELECT id FROM users WHERE username_key = ?1")?
-        .query_row([username::key(typed)], |r| r.get(0))
-        .optional()?)
+        .prepare_cached(&format!("SELECT {ID_OF_TYPED}"))?
+        .query_row(params![typed, username::key(typed)], |r| r.get(0))?)
 }
 
+/// The account a typed name refers to, with its password hash, in one statement.
 pub fn credentials(conn: &Connection, typed: &str) -> Result<Option<Credentials>> {
-    let Some(id) = find(conn, typed)? else {
-        return Ok(None);
-    };
-    let sql =
-        format!("SELECT {USER_COLUMNS}, u.password_hash, u.is_active FROM users u WHERE u.id = ?1");
+    let sql = format!(
+        "SELECT {USER_COLUMNS}, u.password_hash, u.is_active FROM users u WHERE u.id = {ID_OF_TYPED}"
+    );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row([id], |row| {
+        .query_row(params![typed, username::key(typed)], |row| {
             Ok(Credentials {
                 user: user_from_row(row, 0)?,
                 password_hash: row.get(6)?,
