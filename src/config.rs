@@ -334,13 +334,13 @@ impl Config {
         for &(name, value, least, most) in ranges {
             // `!(..)` so that NaN fails too
             if !(value >= least && value <= most) {
+                let from = if least == f64::MIN_POSITIVE {
+                    "above 0".to_string()
+                } else {
+                    format!("at least {least}")
+                };
                 return Err(format!(
-                    "{name} must be from {least} to {most} (it is {value})",
-                    least = if least == f64::MIN_POSITIVE {
-                        "above 0".to_string()
-                    } else {
-                        least.to_string()
-                    },
+                    "{name} must be {from} and at most {most} (it is {value})"
                 ));
             }
         }
