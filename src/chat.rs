@@ -221,8 +221,8 @@ fn member_event(room_id: RoomId, public_id: &str, user: &User, added: bool) -> E
 }
 
 /// After a user joined a room: their all-rooms sockets follow it and hear about it.
-fn announce_joined(hub: &Hub, room_id: RoomId, room: &Room, user: &User) {
-    if hub.add_member(room_id, user.id) {
+fn announce_joined(hub: &dyn Hub, room_id: RoomId, room: &Room, user: &User) {
+    if hub.follow(room_id, user.id) {
         hub.publish(
             room_id,
             crate::hub::presence_event(room_id, &room.room_id, user, true),
@@ -288,7 +288,7 @@ pub async fn create_room(
     } = state.store.create_room(new, now_ms()).await?;
     if let Some(room_id) = created {
         for member in &room.members {
-            announce_joined(&state.hub, room_id, &room, member);
+            announce_joined(state.hub.as_ref(), room_id, &room, member);
         }
     }
     Ok((room, created.is_some()))
@@ -309,7 +309,7 @@ pub async fn add_member(
                 j.room.id,
                 member_event(j.room.id, &j.room.public_id, &j.user, true),
             );
-            announce_joined(&hub, j.room.id, &j.view, &j.user);
+            announce_joined(hub.as_ref(), j.room.id, &j.view, &j.user);
         }
     });
     let MemberAdded {
@@ -337,7 +337,7 @@ pub async fn remove_member(
         // In-band: every socket of the removed user closes on this event, and nothing
         // published after it reaches them.
         hub.publish(room.id, member_event(room.id, &room.public_id, user, false));
-        if hub.remove_member(room.id, user.id) {
+        if hub.unfollow(room.id, user.id) {
             hub.publish(
                 room.id,
                 crate::hub::presence_event(room.id, &room.public_id, user, false),

@@ -2,6 +2,7 @@
 //! whose first key is `type`; `docs/PROTOCOL.md` describes them for client authors.
 
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::model::{ErrorCode, Message, MessageId, Room, User, UserId};
 
@@ -83,6 +84,33 @@ impl ServerFrame<'_> {
             code: code.as_str(),
             message,
         }
+    }
+}
+
+/// One serialized server frame: the bytes every socket it goes to writes, shared, not copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame(Utf8Bytes);
+
+impl Frame {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The text a WebSocket writes.
+    pub(crate) fn into_text(self) -> Utf8Bytes {
+        self.0
+    }
+}
+
+impl From<&ServerFrame<'_>> for Frame {
+    fn from(frame: &ServerFrame<'_>) -> Frame {
+        Frame(Utf8Bytes::from(frame.to_json()))
+    }
+}
+
+impl From<String> for Frame {
+    fn from(json: String) -> Frame {
+        Frame(Utf8Bytes::from(json))
     }
 }
 

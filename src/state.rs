@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::connections::Connections;
-use crate::hub::Hub;
+use crate::hub::{Hub, LocalHub};
 use crate::lifecycle::Lifecycle;
 use crate::model::{RoomId, UserId};
 use crate::passwords::Passwords;
@@ -30,7 +30,7 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn ChatStore>,
-    pub hub: Hub,
+    pub hub: Arc<dyn Hub>,
     pub limits: Arc<Limiters>,
     pub passwords: Arc<Passwords>,
     pub connections: Arc<Connections>,
@@ -82,7 +82,7 @@ impl AppState {
         let tls = config.server.tls_cert.is_some();
         AppState(Arc::new(Shared {
             cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),
-            hub: Hub::new(l.ws_queue_len),
+            hub: Arc::new(LocalHub::new(l.ws_queue_len)),
             config: Arc::new(config),
             store,
             limits: Arc::new(limits),

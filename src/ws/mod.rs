@@ -2,11 +2,16 @@
 //! rooms).
 //!
 //! - `upgrade`: origin, token and membership checks, then the upgrade.
-//! - `protocol`: client frames, error frames, the presence event and every close code.
+//! - `protocol`: client frames, error frames and every close code.
+//! - `session`: one connection's event loop, from subscription to close.
+//! - `subscription`: what a socket follows: subscribing, presence, `hello`, replay and the
+//!   delivery of live events.
 //! - `dedup`: which events a socket is sent (de-duplication by message id).
-//! - `session`: one connection from subscription to close.
+//! - `outbox`: timed, batched writes and the coalescing of presence frames.
+//! - `pipeline`: sends in flight and the replies waiting behind them.
+//! - `actions`: what each client frame does.
 //!
-//! The upgrade is done by hand rather than with `warp::ws()` rather than with `warp::ws()` so the socket's buffers can be sized
+//! The upgrade is done by hand rather than with `warp::ws()` so the socket's buffers can be sized
 //! (tungstenite's default 128 KiB read buffer per connection would dominate memory). Auth,
 //! membership and origin are checked before the upgrade, so refusals are plain HTTP errors.
 //!
@@ -23,9 +28,13 @@
 //! commit at once. Replies to the socket (errors, the original of a repeated `client_id`,
 //! `pong`) still go out in the order of the frames that caused them.
 
+mod actions;
 mod dedup;
+mod outbox;
+mod pipeline;
 mod protocol;
 mod session;
+mod subscription;
 mod upgrade;
 
 use std::collections::HashMap;

@@ -21,7 +21,8 @@ use crate::model::MessageId;
 use crate::state::AppState;
 use crate::store::rooms::RoomRef;
 
-use super::session::{Scope, Session};
+use super::session::Session;
+use super::subscription::Scope;
 
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
@@ -120,8 +121,8 @@ pub(crate) async fn upgrade(
 
 /// What a room socket's handshake read about the room, and when.
 pub(crate) struct Prefetched {
-    /// [`crate::hub::Hub::changes`] before the read.
-    pub(crate) changes: u64,
+    /// [`crate::hub::Hub::mark`] before the read.
+    pub(crate) mark: Option<u64>,
     /// The room's newest message id as of the read.
     pub(crate) last: MessageId,
 }
@@ -134,9 +135,9 @@ pub(crate) async fn room_upgrade_read(
     room_id: String,
 ) -> Result<(Auth, RoomRef, Prefetched), ApiError> {
     let (digest, ()) = member_request(state, token, &room_id, Ok(())).await?;
-    let changes = state.hub.changes();
+    let mark = state.hub.mark();
     let (auth, room, last) = state.store.member_room(digest, room_id).await?;
-    Ok((auth, room, Prefetched { changes, last }))
+    Ok((auth, room, Prefetched { mark, last }))
 }
 
 #[cfg(test)]

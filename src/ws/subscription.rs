@@ -1,0 +1,303 @@
+//! What a socket follows: subscribing (and the presence it announces), the `hello`, the replay
+//! of what a resuming client missed, and the delivery of live events through de-duplication.
+
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use super::dedup::Verdict;
+use super::protocol::Close;
+use super::session::{End, Session};
+use super::upgrade::Prefetched;
+use crate::chat::{message_event, room_for_member};
+use crate::error::ApiError;
+use crate::frames::{HelloRoom, ServerFrame};
+use crate::hub::{Event, EventKind, Missed, Subscription, presence_event};
+use crate::model::{MessageId, RoomId, User};
+use crate::state::AppState;
+use crate::store::StoreError;
+use crate::store::api::ReplayPage;
+use crate::store::rooms::RoomRef;
+
+/// Most frames written per flush.
+pub(crate) const MAX_BATCH: usize = 64;
+/// Messages per replay query.
+pub(crate) const REPLAY_PAGE: u32 = 200;
+/// Most messages a lagging connection is resynced with before it is told to reconnect.
+pub(crate) const MAX_RESYNC: usize = 5_000;
+
+/// Which events a socket follows.
+pub(crate) enum Scope {
+    /// One room: `/ws/chat/<room_id>/`.
+    Room(RoomRef),
+    /// Every room of the user: `/ws/`.
+    User,
+}
+
+/// A socket's user and scope, and the hub and store calls that depend on them.
+pub(crate) struct Following {
+    pub(crate) state: AppState,
+    pub(crate) user: User,
+    pub(crate) scope: Scope,
+}
+
+/// A database failure ends the socket; it is logged like a failed REST request.
+fn internal(e: StoreError) -> End {
+    ApiError::from(e).record();
+    End::Close(Close::INTERNAL)
+}
+
+impl Following {
+    /// The room a frame acts on: the socket's own, or the frame's `room_id` on `/ws/`.
+    pub(crate) async fn target_room(&self, room_id: Option<String>) -> Result<RoomRef, ApiError> {
+        match (&self.scope, room_id) {
+            (Scope::Room(room), _) => Ok(room.clone()),
+            (Scope::User, Some(room_id)) => room_for_member(&self.state, room_id, &self.user).await,
+            (Scope::User, None) => Err(ApiError::validation("room_id", "is required on /ws/")),
+        }
+    }
+
+    fn presence(&self, room: RoomId, public_id: &str, online: bool) {
+        self.state
+            .hub
+            .publish(room, presence_event(room, public_id, &self.user, online));
+    }
+
+    /// Subscribes to the socket's events. Also returns the handshake's read of the room's
+    /// newest message id if it is still current: nothing a reader could miss was published
+    /// between that read and the subscription.
+    pub(crate) async fn subscribe(
+        &self,
+        prefetched: Option<Prefetched>,
+    ) -> Result<(Subscription, Option<MessageId>), End> {
+        let hub = &self.state.hub;
+        match &self.scope {
+            Scope::Room(room) => {
+                let joined = hub.join_room(room.id, self.user.id).await;
+                if joined.first {
+                    self.presence(room.id, &room.public_id, true);
+                }
+                let current = prefetched
+                    .filter(|p| p.mark.is_some() && p.mark == joined.mark)
+                    .map(|p| p.last);
+                Ok((joined.events, current))
+            }
+            Scope::User => {
+                let events = hub.join_user(self.user.id).await;
+                let rooms = self.my_rooms().await?;
+                for room in &rooms {
+                    if hub.follow(room.id, self.user.id) {
+                        self.presence(room.id, &room.public_id, true);
+                    }
+                }
+                // A removal that committed while the rooms were read has already run its
+                // hook; forget any room it took away.
+                let current = self.my_rooms().await?;
+                for room in rooms
+                    .iter()
+                    .filter(|r| !current.iter().any(|c| c.id == r.id))
+                {
+                    if hub.unfollow(room.id, self.user.id) {
+                        self.presence(room.id, &room.public_id, false);
+                    }
+                }
+                Ok((events, None))
+            }
+        }
+    }
+
+    pub(crate) async fn unsubscribe(&self) {
+        let hub = &self.state.hub;
+        match &self.scope {
+            Scope::Room(room) => {
+                if hub.leave_room(room.id, self.user.id).await {
+                    self.presence(room.id, &room.public_id, false);
+                }
+            }
+            Scope::User => {
+                let offline = hub.leave_user(self.user.id).await;
+                if offline.is_empty() {
+                    return;
+                }
+                if let Ok(rooms) = self.my_rooms().await {
+                    for room in rooms.iter().filter(|r| offline.contains(&r.id)) {
+                        self.presence(room.id, &room.public_id, false);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn my_rooms(&self) -> Result<Vec<RoomRef>, End> {
+        self.state
+            .store
+            .room_refs_of(self.user.id)
+            .await
+            .map_err(internal)
+    }
+
+    /// The `hello` frame and the newest message id it reports. `current`: the room's newest
+    /// message id, if the handshake's read of it is still current.
+    async fn hello(&self, current: Option<MessageId>) -> Result<(String, MessageId), End> {
+        let user = self.user.id;
+        let hub = &self.state.hub;
+        match &self.scope {
+            Scope::Room(room) => {
+                let last = match current {
+                    Some(last) => last,
+                    None => self
+                        .state
+                        .store
+                        .last_id_if_member(room.id, user)
+                        .await
+                        .map_err(internal)?
+                        // Removed between the handshake and the subscription.
+                        .ok_or(End::Close(Close::REMOVED))?,
+                };
+                let hello = ServerFrame::RoomHello {
+                    room_id: &room.public_id,
+                    user: &self.user,
+                    last_message_id: last,
+                    online: &hub.online(room.id),
+                };
+                Ok((hello.to_json(), last))
+            }
+            Scope::User => {
+                let rooms = self
+                    .state
+                    .store
+                    .room_heads_of(user)
+                    .await
+                    .map_err(internal)?;
+                let last = rooms
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .max()
+                    .unwrap_or(MessageId(0));
+                let rooms: Vec<HelloRoom<'_>> = rooms
+                    .iter()
+                    .map(|(last, r)| HelloRoom {
+                        room_id: &r.public_id,
+                        last_message_id: *last,
+                        online: hub.online(r.id),
+                    })
+                    .collect();
+                let hello = ServerFrame::UserHello {
+                    user: &self.user,
+                    last_message_id: last,
+                    rooms: &rooms,
+                };
+                Ok((hello.to_json(), last))
+            }
+        }
+    }
+
+    /// Up to a page of stored messages after `after`. Membership is read in the same snapshot
+    /// as the page: a room socket whose user was removed gets nothing committed after the
+    /// removal, however far behind it was (the removal's own event may have been among the
+    /// events it lagged past).
+    async fn replay_page(&self, after: MessageId) -> Result<ReplayPage, End> {
+        let room = match &self.scope {
+            Scope::Room(room) => Some(room.clone()),
+            Scope::User => None,
+        };
+        self.state
+            .store
+            .replay_page(room, self.user.id, after, REPLAY_PAGE)
+            .await
+            .map_err(internal)?
+            .ok_or(End::Close(Close::REMOVED))
+    }
+}
+
+impl Session {
+    /// Sends `hello`, then replays what the client missed if it asked to resume.
+    pub(super) async fn start(
+        &mut self,
+        since: Option<MessageId>,
+        current: Option<MessageId>,
+    ) -> Result<(), End> {
+        let (hello, last) = self.follow.hello(current).await?;
+        if since.is_none() {
+            self.dedup.sent(last);
+        }
+        self.out.write(WsMessage::text(hello)).await?;
+        if since.is_some() {
+            self.replay(usize::MAX).await?;
+        }
+        Ok(())
+    }
+
+    /// Catches a socket that fell behind its event queue up from the database.
+    pub(super) async fn resync(&mut self) -> Result<(), End> {
+        crate::metrics::METRICS.websocket_resyncs.inc();
+        self.replay(MAX_RESYNC).await
+    }
+
+    /// Sends every stored message after the delivery mark, in order, up to about `max` of them;
+    /// past that the client is told to reconnect with `since`.
+    async fn replay(&mut self, max: usize) -> Result<(), End> {
+        let mut sent = 0;
+        loop {
+            let ReplayPage { messages, more } =
+                self.follow.replay_page(self.dedup.last_sent()).await?;
+            for message in &messages {
+                let room = RoomId(0); // the frame is all that is written
+                self.out.feed(message_event(room, message).frame).await?;
+                self.dedup.sent(message.id);
+            }
+            self.out.flush().await?;
+            sent += messages.len();
+            if !more {
+                return Ok(());
+            }
+            if sent >= max {
+                return Err(End::Close(Close::RESYNC));
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is already queued, then flushes once; if all of it is
+    /// presence, the flush waits a little for more.
+    pub(super) async fn deliver(
+        &mut self,
+        first: Event,
+        events: &mut Subscription,
+    ) -> Result<(), End> {
+        let mut pending = 0;
+        let mut urgent = false;
+        let mut next = Some(first);
+        while let Some(event) = next.take() {
+            match self.dedup.judge(&event.kind) {
+                Verdict::Deliver => {
+                    urgent |= !matches!(event.kind, EventKind::Presence { .. });
+                    self.out.feed(event.frame).await?;
+                    pending += 1;
+                }
+                Verdict::Skip => {}
+                Verdict::DeliverThenClose => {
+                    self.out.feed(event.frame).await?;
+                    self.out.flush().await?;
+                    return Err(End::Close(Close::REMOVED));
+                }
+            }
+            if pending >= MAX_BATCH {
+                break;
+            }
+            next = match events.try_recv() {
+                Some(Ok(event)) => Some(event),
+                Some(Err(Missed::Lagged)) => {
+                    self.out.flush().await?;
+                    return Box::pin(self.resync()).await;
+                }
+                Some(Err(Missed::Closed)) | None => None,
+            };
+        }
+        if urgent {
+            self.out.flush().await
+        } else {
+            if pending > 0 {
+                self.out.flush_soon();
+            }
+            Ok(())
+        }
+    }
+}
