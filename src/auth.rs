@@ -5,7 +5,6 @@
 //! Passwords are hashed with argon2id on the blocking pool. Tokens are 256 random bits, given
 //! to the client once and stored only as their SHA-256 digest.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::account::{self, Username};
 use crate::error::{ApiError, FieldErrors};
-use crate::filters::{json_body, with_state};
+use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::{Auth, Millis};
 use crate::passwords::blocking;
 use crate::ratelimit::retry_after_secs;
@@ -119,7 +118,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let logout_route = warp::path!("api" / "v1" / "logout")
         .and(warp::post())
         .and(authenticated(state))
-        .and(warp::query::<HashMap<String, String>>())
+        .and(query::<LogoutQuery>())
         .and(with_state(state))
         .then(logout)
         .map(Reply::into_response);
@@ -308,19 +307,30 @@ async fn login(
     Ok(warp::reply::json(&body).into_response())
 }
 
+/// `?all=1|0`: whether a logout ends every session of the caller.
+struct LogoutQuery {
+    all: bool,
+}
+
+impl FromQuery for LogoutQuery {
+    fn from_query(query: &Params) -> Result<LogoutQuery, ApiError> {
+        let all = match query.get("all") {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(_) => return Err(ApiError::validation("all", "must be 1 or 0")),
+        };
+        Ok(LogoutQuery { all })
+    }
+}
+
 /// `POST /api/v1/logout/`: revokes the token used for this request; with `?all=1`, every
 /// token of the caller (log out everywhere).
 async fn logout(
     auth: Auth,
-    query: HashMap<String, String>,
+    query: Result<LogoutQuery, ApiError>,
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
-    let all = match query.get("all").map(String::as_str) {
-        None | Some("0" | "false") => false,
-        Some("1" | "true") => true,
-        Some(_) => return Err(ApiError::validation("all", "must be 1 or 0")),
-    };
-    if all {
+    if query?.all {
         return revoke_all(auth, state).await;
     }
     let token_id = auth.token_id;

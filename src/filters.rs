@@ -28,18 +28,36 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
 }
 
-/// The query parameter `name` as a non-negative integer, if present.
-pub fn non_negative_param(
-    query: &HashMap<String, String>,
-    name: &'static str,
-) -> Result<Option<i64>, ApiError> {
-    query
-        .get(name)
-        .map(|v| {
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
-        })
-        .transpose()
+/// A request's query parameters, for [`FromQuery`] to read; a name given twice keeps its last
+/// value.
+pub struct Params(HashMap<String, String>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// `name` as a non-negative integer, if present.
+    pub fn non_negative(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
+            })
+            .transpose()
+    }
+}
+
+/// One endpoint's query parameters as a typed value.
+pub trait FromQuery: Sized {
+    fn from_query(params: &Params) -> Result<Self, ApiError>;
+}
+
+/// The query string read as `T`. A bad one is not rejected here but handed over, so the
+/// handler reports it after authentication: a stranger learns nothing from parameter errors.
+pub fn query<T: FromQuery + Send + 'static>()
+-> impl Filter<Extract = (Result<T, ApiError>,), Error = Rejection> + Clone {
+    warp::query::<HashMap<String, String>>().map(|map| T::from_query(&Params(map)))
 }

@@ -2,8 +2,6 @@
 //! `/api/v1/messages/<id>/update/`. Sending and marking read are `chat` operations, shared
 //! with the WebSocket.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use serde_json::json;
 use warp::filters::BoxedFilter;
@@ -13,7 +11,7 @@ use warp::{Filter, Reply};
 use crate::auth::{authenticated, token_from_header};
 use crate::chat::{mark_read, member_request, room_for_member, send};
 use crate::error::ApiError;
-use crate::filters::{json_body, non_negative_param, with_state};
+use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::Auth;
 use crate::model::MessageId;
 use crate::state::AppState;
@@ -26,7 +24,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let history = warp::path!("api" / "v1" / "chat" / String)
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::query::<HashMap<String, String>>())
+        .and(query::<HistoryQuery>())
         .and(with_state(state))
         .then(history)
         .map(Reply::into_response);
@@ -46,30 +44,37 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     history.or(post).unify().or(read).unify().boxed()
 }
 
-/// The page a history request asks for: `(page, limit)`.
-fn history_query(query: &HashMap<String, String>) -> Result<(Page, u32), ApiError> {
-    let limit = match query.get("limit") {
-        None => DEFAULT_PAGE,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
-            .min(MAX_PAGE),
-    };
-    let before = non_negative_param(query, "before")?.map(MessageId);
-    let after = non_negative_param(query, "after")?.map(MessageId);
-    let page = match (before, after) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::validation(
-                "after",
-                "cannot be combined with before",
-            ));
-        }
-        (before, None) => Page::Before(before),
-        (None, Some(after)) => Page::After(after),
-    };
-    Ok((page, limit))
+/// `?limit=&before=|after=`: the page a history request asks for.
+struct HistoryQuery {
+    page: Page,
+    limit: u32,
+}
+
+impl FromQuery for HistoryQuery {
+    fn from_query(query: &Params) -> Result<HistoryQuery, ApiError> {
+        let limit = match query.get("limit") {
+            None => DEFAULT_PAGE,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
+                .min(MAX_PAGE),
+        };
+        let before = query.non_negative("before")?.map(MessageId);
+        let after = query.non_negative("after")?.map(MessageId);
+        let page = match (before, after) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::validation(
+                    "after",
+                    "cannot be combined with before",
+                ));
+            }
+            (before, None) => Page::Before(before),
+            (None, Some(after)) => Page::After(after),
+        };
+        Ok(HistoryQuery { page, limit })
+    }
 }
 
 /// `GET /api/v1/chat/<room_id>/?limit=&before=|after=`: a page of history.
@@ -79,12 +84,12 @@ fn history_query(query: &HashMap<String, String>) -> Result<(Page, u32), ApiErro
 async fn history(
     room_id: String,
     authorization: Option<String>,
-    query: HashMap<String, String>,
+    query: Result<HistoryQuery, ApiError>,
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
     let token = authorization.as_deref().and_then(token_from_header);
-    let (digest, (page, limit)) =
-        member_request(&state, token, &room_id, history_query(&query)).await?;
+    let (digest, HistoryQuery { page, limit }) =
+        member_request(&state, token, &room_id, query).await?;
     let body = state
         .store
         .history_json(digest, room_id, page, limit)

@@ -1,14 +1,12 @@
 //! `/api/v1/me/` and the user directory `/api/v1/users/`.
 
-use std::collections::HashMap;
-
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
 use crate::auth::authenticated;
 use crate::error::ApiError;
-use crate::filters::{non_negative_param, with_state};
+use crate::filters::{FromQuery, Params, query, with_state};
 use crate::model::Auth;
 use crate::model::UserId;
 use crate::state::AppState;
@@ -26,7 +24,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let list = warp::path!("api" / "v1" / "users")
         .and(warp::get())
         .and(authenticated(state))
-        .and(warp::query::<HashMap<String, String>>())
+        .and(query::<DirectoryQuery>())
         .and(warp::header::optional::<String>("host"))
         .and(with_state(state))
         .then(list)
@@ -39,15 +37,55 @@ async fn me(auth: Auth) -> impl Reply {
     warp::reply::json(&auth.user)
 }
 
-fn page_url(host: &str, query: &HashMap<String, String>, limit: i64, offset: i64) -> String {
+/// `?limit=&offset=&exclude=1,2&search=`: a page of the directory.
+struct DirectoryQuery {
+    query: UserQuery,
+    /// `exclude` and `search` as given, for the links to the next and previous pages.
+    echo: Vec<(&'static str, String)>,
+}
+
+impl FromQuery for DirectoryQuery {
+    fn from_query(params: &Params) -> Result<DirectoryQuery, ApiError> {
+        let limit = params
+            .non_negative("limit")?
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, MAX_LIMIT);
+        let offset = params.non_negative("offset")?.unwrap_or(0);
+        let exclude = match params.get("exclude").map(|s| s.trim()) {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|id| id.trim().parse::<i64>().map(UserId))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ApiError::validation("exclude", "must be comma-separated user ids"))?,
+        };
+        let search = params
+            .get("search")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        let echo = ["exclude", "search"]
+            .into_iter()
+            .filter_map(|key| params.get(key).map(|v| (key, v.to_string())))
+            .collect();
+        Ok(DirectoryQuery {
+            query: UserQuery {
+                search,
+                exclude,
+                limit,
+                offset,
+            },
+            echo,
+        })
+    }
+}
+
+fn page_url(host: &str, echo: &[(&'static str, String)], limit: i64, offset: i64) -> String {
     let mut url = format!("http://{host}/api/v1/users/?limit={limit}&offset={offset}");
-    for key in ["exclude", "search"] {
-        if let Some(v) = query.get(key) {
-            url.push('&');
-            url.push_str(key);
-            url.push('=');
-            url.push_str(&percent_encode(v));
-        }
+    for (key, v) in echo {
+        url.push('&');
+        url.push_str(key);
+        url.push('=');
+        url.push_str(&percent_encode(v));
     }
     url
 }
@@ -67,32 +105,12 @@ fn percent_encode(s: &str) -> String {
 /// `GET /api/v1/users/?limit=&offset=&exclude=1,2&search=`: active users, by first name.
 async fn list(
     _auth: Auth,
-    query: HashMap<String, String>,
+    query: Result<DirectoryQuery, ApiError>,
     host: Option<String>,
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
-    let limit = non_negative_param(&query, "limit")?
-        .unwrap_or(DEFAULT_LIMIT)
-        .clamp(1, MAX_LIMIT);
-    let offset = non_negative_param(&query, "offset")?.unwrap_or(0);
-    let exclude = match query.get("exclude").map(|s| s.trim()) {
-        None | Some("") => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(|id| id.trim().parse::<i64>().map(UserId))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ApiError::validation("exclude", "must be comma-separated user ids"))?,
-    };
-    let search = query
-        .get("search")
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let q = UserQuery {
-        search,
-        exclude,
-        limit,
-        offset,
-    };
+    let DirectoryQuery { query: q, echo } = query?;
+    let (limit, offset) = (q.limit, q.offset);
     let (count, results) = state.store.directory(q).await?;
     // Only a well-formed Host goes into the links.
     let host = host
@@ -104,8 +122,8 @@ async fn list(
         })
         .unwrap_or_else(|| "localhost".into());
     let next = (offset.saturating_add(limit) < count)
-        .then(|| page_url(&host, &query, limit, offset + limit));
-    let previous = (offset > 0).then(|| page_url(&host, &query, limit, (offset - limit).max(0)));
+        .then(|| page_url(&host, &echo, limit, offset + limit));
+    let previous = (offset > 0).then(|| page_url(&host, &echo, limit, (offset - limit).max(0)));
     Ok(warp::reply::json(&json!({
         "count": count,
         "next": next,

@@ -37,24 +37,22 @@ mod session;
 mod subscription;
 mod upgrade;
 
-use std::collections::HashMap;
-
 use hyper::upgrade::OnUpgrade;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
-use crate::filters::with_state;
+use crate::filters::{query, with_state};
 use crate::state::AppState;
 
 pub use crate::hub::presence_event;
 pub use protocol::Close;
-use upgrade::upgrade;
+use upgrade::{UpgradeQuery, upgrade};
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let room = warp::path!("ws" / "chat" / String)
         .and(warp::get())
         .and(warp::header::headers_cloned())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(query::<UpgradeQuery>())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(with_state(state))
         .then(|room_id, headers, query, on_upgrade, state| {
@@ -64,7 +62,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let user = warp::path!("ws")
         .and(warp::get())
         .and(warp::header::headers_cloned())
-        .and(warp::query::<HashMap<String, String>>())
+        .and(query::<UpgradeQuery>())
         .and(warp::ext::optional::<OnUpgrade>())
         .and(with_state(state))
         .then(|headers, query, on_upgrade, state| upgrade(None, headers, query, on_upgrade, state))

@@ -2,8 +2,6 @@
 //! so refusals are plain HTTP errors; then the upgrade with buffers sized for many idle
 //! sockets.
 
-use std::collections::HashMap;
-
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
@@ -15,7 +13,7 @@ use warp::http::{Response, StatusCode};
 use crate::auth::{authenticate_token, token_from_header};
 use crate::chat::member_request;
 use crate::error::ApiError;
-use crate::filters::non_negative_param;
+use crate::filters::{FromQuery, Params};
 use crate::model::Auth;
 use crate::model::MessageId;
 use crate::state::AppState;
@@ -46,18 +44,38 @@ pub(crate) fn websocket_key(headers: &HeaderMap) -> Option<&str> {
         .flatten()
 }
 
+/// `?token=&since=`. `since` is checked only after the token, so a stranger learns nothing
+/// from its errors.
+pub(crate) struct UpgradeQuery {
+    token: Option<String>,
+    since: Result<Option<MessageId>, ApiError>,
+}
+
+impl FromQuery for UpgradeQuery {
+    fn from_query(params: &Params) -> Result<UpgradeQuery, ApiError> {
+        Ok(UpgradeQuery {
+            token: params.get("token").map(str::to_string),
+            since: params.non_negative("since").map(|s| s.map(MessageId)),
+        })
+    }
+}
+
 /// `GET /ws/chat/<room_id>/?token=&since=` (one room) and `GET /ws/?token=&since=` (every room
 /// of the user): authenticates, checks membership and origin, then switches protocols.
 pub(crate) async fn upgrade(
     room_id: Option<String>,
     headers: HeaderMap,
-    query: HashMap<String, String>,
+    query: Result<UpgradeQuery, ApiError>,
     on_upgrade: Option<OnUpgrade>,
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
+    let UpgradeQuery {
+        token: in_query,
+        since,
+    } = query?;
     let token = header(&headers, "authorization")
         .and_then(token_from_header)
-        .or(query.get("token").map(String::as_str));
+        .or(in_query.as_deref());
     let revocations = state.connections.revocations();
     let (auth, scope, prefetched) = match room_id {
         Some(room_id) => {
@@ -69,7 +87,7 @@ pub(crate) async fn upgrade(
     if !origin_allowed(&headers, &state.cors) {
         return Err(ApiError::Forbidden("origin not allowed"));
     }
-    let since = non_negative_param(&query, "since")?.map(MessageId);
+    let since = since?;
     let (Some(key), Some(on_upgrade)) = (websocket_key(&headers), on_upgrade) else {
         return Err(ApiError::UpgradeRequired(
             "this endpoint speaks WebSocket only",
