@@ -6,7 +6,8 @@
 //!   policies of every reply (CORS, security headers, access log, error shape).
 //! - `server`: the accept loop ([`server::run`]): HTTP/1.1 over TCP or TLS, timeouts, shutdown.
 //! - `state`: [`AppState`], what every handler and socket session shares.
-//! - `filters`: the warp filters the features share (state, JSON bodies, query numbers).
+//! - `filters`: the warp filters the features share (state, JSON bodies, and typed query
+//!   strings through `FromQuery`).
 //! - `config`: defaults, the TOML file and CLI overrides.
 //! - `connections`: WebSocket connection caps, and closing sockets whose token was revoked.
 //! - `cors`: the cross-origin allowlist of the REST API.
@@ -21,10 +22,13 @@
 //!   events they publish), shared by the REST handlers and the WebSocket.
 //! - `messages`: history, posting and read receipts over REST.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
-//!   `upgrade`, `protocol` (frames and close codes) and `session`.
+//!   `upgrade`, `protocol` (client frames and close codes), `session` (the event loop),
+//!   `subscription` (what a socket follows, hello, replay, delivery), `dedup`, `outbox`
+//!   (timed batched writes, presence coalescing), `pipeline` (sends in flight) and `actions`.
 //! - `web`: the browser client at `/`, embedded in the binary, with its own CSP.
 //! - `frames`: every frame the server sends on a WebSocket, as one type (`ServerFrame`).
-//! - `hub`: publish/subscribe between connections, and presence.
+//! - `hub`: the publish/subscribe interface (`hub::Hub`) between connections, with presence,
+//!   and its in-process implementation `hub::LocalHub`.
 //! - `store`: the store interface (`store::api::ChatStore`, named operations) and its SQLite
 //!   implementation: every SQL statement, one writer with group commit, a pool of readers.
 //! - `model`: the API objects, id newtypes and error codes.
