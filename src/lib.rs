@@ -20,6 +20,8 @@
 //! - `rooms`: `/api/v1/chats/` (listing, creating) and `/api/v1/chat/<id>/members/`.
 //! - `chat`: the chat apart from any transport (send, read marks, membership, typing, and the
 //!   events they publish), shared by the REST handlers and the WebSocket.
+//! - `membership`: who may add and remove members, the rules every store backend applies
+//!   inside the transaction that changes the members.
 //! - `messages`: history, posting and read receipts over REST.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
 //!   `upgrade`, `protocol` (client frames and close codes), `session` (the event loop),
@@ -51,6 +53,7 @@ pub mod filters;
 pub mod frames;
 pub mod hub;
 pub mod lifecycle;
+pub mod membership;
 pub mod messages;
 pub mod metrics;
 pub mod model;

@@ -306,3 +306,24 @@ impl ErrorCode {
         }
     }
 }
+
+/// Why a request was refused for what the store found, not for a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No live session has this token.
+    Unauthenticated,
+    /// No such room, message or user for this caller (a non-member learns nothing).
+    NotFound,
+    /// Direct rooms have exactly two members.
+    DirectRoom,
+    /// Only the room's creator may remove others.
+    NotCreator,
+    /// The user to add is not an active account.
+    NoSuchUser,
+    /// Members of a new room that are not active accounts.
+    UnknownUsers(Vec<UserId>),
+    /// An account has this username in some spelling.
+    UsernameTaken,
+    /// An account has a username that looks the same.
+    UsernameLookAlike,
+}

@@ -26,26 +26,7 @@ pub type OnCommit<T> = Box<dyn FnOnce(&T) + Send>;
 /// new (`false`: a retry of a `client_id` already stored).
 pub type Sending = Pin<Box<dyn Future<Output = Result<(Message, bool)>> + Send>>;
 
-/// An operation the store refused for what it found, not for a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// No live session has this token.
-    Unauthenticated,
-    /// No such room, message or user for this caller (a non-member learns nothing).
-    NotFound,
-    /// Direct rooms have exactly two members.
-    DirectRoom,
-    /// Only the room's creator may remove others.
-    NotCreator,
-    /// The user to add is not an active account.
-    NoSuchUser,
-    /// Members of a new room that are not active accounts.
-    UnknownUsers(Vec<UserId>),
-    /// An account has this username in some spelling.
-    UsernameTaken,
-    /// An account has a username that looks the same.
-    UsernameLookAlike,
-}
+pub use crate::model::Refusal;
 
 impl From<Refusal> for StoreError {
     fn from(r: Refusal) -> Self {

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::Result;
 use super::messages;
 use super::users::{USER_COLUMNS, user_from_row};
+use crate::membership::RoomFacts;
 use crate::model::{Millis, Room, RoomId, User, UserId};
 
 /// A room as the server addresses it: internal id and public id.
@@ -134,17 +135,12 @@ pub fn list_for(conn: &Connection, user: UserId) -> Result<Vec<Room>> {
     refs.iter().map(|room| view(conn, room, user)).collect()
 }
 
-/// What membership changes need to know about a room.
-pub struct RoomInfo {
-    pub is_direct: bool,
-    pub creator: Option<UserId>,
-}
-
-pub fn info(conn: &Connection, room: RoomId) -> Result<RoomInfo> {
+/// What the membership rules need to know about a room.
+pub fn info(conn: &Connection, room: RoomId) -> Result<RoomFacts> {
     Ok(conn
         .prepare_cached("SELECT is_direct, creator_id FROM rooms WHERE id = ?1")?
         .query_row([room], |r| {
-            Ok(RoomInfo {
+            Ok(RoomFacts {
                 is_direct: r.get(0)?,
                 creator: r.get(1)?,
             })

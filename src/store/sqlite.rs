@@ -12,6 +12,7 @@ use super::rooms::{self, RoomRef};
 use super::tokens::{self, TokenRow};
 use super::users::{self, Credentials, NewUser, Taken, UserQuery};
 use super::{Result, Store, StoreError, admin};
+use crate::membership;
 use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
 
 /// The live session whose token has this digest.
@@ -174,16 +175,11 @@ impl ChatStore for Store {
     ) -> Fut<'_, MemberAdded> {
         Box::pin(self.write_then(
             move |c| {
-                if rooms::info(c, room.id)?.is_direct {
-                    return Err(Refusal::DirectRoom.into());
-                }
-                if !rooms::is_member(c, room.id, by)? {
-                    return Err(Refusal::NotFound.into());
-                }
-                let user = match users::get(c, user_id)? {
-                    Some(user) if !users::existing(c, &[user_id])?.is_empty() => user,
-                    _ => return Err(Refusal::NoSuchUser.into()),
-                };
+                let user = users::get(c, user_id)?;
+                let active = user.is_some() && !users::existing(c, &[user_id])?.is_empty();
+                let facts = rooms::info(c, room.id)?;
+                membership::may_add(facts, rooms::is_member(c, room.id, by)?, active)?;
+                let user = user.ok_or(Refusal::NoSuchUser)?;
                 let joined = if rooms::add_member(c, room.id, user_id, now)? {
                     Some(Joined {
                         view: rooms::view(c, &room, user_id)?,
@@ -211,16 +207,10 @@ impl ChatStore for Store {
     ) -> Fut<'_, MemberRemoved> {
         Box::pin(self.write_then(
             move |c| {
-                let info = rooms::info(c, room.id)?;
-                if !rooms::is_member(c, room.id, by)? || !rooms::is_member(c, room.id, user_id)? {
-                    return Err(Refusal::NotFound.into());
-                }
-                if info.is_direct {
-                    return Err(Refusal::DirectRoom.into());
-                }
-                if user_id != by && info.creator != Some(by) {
-                    return Err(Refusal::NotCreator.into());
-                }
+                let facts = rooms::info(c, room.id)?;
+                let both =
+                    rooms::is_member(c, room.id, by)? && rooms::is_member(c, room.id, user_id)?;
+                membership::may_remove(facts, by, user_id, both)?;
                 let user = users::get(c, user_id)?.ok_or(Refusal::NotFound)?;
                 rooms::remove_member(c, room.id, user_id)?;
                 Ok(MemberRemoved { room, user })
