@@ -16,8 +16,10 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::account::{self, Username};
+use crate::config::Signup;
 use crate::error::{ApiError, FieldErrors};
 use crate::filters::{FromQuery, Params, json_body, query, with_state};
+use crate::metrics::{Bound, METRICS};
 use crate::model::{Auth, Millis};
 use crate::passwords::blocking;
 use crate::ratelimit::retry_after_secs;
@@ -98,6 +100,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let signup_route = warp::path!("api" / "v1" / "signup")
         .and(warp::post())
         .and(json_body(max))
+        .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
         .then(signup)
         .map(Reply::into_response);
@@ -207,12 +210,30 @@ fn validate_signup(b: &SignupBody) -> (FieldErrors, Option<Username>) {
     (errors, username)
 }
 
-/// `POST /api/v1/signup/`: creates an account.
-async fn signup(body: SignupBody, state: AppState) -> Result<impl Reply, ApiError> {
+/// `POST /api/v1/signup/`: creates an account, unless signups are closed or the client's
+/// address has used up its signups.
+async fn signup(
+    body: SignupBody,
+    addr: Option<ClientAddr>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    if state.config.auth.signup == Signup::Closed {
+        return Err(ApiError::Forbidden(
+            "signups are closed on this server: ask its administrator for an account",
+        ));
+    }
     let (errors, username) = validate_signup(&body);
     let Some(username) = username.filter(|_| errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
+    // After validation, so a typo costs nothing; before hashing, so a flood costs no CPU.
+    let ip: IpAddr = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| ip_key(a.0.ip()));
+    state.limits.signups.take(&ip).map_err(|wait| {
+        METRICS.refused(Bound::Signups);
+        ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        }
+    })?;
     let passwords = state.passwords.clone();
     let password = body.password.clone();
     let password_hash = blocking(&state.passwords, move || passwords.hash(&password))

@@ -54,6 +54,17 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
     /// argon2id parallelism.
     pub argon2_parallelism: u32,
+    /// Whether anyone may create an account (`open`), or only an administrator with the
+    /// `create-user` command (`closed`).
+    pub signup: Signup,
+}
+
+/// Who may create accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signup {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +109,37 @@ pub struct LimitsConfig {
     pub ws_idle_timeout_secs: u64,
     /// A WebSocket write that cannot complete in this many seconds drops the connection.
     pub ws_write_timeout_secs: u64,
+    /// Accounts created per client address (IPv6: per /64) per hour, as a burst that refills
+    /// evenly over the hour.
+    pub signups_per_ip_per_hour: u32,
+    /// Rooms a user may create per hour, as a burst that refills evenly over the hour.
+    pub rooms_created_per_user_per_hour: u32,
+    /// Rooms a user may belong to.
+    pub max_rooms_per_user: u32,
+    /// Rooms one user may put another user in (by creating them or adding the user), counted
+    /// over the rooms the other user is still in.
+    pub max_rooms_added_by_one_user: u32,
+    /// Rooms per page of `GET /api/v1/chats/`: the default, and the most a client may ask for.
+    pub rooms_page_default: u32,
+    pub rooms_page_max: u32,
+    /// WebSocket connections a user may open per minute, as a burst that refills evenly ...
+    pub ws_connects_per_user_per_min: u32,
+    /// ... and per client address (IPv6: per /64), over all users.
+    pub ws_connects_per_ip_per_min: u32,
+    /// Milliseconds a user's offline presence waits after their last socket closed; a
+    /// reconnect within it announces nothing. 0 announces at once.
+    pub presence_offline_delay_ms: u64,
+    /// Most messages one socket replays for `?since=` before it is closed with 4000.
+    pub max_replay_messages: u32,
+    /// Replays (`?since=` and resyncs) running at once, per user and over all users.
+    pub max_replays_per_user: u32,
+    pub max_replays_total: u32,
+    /// Open TCP connections (HTTP and WebSocket), in total and per client address (IPv6: per
+    /// /64). The total is also held below the process's descriptor limit, with a reserve for
+    /// the listener and the database. At the cap the oldest idle keep-alive connection is
+    /// closed to make room; if none is idle, the new connection is.
+    pub max_tcp_connections: u32,
+    pub max_tcp_connections_per_ip: u32,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,6 +172,7 @@ impl Default for AuthConfig {
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            signup: Signup::Open,
         }
     }
 }
@@ -155,6 +198,20 @@ impl Default for LimitsConfig {
             ws_ping_interval_secs: 30,
             ws_idle_timeout_secs: 75,
             ws_write_timeout_secs: 10,
+            signups_per_ip_per_hour: 20,
+            rooms_created_per_user_per_hour: 200,
+            max_rooms_per_user: 2000,
+            max_rooms_added_by_one_user: 50,
+            rooms_page_default: 100,
+            rooms_page_max: 500,
+            ws_connects_per_user_per_min: 120,
+            ws_connects_per_ip_per_min: 1200,
+            presence_offline_delay_ms: 3000,
+            max_replay_messages: 10_000,
+            max_replays_per_user: 2,
+            max_replays_total: 16,
+            max_tcp_connections: 30_000,
+            max_tcp_connections_per_ip: 2_000,
         }
     }
 }
@@ -330,6 +387,85 @@ impl Config {
                 1.0,
                 3600.0,
             ),
+            (
+                "limits.signups_per_ip_per_hour",
+                l.signups_per_ip_per_hour as f64,
+                1.0,
+                1e6,
+            ),
+            (
+                "limits.rooms_created_per_user_per_hour",
+                l.rooms_created_per_user_per_hour as f64,
+                1.0,
+                1e7,
+            ),
+            (
+                "limits.max_rooms_per_user",
+                l.max_rooms_per_user as f64,
+                2.0,
+                1e7,
+            ),
+            (
+                "limits.max_rooms_added_by_one_user",
+                l.max_rooms_added_by_one_user as f64,
+                1.0,
+                1e7,
+            ),
+            (
+                "limits.rooms_page_default",
+                l.rooms_page_default as f64,
+                1.0,
+                1e5,
+            ),
+            ("limits.rooms_page_max", l.rooms_page_max as f64, 1.0, 1e5),
+            (
+                "limits.ws_connects_per_user_per_min",
+                l.ws_connects_per_user_per_min as f64,
+                1.0,
+                1e7,
+            ),
+            (
+                "limits.ws_connects_per_ip_per_min",
+                l.ws_connects_per_ip_per_min as f64,
+                1.0,
+                1e8,
+            ),
+            (
+                "limits.presence_offline_delay_ms",
+                l.presence_offline_delay_ms as f64,
+                0.0,
+                600000.0,
+            ),
+            (
+                "limits.max_replay_messages",
+                l.max_replay_messages as f64,
+                1.0,
+                1e9,
+            ),
+            (
+                "limits.max_replays_per_user",
+                l.max_replays_per_user as f64,
+                1.0,
+                1e5,
+            ),
+            (
+                "limits.max_replays_total",
+                l.max_replays_total as f64,
+                1.0,
+                1e6,
+            ),
+            (
+                "limits.max_tcp_connections",
+                l.max_tcp_connections as f64,
+                16.0,
+                1e7,
+            ),
+            (
+                "limits.max_tcp_connections_per_ip",
+                l.max_tcp_connections_per_ip as f64,
+                1.0,
+                1e7,
+            ),
         ];
         for &(name, value, least, most) in ranges {
             // `!(..)` so that NaN fails too
@@ -358,6 +494,18 @@ impl Config {
                 l.ws_idle_timeout_secs > l.ws_ping_interval_secs,
                 "limits.ws_idle_timeout_secs must be longer than limits.ws_ping_interval_secs, \
                  or every idle socket is closed before it is pinged",
+            ),
+            (
+                l.rooms_page_default <= l.rooms_page_max,
+                "limits.rooms_page_default must be at most limits.rooms_page_max",
+            ),
+            (
+                l.max_replays_per_user <= l.max_replays_total,
+                "limits.max_replays_per_user must be at most limits.max_replays_total",
+            ),
+            (
+                l.max_tcp_connections_per_ip <= l.max_tcp_connections,
+                "limits.max_tcp_connections_per_ip must be at most limits.max_tcp_connections",
             ),
             (
                 l.max_message_chars as u64 <= l.max_body_bytes,
@@ -413,7 +561,11 @@ mod tests {
     /// clear error, except the two options whose zero means something.
     #[test]
     fn every_numeric_option_is_range_checked() {
-        const ZERO_MEANS_SOMETHING: &[&str] = &["server.port", "limits.login_slowdown_ms"];
+        const ZERO_MEANS_SOMETHING: &[&str] = &[
+            "server.port",
+            "limits.login_slowdown_ms",
+            "limits.presence_offline_delay_ms",
+        ];
         let example: toml::Table = toml::from_str(include_str!("../config.example.toml")).unwrap();
         let mut walked = 0;
         for (section, table) in &example {

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
 use crate::error::ApiError;
+use crate::metrics::{Bound, METRICS};
 use crate::model::Auth;
 use crate::model::UserId;
 use crate::store::now_ms;
@@ -156,6 +157,68 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// Replays (a `?since=` catch-up or the resync of a socket that fell behind) running at once,
+/// per user and in total: each reads the database page by page for as long as it runs.
+#[derive(Default)]
+pub struct Replays {
+    inner: Mutex<(u32, HashMap<UserId, u32>)>,
+}
+
+/// A running replay's place under the caps; released when dropped.
+pub struct ReplayPermit {
+    replays: Arc<Replays>,
+    user: UserId,
+}
+
+impl Replays {
+    /// A permit for one replay by `user`, or the bound that refused it (counted).
+    pub fn start(
+        self: &Arc<Self>,
+        user: UserId,
+        limits: &LimitsConfig,
+    ) -> Result<ReplayPermit, Bound> {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_user) = &mut *guard;
+        let mine = per_user.get(&user).copied().unwrap_or(0);
+        let refused = if mine >= limits.max_replays_per_user {
+            Some(Bound::ReplaysPerUser)
+        } else if *total >= limits.max_replays_total {
+            Some(Bound::ReplaysTotal)
+        } else {
+            None
+        };
+        if let Some(bound) = refused {
+            METRICS.refused(bound);
+            return Err(bound);
+        }
+        *total += 1;
+        *per_user.entry(user).or_insert(0) += 1;
+        Ok(ReplayPermit {
+            replays: self.clone(),
+            user,
+        })
+    }
+
+    /// Replays running now.
+    pub fn running(&self) -> u32 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+impl Drop for ReplayPermit {
+    fn drop(&mut self) {
+        let mut guard = self.replays.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_user) = &mut *guard;
+        *total -= 1;
+        if let Some(count) = per_user.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +262,30 @@ mod tests {
         drop(a1);
         assert_eq!(c.total(), 2);
         c.acquire(&auth(3, 4, far), &l).unwrap();
+    }
+
+    #[test]
+    fn replays_are_capped_per_user_and_in_total() {
+        let replays = Arc::new(Replays::default());
+        let l = LimitsConfig {
+            max_replays_per_user: 2,
+            max_replays_total: 3,
+            ..LimitsConfig::default()
+        };
+        let a1 = replays.start(UserId(1), &l).unwrap();
+        let _a2 = replays.start(UserId(1), &l).unwrap();
+        assert_eq!(
+            replays.start(UserId(1), &l).err(),
+            Some(Bound::ReplaysPerUser)
+        );
+        let _b1 = replays.start(UserId(2), &l).unwrap();
+        assert_eq!(
+            replays.start(UserId(3), &l).err(),
+            Some(Bound::ReplaysTotal)
+        );
+        drop(a1);
+        assert_eq!(replays.running(), 2);
+        replays.start(UserId(3), &l).unwrap();
     }
 
     #[tokio::test]

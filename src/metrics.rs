@@ -128,6 +128,60 @@ impl Drop for Timer {
     }
 }
 
+/// An abuse bound of `[limits]` that refused something or shed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bound {
+    Signups,
+    RoomsCreated,
+    RoomsPerUser,
+    RoomsAddedByOneUser,
+    WsConnectsPerUser,
+    WsConnectsPerIp,
+    ReplayLength,
+    ReplaysPerUser,
+    ReplaysTotal,
+    TcpPerIp,
+    /// A new connection refused at the total cap, no idle one being there to close.
+    TcpTotal,
+    /// An idle keep-alive connection closed to make room for a new one.
+    TcpShedIdle,
+}
+
+impl Bound {
+    pub const ALL: [Bound; 12] = [
+        Bound::Signups,
+        Bound::RoomsCreated,
+        Bound::RoomsPerUser,
+        Bound::RoomsAddedByOneUser,
+        Bound::WsConnectsPerUser,
+        Bound::WsConnectsPerIp,
+        Bound::ReplayLength,
+        Bound::ReplaysPerUser,
+        Bound::ReplaysTotal,
+        Bound::TcpPerIp,
+        Bound::TcpTotal,
+        Bound::TcpShedIdle,
+    ];
+
+    /// The label value in `chat_refusals_total{limit="..."}`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bound::Signups => "signups_per_ip",
+            Bound::RoomsCreated => "rooms_created_per_user",
+            Bound::RoomsPerUser => "max_rooms_per_user",
+            Bound::RoomsAddedByOneUser => "max_rooms_added_by_one_user",
+            Bound::WsConnectsPerUser => "ws_connects_per_user",
+            Bound::WsConnectsPerIp => "ws_connects_per_ip",
+            Bound::ReplayLength => "max_replay_messages",
+            Bound::ReplaysPerUser => "max_replays_per_user",
+            Bound::ReplaysTotal => "max_replays_total",
+            Bound::TcpPerIp => "max_tcp_connections_per_ip",
+            Bound::TcpTotal => "max_tcp_connections",
+            Bound::TcpShedIdle => "idle_connection_shed",
+        }
+    }
+}
+
 pub struct Metrics {
     /// TCP (or TLS) connections being served over HTTP (until a WebSocket upgrade).
     pub http_connections: Gauge,
@@ -154,6 +208,8 @@ pub struct Metrics {
     pub websocket_resyncs: Counter,
     /// Errors answered, by code.
     rejected: [Counter; ErrorCode::ALL.len()],
+    /// Refusals by the abuse bounds, by bound.
+    refused: [Counter; Bound::ALL.len()],
 }
 
 impl Default for Metrics {
@@ -179,6 +235,7 @@ impl Metrics {
             sessions_closed_deactivated: Counter::new(),
             websocket_resyncs: Counter::new(),
             rejected: [const { Counter::new() }; ErrorCode::ALL.len()],
+            refused: [const { Counter::new() }; Bound::ALL.len()],
         }
     }
 
@@ -189,6 +246,15 @@ impl Metrics {
 
     pub fn rejected_count(&self, code: ErrorCode) -> u64 {
         self.rejected[code as usize].get()
+    }
+
+    /// Counts one refusal (or shed connection) by an abuse bound.
+    pub fn refused(&self, bound: Bound) {
+        self.refused[bound as usize].inc();
+    }
+
+    pub fn refused_count(&self, bound: Bound) -> u64 {
+        self.refused[bound as usize].get()
     }
 }
 
@@ -287,6 +353,20 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         m.sessions_closed_shutdown.get(),
         m.sessions_closed_deactivated.get(),
     );
+
+    let _ = writeln!(
+        out,
+        "# HELP chat_refusals_total Requests, connections and replays refused (or idle connections closed) by an abuse bound of [limits].\n\
+         # TYPE chat_refusals_total counter"
+    );
+    for (bound, count) in Bound::ALL.iter().zip(&m.refused) {
+        let _ = writeln!(
+            out,
+            "chat_refusals_total{{limit=\"{}\"}} {}",
+            bound.as_str(),
+            count.get()
+        );
+    }
 
     let _ = writeln!(
         out,

@@ -1,12 +1,13 @@
 //! The shared state every handler and socket session reaches through one reference count.
 
-use std::net::SocketAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::connections::Connections;
-use crate::hub::{Hub, LocalHub};
+use crate::connections::{Connections, Replays};
+use crate::hub::{Hub, LocalHub, PresenceDamper};
 use crate::lifecycle::Lifecycle;
 use crate::model::{RoomId, UserId};
 use crate::passwords::Passwords;
@@ -31,20 +32,37 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn ChatStore>,
     pub hub: Arc<dyn Hub>,
+    /// Offlines waiting out their grace period.
+    pub presence: Arc<PresenceDamper>,
     pub limits: Arc<Limiters>,
     pub passwords: Arc<Passwords>,
     pub connections: Arc<Connections>,
+    /// Replays running at once.
+    pub replays: Arc<Replays>,
     /// Which browser origins may use the API and open WebSockets.
     pub cors: crate::cors::Cors,
     /// Shutdown and forced session ends, which open WebSocket sessions listen to.
     pub lifecycle: Lifecycle,
 }
 
-/// The abuse limits of docs/CONTRACT.md section 2.
+/// The abuse limits of docs/CONTRACT.md section 2 and SECURITY.md.
 pub struct Limiters {
     pub sends: Buckets<UserId>,
     pub typing: Buckets<(UserId, RoomId)>,
     pub login: LoginThrottle,
+    /// Accounts created, per client address.
+    pub signups: Buckets<IpAddr>,
+    /// Rooms created, per user.
+    pub rooms_created: Buckets<UserId>,
+    /// WebSocket connections opened, per user and per client address.
+    pub ws_connects_user: Buckets<UserId>,
+    pub ws_connects_ip: Buckets<IpAddr>,
+}
+
+/// A bucket that holds `per_period` tokens and refills them evenly over `period_secs`.
+fn per_period<K: Hash + Eq + Clone>(per_period: u32, period_secs: f64) -> Buckets<K> {
+    let n = f64::from(per_period);
+    Buckets::new(n / period_secs, n)
 }
 
 impl AppState {
@@ -78,16 +96,24 @@ impl AppState {
                 window,
                 Duration::from_millis(l.login_slowdown_ms),
             ),
+            signups: per_period(l.signups_per_ip_per_hour, 3600.0),
+            rooms_created: per_period(l.rooms_created_per_user_per_hour, 3600.0),
+            ws_connects_user: per_period(l.ws_connects_per_user_per_min, 60.0),
+            ws_connects_ip: per_period(l.ws_connects_per_ip_per_min, 60.0),
         };
         let tls = config.server.tls_cert.is_some();
         AppState(Arc::new(Shared {
             cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),
             hub: Arc::new(LocalHub::new(l.ws_queue_len)),
+            presence: Arc::new(PresenceDamper::new(Duration::from_millis(
+                l.presence_offline_delay_ms,
+            ))),
             config: Arc::new(config),
             store,
             limits: Arc::new(limits),
             passwords,
             connections: Arc::default(),
+            replays: Arc::default(),
             lifecycle: Lifecycle::new(),
         }))
     }

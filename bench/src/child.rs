@@ -63,6 +63,16 @@ max_body_bytes = 1048576
 send_rate_per_sec = 1000000.0
 send_burst = 1000000
 max_connections_per_user = 1000
+signups_per_ip_per_hour = 1000000
+rooms_created_per_user_per_hour = 10000000
+max_rooms_per_user = 10000000
+max_rooms_added_by_one_user = 10000000
+ws_connects_per_user_per_min = 10000000
+ws_connects_per_ip_per_min = 100000000
+max_replays_per_user = 100000
+max_replays_total = 1000000
+max_tcp_connections = 10000000
+max_tcp_connections_per_ip = 10000000
 "#,
     )?;
     Ok(path)

@@ -19,6 +19,7 @@
 //! subscriber.
 
 mod local;
+mod presence;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +31,7 @@ pub use crate::frames::Frame;
 use crate::frames::ServerFrame;
 use crate::model::{MessageId, RoomId, User, UserId};
 pub use local::LocalHub;
+pub use presence::PresenceDamper;
 
 /// A hub operation's future.
 pub type HubFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,5 +1,8 @@
 //! SQL for messages: idempotent insert, history pages, read marks.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -317,22 +320,63 @@ pub fn page_json(
 
 /// The next `limit` messages after `after` across every room `user` belongs to, in id order,
 /// and whether more follow.
+///
+/// A k-way merge over the rooms' `(room_id, id)` index: each room is represented by its first
+/// message after the cursor, and the room holding the smallest one gives a run of messages up
+/// to the next room's head. Work and memory follow the page, not the number of rooms or what
+/// lies beyond the page: a user in thousands of rooms costs one index seek per room and one
+/// query per run.
 pub fn page_for_user(
     conn: &Connection,
     user: UserId,
     after: MessageId,
     limit: u32,
 ) -> Result<(Vec<Message>, bool)> {
-    let mut merged = Vec::new();
-    let mut more = false;
-    for room in super::rooms::refs_for(conn, user)? {
-        let (messages, room_more) = page(conn, &room, Page::After(after), limit)?;
-        more |= room_more;
-        merged.extend(messages);
+    let rooms = super::rooms::refs_for(conn, user)?;
+    let mut first_after = conn.prepare_cached(
+        "SELECT id FROM messages WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT 1",
+    )?;
+    let mut heads = BinaryHeap::new();
+    for (i, room) in rooms.iter().enumerate() {
+        let head: Option<MessageId> = first_after
+            .query_row(params![room.id, after], |r| r.get(0))
+            .optional()?;
+        if let Some(head) = head {
+            heads.push(Reverse((head, i)));
+        }
     }
-    merged.sort_by_key(|m| m.id);
-    // Each room gave its first `limit`, so the first `limit` overall are all here.
-    more |= merged.len() > limit as usize;
+    let run_sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
+         WHERE m.room_id = ?1 AND m.id >= ?2 AND m.id < ?3 ORDER BY m.id LIMIT +?4"
+    );
+    let mut run = conn.prepare_cached(&run_sql)?;
+    let wanted = limit as usize + 1;
+    let mut merged: Vec<Message> = Vec::new();
+    while merged.len() < wanted {
+        let Some(Reverse((head, i))) = heads.pop() else {
+            break;
+        };
+        let room = &rooms[i];
+        let bound = heads.peek().map_or(i64::MAX, |Reverse((next, _))| next.0);
+        let marks = read_marks(conn, room.id)?;
+        let left = (wanted - merged.len()) as i64;
+        let rows = run.query_map(params![room.id, head, bound, left], |row| {
+            message_from_row(row, room, &marks)
+        })?;
+        for message in rows {
+            merged.push(message?);
+        }
+        let Some(last) = merged.last().map(|m| m.id) else {
+            break;
+        };
+        let next: Option<MessageId> = first_after
+            .query_row(params![room.id, last], |r| r.get(0))
+            .optional()?;
+        if let Some(next) = next {
+            heads.push(Reverse((next, i)));
+        }
+    }
+    let more = merged.len() > limit as usize;
     merged.truncate(limit as usize);
     Ok((merged, more))
 }

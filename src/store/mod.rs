@@ -567,6 +567,72 @@ mod tests {
         migrate(&mut conn).unwrap();
     }
 
+    /// The merge over a user's rooms gives every message after the cursor once, in id
+    /// order, page by page, whatever the interleaving; rooms the user left out are not in it.
+    #[test]
+    fn replay_across_rooms_is_one_ordered_merge() {
+        use crate::model::MessageId;
+        let conn = open_memory_for_tests();
+        let new_user = |name: &str| users::NewUser {
+            username: crate::account::Username::parse(name).unwrap(),
+            password_hash: "h".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+        };
+        let a = users::insert(&conn, &new_user("a"), 0).unwrap().unwrap();
+        let b = users::insert(&conn, &new_user("b"), 0).unwrap().unwrap();
+        let c = users::insert(&conn, &new_user("c"), 0).unwrap().unwrap();
+        let room = |id: &str, members: &[crate::model::UserId]| {
+            let new = rooms::NewRoom {
+                public_id: id,
+                name: Some(id),
+                creator: members[0],
+                members,
+            };
+            rooms::insert(&conn, &new, 1).unwrap()
+        };
+        let mine = [
+            room("r1", &[a.id, b.id]),
+            room("r2", &[a.id, b.id]),
+            room("r3", &[b.id, a.id]),
+        ];
+        let other = room("r4", &[c.id, b.id]);
+        let mut expected = Vec::new();
+        // Runs of different lengths in each room, so pages cut through runs and rooms.
+        for i in 0..97u32 {
+            let target = if i % 11 == 0 {
+                &other
+            } else {
+                &mine[(i as usize * 7 / 5) % 3]
+            };
+            let (m, _) = messages::insert(&conn, target, &b, &format!("m{i}"), None, 2).unwrap();
+            if target.id != other.id {
+                expected.push(m.id);
+            }
+        }
+        for limit in [1, 7, 50, 200] {
+            let mut seen = Vec::new();
+            let mut after = MessageId(0);
+            loop {
+                let (page, more) = messages::page_for_user(&conn, a.id, after, limit).unwrap();
+                assert!(page.len() <= limit as usize);
+                seen.extend(page.iter().map(|m| m.id));
+                match page.last() {
+                    Some(last) if more => after = last.id,
+                    _ => break,
+                }
+            }
+            assert_eq!(seen, expected, "pages of {limit}");
+        }
+        let (page, more) = messages::page_for_user(&conn, a.id, expected[40], 10).unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.id).collect::<Vec<_>>(),
+            expected[41..51]
+        );
+        assert!(more);
+    }
+
     static TRACED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
     fn record(event: rusqlite::trace::TraceEvent<'_>) {

@@ -42,7 +42,7 @@ use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
 use crate::filters::{query, with_state};
-use crate::state::AppState;
+use crate::state::{AppState, ClientAddr};
 
 pub use crate::hub::presence_event;
 pub use protocol::Close;
@@ -54,9 +54,10 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::header::headers_cloned())
         .and(query::<UpgradeQuery>())
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
-        .then(|room_id, headers, query, on_upgrade, state| {
-            upgrade(Some(room_id), headers, query, on_upgrade, state)
+        .then(|room_id, headers, query, on_upgrade, addr, state| {
+            upgrade(Some(room_id), headers, query, on_upgrade, addr, state)
         })
         .map(Reply::into_response);
     let user = warp::path!("ws")
@@ -64,8 +65,11 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::header::headers_cloned())
         .and(query::<UpgradeQuery>())
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
-        .then(|headers, query, on_upgrade, state| upgrade(None, headers, query, on_upgrade, state))
+        .then(|headers, query, on_upgrade, addr, state| {
+            upgrade(None, headers, query, on_upgrade, addr, state)
+        })
         .map(Reply::into_response);
     room.or(user).unify().boxed()
 }

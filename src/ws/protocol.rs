@@ -56,6 +56,12 @@ impl Close {
         code: 4000,
         reason: "too far behind: reconnect with since",
     };
+    /// The replay asked for with `?since=` passed `limits.max_replay_messages`; reconnect with
+    /// the last id received to go on, or page older history over REST.
+    pub const REPLAY_LIMIT: Close = Close {
+        code: 4000,
+        reason: "replay limit reached: reconnect with since, or page history",
+    };
     /// The token this socket was opened with was revoked or expired; log in again.
     pub const SESSION_ENDED: Close = Close {
         code: 4001,

@@ -14,7 +14,8 @@ use super::pipeline::Pipeline;
 use super::protocol::Close;
 use super::subscription::{Following, Scope};
 use super::upgrade::Prefetched;
-use crate::connections::ConnectionSlot;
+use crate::connections::{ConnectionSlot, ReplayPermit};
+
 use crate::hub::{Missed, Subscription};
 use crate::model::{MessageId, User};
 use crate::state::AppState;
@@ -27,6 +28,13 @@ pub(crate) enum End {
     Gone,
     /// Close with this code and reason.
     Close(Close),
+}
+
+/// A client resuming with `?since=`, and the replay permit the upgrade took for it.
+pub(crate) struct Resume {
+    pub(crate) since: MessageId,
+    /// Held until the replay is over.
+    pub(crate) _permit: ReplayPermit,
 }
 
 /// One WebSocket connection.
@@ -49,14 +57,18 @@ impl Session {
         socket: Socket,
         user: User,
         scope: Scope,
-        since: Option<MessageId>,
+        resume: Option<Resume>,
         prefetched: Option<Prefetched>,
         slot: ConnectionSlot,
     ) {
         let write = Duration::from_secs(state.config.limits.ws_write_timeout_secs);
         let room_socket = matches!(scope, Scope::Room(_));
         let mut session = Session {
-            dedup: Dedup::new(user.id, room_socket, since.unwrap_or(MessageId(0))),
+            dedup: Dedup::new(
+                user.id,
+                room_socket,
+                resume.as_ref().map_or(MessageId(0), |r| r.since),
+            ),
             follow: Following { state, user, scope },
             out: Outbox::new(socket, write),
             pipeline: Pipeline::new(room_socket),
@@ -66,7 +78,7 @@ impl Session {
         // Subscribe first, then read: nothing committed in between can be missed.
         let end = match Box::pin(session.follow.subscribe(prefetched)).await {
             Ok((mut events, current)) => {
-                let end = match Box::pin(session.start(since, current)).await {
+                let end = match Box::pin(session.start(resume, current)).await {
                     Ok(()) => session.serve(&mut events).await,
                     Err(end) => end,
                 };

@@ -5,12 +5,13 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::dedup::Verdict;
 use super::protocol::Close;
-use super::session::{End, Session};
+use super::session::{End, Resume, Session};
 use super::upgrade::Prefetched;
 use crate::chat::{message_event, room_for_member};
 use crate::error::ApiError;
 use crate::frames::{HelloRoom, ServerFrame};
 use crate::hub::{Event, EventKind, Missed, Subscription, presence_event};
+use crate::metrics::{Bound, METRICS};
 use crate::model::{MessageId, RoomId, User};
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -55,10 +56,34 @@ impl Following {
         }
     }
 
-    fn presence(&self, room: RoomId, public_id: &str, online: bool) {
-        self.state
-            .hub
-            .publish(room, presence_event(room, public_id, &self.user, online));
+    /// Announces the user online in `room`, unless their offline there is still waiting out
+    /// its grace period (then it is cancelled, and nobody saw them leave).
+    fn arrived(&self, room: RoomId, public_id: &str) {
+        if self.state.presence.arrived(room, self.user.id) {
+            self.state
+                .hub
+                .publish(room, presence_event(room, public_id, &self.user, true));
+        }
+    }
+
+    /// Announces the user offline in `rooms` once the grace period is over, in those they
+    /// have not come back to by then.
+    fn left(&self, rooms: Vec<RoomRef>) {
+        let ids = rooms.iter().map(|r| r.id).collect();
+        let state = self.state.clone();
+        let user = self.user.clone();
+        self.state.presence.left(self.user.id, ids, move |due| {
+            for room in rooms.iter().filter(|r| due.contains(&r.id)) {
+                // A socket that came back while this departure was being recorded.
+                if state.hub.online(room.id).contains(&user.id) {
+                    continue;
+                }
+                state.hub.publish(
+                    room.id,
+                    presence_event(room.id, &room.public_id, &user, false),
+                );
+            }
+        });
     }
 
     /// Subscribes to the socket's events. Also returns the handshake's read of the room's
@@ -73,7 +98,7 @@ impl Following {
             Scope::Room(room) => {
                 let joined = hub.join_room(room.id, self.user.id).await;
                 if joined.first {
-                    self.presence(room.id, &room.public_id, true);
+                    self.arrived(room.id, &room.public_id);
                 }
                 let current = prefetched
                     .filter(|p| p.mark.is_some() && p.mark == joined.mark)
@@ -85,20 +110,18 @@ impl Following {
                 let rooms = self.my_rooms().await?;
                 for room in &rooms {
                     if hub.follow(room.id, self.user.id) {
-                        self.presence(room.id, &room.public_id, true);
+                        self.arrived(room.id, &room.public_id);
                     }
                 }
                 // A removal that committed while the rooms were read has already run its
                 // hook; forget any room it took away.
                 let current = self.my_rooms().await?;
-                for room in rooms
-                    .iter()
+                let gone: Vec<RoomRef> = rooms
+                    .into_iter()
                     .filter(|r| !current.iter().any(|c| c.id == r.id))
-                {
-                    if hub.unfollow(room.id, self.user.id) {
-                        self.presence(room.id, &room.public_id, false);
-                    }
-                }
+                    .filter(|r| hub.unfollow(r.id, self.user.id))
+                    .collect();
+                self.left(gone);
                 Ok((events, None))
             }
         }
@@ -109,7 +132,7 @@ impl Following {
         match &self.scope {
             Scope::Room(room) => {
                 if hub.leave_room(room.id, self.user.id).await {
-                    self.presence(room.id, &room.public_id, false);
+                    self.left(vec![room.clone()]);
                 }
             }
             Scope::User => {
@@ -118,9 +141,12 @@ impl Following {
                     return;
                 }
                 if let Ok(rooms) = self.my_rooms().await {
-                    for room in rooms.iter().filter(|r| offline.contains(&r.id)) {
-                        self.presence(room.id, &room.public_id, false);
-                    }
+                    self.left(
+                        rooms
+                            .into_iter()
+                            .filter(|r| offline.contains(&r.id))
+                            .collect(),
+                    );
                 }
             }
         }
@@ -194,14 +220,14 @@ impl Following {
     /// as the page: a room socket whose user was removed gets nothing committed after the
     /// removal, however far behind it was (the removal's own event may have been among the
     /// events it lagged past).
-    async fn replay_page(&self, after: MessageId) -> Result<ReplayPage, End> {
+    async fn replay_page(&self, after: MessageId, limit: u32) -> Result<ReplayPage, End> {
         let room = match &self.scope {
             Scope::Room(room) => Some(room.clone()),
             Scope::User => None,
         };
         self.state
             .store
-            .replay_page(room, self.user.id, after, REPLAY_PAGE)
+            .replay_page(room, self.user.id, after, limit)
             .await
             .map_err(internal)?
             .ok_or(End::Close(Close::REMOVED))
@@ -209,36 +235,55 @@ impl Following {
 }
 
 impl Session {
-    /// Sends `hello`, then replays what the client missed if it asked to resume.
+    /// Sends `hello`, then replays what the client missed if it asked to resume, up to
+    /// `limits.max_replay_messages`.
     pub(super) async fn start(
         &mut self,
-        since: Option<MessageId>,
+        resume: Option<Resume>,
         current: Option<MessageId>,
     ) -> Result<(), End> {
         let (hello, last) = self.follow.hello(current).await?;
-        if since.is_none() {
+        if resume.is_none() {
             self.dedup.sent(last);
         }
         self.out.write(WsMessage::text(hello)).await?;
-        if since.is_some() {
-            self.replay(usize::MAX).await?;
+        if resume.is_some() {
+            let max = self.follow.state.config.limits.max_replay_messages as usize;
+            let replayed = self.replay(max, Close::REPLAY_LIMIT).await;
+            if matches!(replayed, Err(End::Close(Close::REPLAY_LIMIT))) {
+                METRICS.refused(Bound::ReplayLength);
+            }
+            replayed?;
         }
+        drop(resume);
         Ok(())
     }
 
-    /// Catches a socket that fell behind its event queue up from the database.
+    /// Catches a socket that fell behind its event queue up from the database, if the
+    /// replay caps leave room; else it is told to reconnect with `since`.
     pub(super) async fn resync(&mut self) -> Result<(), End> {
-        crate::metrics::METRICS.websocket_resyncs.inc();
-        self.replay(MAX_RESYNC).await
+        METRICS.websocket_resyncs.inc();
+        let state = &self.follow.state;
+        let Ok(_permit) = state
+            .replays
+            .start(self.follow.user.id, &state.config.limits)
+        else {
+            return Err(End::Close(Close::RESYNC));
+        };
+        self.replay(MAX_RESYNC, Close::RESYNC).await
     }
 
-    /// Sends every stored message after the delivery mark, in order, up to about `max` of them;
-    /// past that the client is told to reconnect with `since`.
-    async fn replay(&mut self, max: usize) -> Result<(), End> {
+    /// Sends every stored message after the delivery mark, in order, up to `max` of them;
+    /// past that the socket is closed with `past_max`, for the client to reconnect with
+    /// `since`. Memory stays at one page however long the replay.
+    async fn replay(&mut self, max: usize, past_max: Close) -> Result<(), End> {
         let mut sent = 0;
         loop {
-            let ReplayPage { messages, more } =
-                self.follow.replay_page(self.dedup.last_sent()).await?;
+            let page = REPLAY_PAGE.min(u32::try_from(max - sent).unwrap_or(u32::MAX));
+            let ReplayPage { messages, more } = self
+                .follow
+                .replay_page(self.dedup.last_sent(), page)
+                .await?;
             for message in &messages {
                 let room = RoomId(0); // the frame is all that is written
                 self.out.feed(message_event(room, message).frame).await?;
@@ -250,7 +295,7 @@ impl Session {
                 return Ok(());
             }
             if sent >= max {
-                return Err(End::Close(Close::RESYNC));
+                return Err(End::Close(past_max));
             }
         }
     }

@@ -10,16 +10,21 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 
-use crate::auth::{authenticate_token, token_from_header};
+use std::net::IpAddr;
+
+use crate::auth::{authenticate_token, ip_key, token_from_header};
 use crate::chat::member_request;
 use crate::error::ApiError;
 use crate::filters::{FromQuery, Params};
+use crate::metrics::{Bound, METRICS};
 use crate::model::Auth;
 use crate::model::MessageId;
+use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
+use crate::state::ClientAddr;
 use crate::store::rooms::RoomRef;
 
-use super::session::Session;
+use super::session::{Resume, Session};
 use super::subscription::Scope;
 
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -67,12 +72,20 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     query: Result<UpgradeQuery, ApiError>,
     on_upgrade: Option<OnUpgrade>,
+    addr: Option<ClientAddr>,
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
     let UpgradeQuery {
         token: in_query,
         since,
     } = query?;
+    // Before anything reaches the database: one address opening sockets in a loop is
+    // refused here, whoever it claims to be.
+    let ip = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| ip_key(a.0.ip()));
+    refuse_past(
+        state.limits.ws_connects_ip.take(&ip),
+        Bound::WsConnectsPerIp,
+    )?;
     let token = header(&headers, "authorization")
         .and_then(token_from_header)
         .or(in_query.as_deref());
@@ -93,7 +106,23 @@ pub(crate) async fn upgrade(
             "this endpoint speaks WebSocket only",
         ));
     };
+    refuse_past(
+        state.limits.ws_connects_user.take(&auth.user.id),
+        Bound::WsConnectsPerUser,
+    )?;
     let slot = state.connections.acquire(&auth, &state.config.limits)?;
+    let resume = match since {
+        Some(since) => Some(Resume {
+            since,
+            _permit: state
+                .replays
+                .start(auth.user.id, &state.config.limits)
+                .map_err(|_| ApiError::RateLimited {
+                    retry_after_secs: REPLAY_RETRY_AFTER_SECS,
+                })?,
+        }),
+        None => None,
+    };
     if state.connections.revocations() != revocations {
         // A revocation ran while this connection was being set up and may have missed it.
         authenticate_token(&state, token).await?;
@@ -119,7 +148,7 @@ pub(crate) async fn upgrade(
                     Some(config),
                 )
                 .await;
-                Session::run(state, socket, user, scope, since, prefetched, slot).await;
+                Session::run(state, socket, user, scope, resume, prefetched, slot).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -135,6 +164,19 @@ pub(crate) async fn upgrade(
         HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
     );
     Ok(response)
+}
+
+/// How long a client refused because too many replays are running is asked to wait.
+const REPLAY_RETRY_AFTER_SECS: u64 = 1;
+
+/// A rate limiter's refusal as the 429 it is answered with, counted under `bound`.
+fn refuse_past(taken: Result<(), std::time::Duration>, bound: Bound) -> Result<(), ApiError> {
+    taken.map_err(|wait| {
+        METRICS.refused(bound);
+        ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        }
+    })
 }
 
 /// What a room socket's handshake read about the room, and when.

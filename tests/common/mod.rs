@@ -57,6 +57,9 @@ pub fn test_config() -> Config {
     let mut config = Config::default();
     config.server.db = ":memory:".into();
     config.server.read_connections = 2;
+    // Offline presence at once, so the tests that wait for it need not wait out the grace
+    // period; the tests of the damping set their own.
+    config.limits.presence_offline_delay_ms = 0;
     config
 }
 
@@ -99,6 +102,19 @@ impl TestServer {
         Client {
             addr: addr.parse().expect("a socket address"),
             http: reqwest::Client::new(),
+        }
+    }
+
+    /// Waits, polling, until `done` holds; fails after [`WAIT`]. For server-side state a
+    /// client cannot be told about (a socket's session has ended, say).
+    pub async fn until(&self, what: &str, done: impl Fn(&AppState) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !done(&self.state) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 
@@ -226,6 +242,21 @@ impl Client {
             .await
             .expect("ws connect");
         Ws::with_hello(socket).await
+    }
+
+    /// A WebSocket handshake that should be refused: its status and `Retry-After`.
+    pub async fn ws_refusal(&self, path: &str) -> (u16, Option<String>) {
+        let url = format!("ws://{}{path}", self.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => (
+                res.status().as_u16(),
+                res.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string()),
+            ),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
     }
 
     /// The HTTP status of a WebSocket handshake that should be refused.

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abuse;
 mod api;
 mod authz;
 mod cli;

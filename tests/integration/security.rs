@@ -202,21 +202,6 @@ async fn ws_at(s: &TestServer, path: &str) -> Ws {
     ws
 }
 
-/// A WebSocket handshake that should be refused: its status and `Retry-After`.
-async fn ws_refusal(s: &TestServer, path: &str) -> (u16, Option<String>) {
-    let url = format!("ws://{}{path}", s.addr);
-    match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
-        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => (
-            res.status().as_u16(),
-            res.headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_string()),
-        ),
-        Err(e) => panic!("unexpected error: {e}"),
-    }
-}
-
 #[tokio::test]
 async fn revoking_a_token_closes_the_sockets_opened_with_it_and_no_others() {
     let s = TestServer::start().await;
@@ -296,16 +281,18 @@ async fn connection_caps_per_user_and_in_total_answer_429_with_retry_after() {
 
     let _a1 = s.ws(&room, &alice, "").await;
     let _a2 = s.ws(&room, &alice, "").await;
-    let (status, retry) = ws_refusal(&s, &format!("/ws/chat/{room}/?token={}", alice.token)).await;
+    let (status, retry) = s
+        .ws_refusal(&format!("/ws/chat/{room}/?token={}", alice.token))
+        .await;
     assert_eq!(status, 429, "per-user cap");
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
 
     let _b1 = s.ws(&room, &bob, "").await;
-    let (status, retry) = ws_refusal(&s, &format!("/ws/?token={}", carol.token)).await;
+    let (status, retry) = s.ws_refusal(&format!("/ws/?token={}", carol.token)).await;
     assert_eq!(status, 429, "total cap");
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
     // A refused handshake holds no slot.
-    let (status, _) = ws_refusal(&s, &format!("/ws/?token={}", carol.token)).await;
+    let (status, _) = s.ws_refusal(&format!("/ws/?token={}", carol.token)).await;
     assert_eq!(status, 429);
     assert_eq!(s.state.connections.total(), 3);
 }
