@@ -83,3 +83,13 @@ CREATE UNIQUE INDEX messages_by_client_id ON messages (room_id, sender_id, clien
 ALTER TABLE users ADD COLUMN username_skeleton TEXT NOT NULL DEFAULT '';
 CREATE INDEX users_by_skeleton ON users (username_skeleton);
 CREATE INDEX users_by_username ON users (username);
+
+-- migration: 3
+
+-- Who put each member in the room (NULL: they created it or were there from the start of a
+-- room they created), so one user can be kept from putting another in more than
+-- `limits.max_rooms_added_by_one_user` rooms. Existing members put in by a room's creator
+-- are counted as added by the creator.
+ALTER TABLE room_members ADD COLUMN added_by INTEGER REFERENCES users (id) ON DELETE SET NULL;
+UPDATE room_members SET added_by = (SELECT creator_id FROM rooms WHERE rooms.id = room_members.room_id)
+ WHERE user_id != (SELECT creator_id FROM rooms WHERE rooms.id = room_members.room_id);

@@ -6,13 +6,15 @@ use crate::auth::{authenticate_token, token_key};
 use crate::error::ApiError;
 use crate::frames::ServerFrame;
 use crate::hub::{Event, EventKind, Hub};
-use crate::model::{Message, MessageId, Room, RoomId, User, UserId};
+use crate::membership::RoomCaps;
+use crate::metrics::{Bound, METRICS};
+use crate::model::{Message, MessageId, Refusal, Room, RoomId, User, UserId};
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
 use crate::store::api::{CreatedRoom, MemberAdded, MemberRemoved, NewMessage, NewRoom};
 use crate::store::messages::ReadMark;
-use crate::store::now_ms;
 use crate::store::rooms::RoomRef;
+use crate::store::{StoreError, now_ms};
 
 /// Longest `client_id` a send may carry.
 const MAX_CLIENT_ID_CHARS: usize = 128;
@@ -281,17 +283,67 @@ pub async fn create_room(
         name,
         creator: me,
         members,
+        caps: room_caps(state),
     };
+    // Taken up front, so that concurrent creations cannot all slip past the limit; given
+    // back when no room was made (the pair's direct room existed, or it was refused). Past
+    // the limit, asking for an existing direct room still finds it.
+    if let Err(wait) = state.limits.rooms_created.take(&me) {
+        let other = new.members.iter().find(|m| **m != me).copied();
+        if new.name.is_none()
+            && new.members.len() == 2
+            && let Some(other) = other
+            && let Some(room) = state.store.direct_room(me, other).await?
+        {
+            return Ok((room, false));
+        }
+        METRICS.refused(Bound::RoomsCreated);
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        });
+    }
+    let created = state.store.create_room(new, now_ms()).await;
+    if !matches!(
+        created,
+        Ok(CreatedRoom {
+            created: Some(_),
+            ..
+        })
+    ) {
+        state.limits.rooms_created.give_back(&me);
+    }
     let CreatedRoom {
         view: room,
         created,
-    } = state.store.create_room(new, now_ms()).await?;
+    } = created.inspect_err(count_room_cap)?;
     if let Some(room_id) = created {
         for member in &room.members {
             announce_joined(state.hub.as_ref(), room_id, &room, member);
         }
     }
     Ok((room, created.is_some()))
+}
+
+/// The room caps of the configuration.
+fn room_caps(state: &AppState) -> RoomCaps {
+    let l = &state.config.limits;
+    RoomCaps {
+        max_rooms_per_user: l.max_rooms_per_user,
+        max_rooms_added_by_one_user: l.max_rooms_added_by_one_user,
+    }
+}
+
+/// Counts a refusal by the room caps in `/metrics`.
+fn count_room_cap(e: &StoreError) {
+    match e {
+        StoreError::Refused(Refusal::YouHaveTooManyRooms | Refusal::TheyHaveTooManyRooms) => {
+            METRICS.refused(Bound::RoomsPerUser);
+        }
+        StoreError::Refused(Refusal::TooManyRoomsFromYou) => {
+            METRICS.refused(Bound::RoomsAddedByOneUser);
+        }
+        _ => {}
+    }
 }
 
 /// `by` adds `user` to a group room; the room hears of it, and the new member's all-rooms
@@ -317,8 +369,9 @@ pub async fn add_member(
         joined: added,
     } = state
         .store
-        .add_member(room, by, user_id, now_ms(), on_commit)
-        .await?;
+        .add_member(room, by, user_id, room_caps(state), now_ms(), on_commit)
+        .await
+        .inspect_err(count_room_cap)?;
     Ok((view, added.is_some()))
 }
 

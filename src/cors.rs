@@ -23,7 +23,7 @@ use crate::error::ApiError;
 const ALLOW_METHODS: &str = "GET, POST, PATCH, DELETE";
 const ALLOW_HEADERS: &str = "authorization, content-type";
 /// Response headers an allowlisted page may read besides the simple ones.
-const EXPOSE_HEADERS: &str = "retry-after";
+const EXPOSE_HEADERS: &str = "retry-after, link";
 /// How long a browser may cache a preflight answer, in seconds.
 const MAX_AGE: &str = "600";
 

@@ -170,6 +170,15 @@ impl From<Refusal> for ApiError {
             Refusal::UsernameLookAlike => {
                 ApiError::Conflict("that username looks too much like an existing one")
             }
+            Refusal::YouHaveTooManyRooms => ApiError::Conflict(
+                "you are in as many rooms as this server allows: leave one first",
+            ),
+            Refusal::TheyHaveTooManyRooms => {
+                ApiError::Conflict("a user you named is in as many rooms as this server allows")
+            }
+            Refusal::TooManyRoomsFromYou => ApiError::Forbidden(
+                "you have put a user you named in as many rooms as this server allows",
+            ),
         }
     }
 }

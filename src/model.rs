@@ -326,4 +326,10 @@ pub enum Refusal {
     UsernameTaken,
     /// An account has a username that looks the same.
     UsernameLookAlike,
+    /// The acting user is in `limits.max_rooms_per_user` rooms already.
+    YouHaveTooManyRooms,
+    /// A user to put in the room is in `limits.max_rooms_per_user` rooms already.
+    TheyHaveTooManyRooms,
+    /// The acting user has put a user in `limits.max_rooms_added_by_one_user` of their rooms.
+    TooManyRoomsFromYou,
 }

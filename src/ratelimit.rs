@@ -54,6 +54,16 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
     }
 }
 
+impl<K: Hash + Eq + Clone> Buckets<K> {
+    /// Returns a token taken for an attempt that turned out not to need it.
+    pub fn give_back(&self, key: &K) {
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((tokens, _)) = guard.0.get_mut(key) {
+            *tokens = (*tokens + 1.0).min(self.burst);
+        }
+    }
+}
+
 /// Counts failures per key within a fixed window that starts at the key's first failure.
 pub struct FailureWindow<K> {
     limit: u32,

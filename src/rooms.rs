@@ -9,15 +9,17 @@ use warp::{Filter, Reply};
 use crate::auth::authenticated;
 use crate::chat;
 use crate::error::ApiError;
-use crate::filters::{json_body, with_state};
+use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::Auth;
 use crate::model::UserId;
 use crate::state::AppState;
+use crate::store::rooms::RoomCursor;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let list = warp::path!("api" / "v1" / "chats")
         .and(warp::get())
         .and(authenticated(state))
+        .and(query::<RoomsQuery>())
         .and(with_state(state))
         .then(list)
         .map(Reply::into_response);
@@ -50,11 +52,55 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .boxed()
 }
 
-/// `GET /api/v1/chats/`: rooms the caller belongs to, most recent activity first.
-async fn list(auth: Auth, state: AppState) -> Result<impl Reply, ApiError> {
-    let user = auth.user.id;
-    let rooms = state.store.rooms_of(user).await?;
-    Ok(warp::reply::json(&rooms))
+/// `?limit=&before=`.
+struct RoomsQuery {
+    limit: Option<i64>,
+    before: Option<RoomCursor>,
+}
+
+impl FromQuery for RoomsQuery {
+    fn from_query(params: &Params) -> Result<RoomsQuery, ApiError> {
+        let before = params
+            .get("before")
+            .map(|c| {
+                RoomCursor::parse(c).ok_or_else(|| {
+                    ApiError::validation("before", "must be a cursor from a Link header")
+                })
+            })
+            .transpose()?;
+        Ok(RoomsQuery {
+            limit: params.non_negative("limit")?,
+            before,
+        })
+    }
+}
+
+/// `GET /api/v1/chats/`: a page of the rooms the caller belongs to, most recent activity
+/// first: a JSON array (the shape clients of the unpaginated list read), with the next page in
+/// a `Link: <...>; rel="next"` header when there is one. `?limit=` (default
+/// `limits.rooms_page_default`, at most `limits.rooms_page_max`) and `?before=<cursor>`.
+async fn list(
+    auth: Auth,
+    query: Result<RoomsQuery, ApiError>,
+    state: AppState,
+) -> Result<warp::reply::Response, ApiError> {
+    let RoomsQuery { limit, before } = query?;
+    let l = &state.config.limits;
+    let limit = limit.map_or(l.rooms_page_default, |n| {
+        u32::try_from(n)
+            .unwrap_or(u32::MAX)
+            .clamp(1, l.rooms_page_max)
+    });
+    let (rooms, next) = state.store.rooms_page(auth.user.id, before, limit).await?;
+    let mut response = warp::reply::json(&rooms).into_response();
+    if let Some(next) = next {
+        let link = format!("</api/v1/chats/?limit={limit}&before={next}>; rel=\"next\"");
+        response.headers_mut().insert(
+            warp::http::header::LINK,
+            warp::http::HeaderValue::from_str(&link).map_err(ApiError::internal)?,
+        );
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]

@@ -441,7 +441,9 @@
   function refreshRooms() {
     if (!state.me) return Promise.resolve();
     if (state.roomsInFlight) return state.roomsInFlight;
-    state.roomsInFlight = api('GET', '/chats/')
+    // The most recent rooms, as many as one page holds (the server clamps the limit to its
+    // limits.rooms_page_max); older ones come back to the top when they get a message.
+    state.roomsInFlight = api('GET', '/chats/?limit=500')
       .then((rooms) => {
         state.rooms = rooms;
         if (state.view) {

@@ -10,10 +10,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::messages::{Page, ReadMark};
-use super::rooms::RoomRef;
+use super::rooms::{RoomCursor, RoomRef};
 use super::tokens::TokenRow;
 use super::users::{Credentials, NewUser, UserQuery};
 use super::{Result, StoreError};
+use crate::membership::RoomCaps;
 use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
 
 /// What a store operation returns: a future of its result.
@@ -41,6 +42,8 @@ pub struct NewRoom {
     pub creator: UserId,
     /// Sorted, without duplicates, the creator included.
     pub members: Vec<UserId>,
+    /// The caps the creator and the other members must be within.
+    pub caps: RoomCaps,
 }
 
 /// A created room as its creator sees it; `created` is `None` when the direct room of the
@@ -116,8 +119,14 @@ pub trait ChatStore: Send + Sync {
 
     // Rooms
 
-    /// The user's rooms, most recent activity first.
-    fn rooms_of(&self, user: UserId) -> Fut<'_, Vec<Room>>;
+    /// A page of the user's rooms, most recent activity first, after `before`; and the
+    /// cursor of the next page, if there is one.
+    fn rooms_page(
+        &self,
+        user: UserId,
+        before: Option<RoomCursor>,
+        limit: u32,
+    ) -> Fut<'_, (Vec<Room>, Option<RoomCursor>)>;
     /// The user's rooms, as references.
     fn room_refs_of(&self, user: UserId) -> Fut<'_, Vec<RoomRef>>;
     /// The user's rooms, each with its newest message id, in one snapshot.
@@ -133,19 +142,24 @@ pub trait ChatStore: Send + Sync {
     ) -> Fut<'_, (Auth, RoomRef, MessageId)>;
     /// The room's newest message id, if the user is a member.
     fn last_id_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<MessageId>>;
-    /// Creates a room, or finds the direct room of the pair. Refused `UnknownUsers`.
+    /// The direct room of `me` and `other`, if there is one and `me` is in it.
+    fn direct_room(&self, me: UserId, other: UserId) -> Fut<'_, Option<Room>>;
+    /// Creates a room, or finds the direct room of the pair. Refused `UnknownUsers`, and past
+    /// the caps `YouHaveTooManyRooms`, `TheyHaveTooManyRooms`, `TooManyRoomsFromYou`.
     fn create_room(&self, new: NewRoom, now: i64) -> Fut<'_, CreatedRoom>;
-    /// `by` adds `user` to a group room. Refused `DirectRoom`, `NotFound`, `NoSuchUser`.
+    /// `by` adds `user` to a group room. Refused `DirectRoom`, `NotFound`, `NoSuchUser`, and
+    /// past the caps `TheyHaveTooManyRooms`, `TooManyRoomsFromYou`.
     fn add_member(
         &self,
         room: RoomRef,
         by: UserId,
         user: UserId,
+        caps: RoomCaps,
         now: i64,
         on_commit: OnCommit<MemberAdded>,
     ) -> Fut<'_, MemberAdded>;
-    /// `by` removes `user` (themselves, or anyone if `by` created the room). Refused
-    /// `NotFound`, `DirectRoom`, `NotCreator`.
+    /// `by` removes `user` (themselves from any room, or anyone from a group `by` created).
+    /// Refused `NotFound`, `DirectRoom`, `NotCreator`.
     fn remove_member(
         &self,
         room: RoomRef,

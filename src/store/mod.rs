@@ -687,11 +687,18 @@ mod tests {
         messages::last_id(&conn, room.id).unwrap();
         rooms::for_member(&conn, "room", b.id).unwrap();
         rooms::find_direct(&conn, a.id, b.id).unwrap();
-        rooms::list_for(&conn, b.id).unwrap();
+        rooms::page_for(&conn, b.id, None, 50).unwrap();
+        let cursor = rooms::RoomCursor {
+            activity: 1,
+            public_id: "room".into(),
+        };
+        rooms::page_for(&conn, b.id, Some(&cursor), 50).unwrap();
         rooms::info(&conn, room.id).unwrap();
         rooms::is_member(&conn, room.id, b.id).unwrap();
         let c = users::insert(&conn, &new_user("c"), 0).unwrap().unwrap();
-        rooms::add_member(&conn, room.id, c.id, 4).unwrap();
+        rooms::add_member(&conn, room.id, c.id, a.id, 4).unwrap();
+        rooms::joining(&conn, c.id, a.id).unwrap();
+        rooms::count_for(&conn, c.id).unwrap();
         rooms::remove_member(&conn, room.id, c.id).unwrap();
         messages::page_for_user(&conn, b.id, MessageId(0), 50).unwrap();
         users::credentials(&conn, "a").unwrap();

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::Result;
 use super::messages;
 use super::users::{USER_COLUMNS, user_from_row};
-use crate::membership::RoomFacts;
+use crate::membership::{Joining, RoomFacts};
 use crate::model::{Millis, Room, RoomId, User, UserId};
 
 /// A room as the server addresses it: internal id and public id.
@@ -56,10 +56,11 @@ pub fn insert(conn: &Connection, new: &NewRoom<'_>, now: i64) -> Result<RoomRef>
     .execute(params![new.public_id, new.name, is_direct, key, new.creator, now])?;
     let id = RoomId(conn.last_insert_rowid());
     let mut add = conn.prepare_cached(
-        "INSERT INTO room_members (room_id, user_id, joined) VALUES (?1, ?2, ?3)",
+        "INSERT INTO room_members (room_id, user_id, joined, added_by) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for member in new.members {
-        add.execute(params![id, member, now])?;
+        let added_by = (*member != new.creator).then_some(new.creator);
+        add.execute(params![id, member, now, added_by])?;
     }
     Ok(RoomRef {
         id,
@@ -123,16 +124,74 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
     })
 }
 
-/// Every room `user` belongs to, most recent activity first.
-pub fn list_for(conn: &Connection, user: UserId) -> Result<Vec<Room>> {
+/// Where a page of a user's room list ends: the last room's activity time and public id
+/// (the list is ordered by both, newest first). As text: `<activity>.<public id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomCursor {
+    pub activity: i64,
+    pub public_id: String,
+}
+
+impl RoomCursor {
+    pub fn parse(text: &str) -> Option<RoomCursor> {
+        let (activity, public_id) = text.split_once('.')?;
+        let ok = !public_id.is_empty()
+            && public_id.len() <= 64
+            && public_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        Some(RoomCursor {
+            activity: activity.parse().ok().filter(|_| ok)?,
+            public_id: public_id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for RoomCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.activity, self.public_id)
+    }
+}
+
+/// Up to `limit` of the rooms `user` belongs to, most recent activity first, after `before`;
+/// and the cursor of the next page if there is one.
+pub fn page_for(
+    conn: &Connection,
+    user: UserId,
+    before: Option<&RoomCursor>,
+    limit: u32,
+) -> Result<(Vec<Room>, Option<RoomCursor>)> {
     let mut stmt = conn.prepare_cached(
-        "SELECT r.id, r.public_id FROM room_members m JOIN rooms r ON r.id = m.room_id
-         WHERE m.user_id = ?1 ORDER BY r.last_activity DESC, r.id DESC",
+        "SELECT r.id, r.public_id, r.last_activity FROM room_members m
+         JOIN rooms r ON r.id = m.room_id
+         WHERE m.user_id = ?1
+           AND (?2 IS NULL OR r.last_activity < ?2 OR (r.last_activity = ?2 AND r.public_id < ?3))
+         ORDER BY r.last_activity DESC, r.public_id DESC LIMIT +?4",
     )?;
-    let refs = stmt
-        .query_map([user], RoomRef::from_row)?
+    let (activity, public_id) = match before {
+        Some(c) => (Some(c.activity), Some(c.public_id.as_str())),
+        None => (None, None),
+    };
+    let mut refs = stmt
+        .query_map(
+            params![user, activity, public_id, i64::from(limit) + 1],
+            |r| Ok((RoomRef::from_row(r)?, r.get::<_, i64>(2)?)),
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    refs.iter().map(|room| view(conn, room, user)).collect()
+    let more = refs.len() > limit as usize;
+    refs.truncate(limit as usize);
+    let next = refs
+        .last()
+        .filter(|_| more)
+        .map(|(room, activity)| RoomCursor {
+            activity: *activity,
+            public_id: room.public_id.clone(),
+        });
+    let rooms = refs
+        .iter()
+        .map(|(room, _)| view(conn, room, user))
+        .collect::<Result<_>>()?;
+    Ok((rooms, next))
 }
 
 /// What the membership rules need to know about a room.
@@ -155,17 +214,45 @@ pub fn is_member(conn: &Connection, room: RoomId, user: UserId) -> Result<bool> 
         .is_some())
 }
 
-/// Adds `user` to `room`; false if they already were a member. A new member starts with
+/// `by` adds `user` to `room`; false if they already were a member. A new member starts with
 /// everything before their arrival marked read.
-pub fn add_member(conn: &Connection, room: RoomId, user: UserId, now: i64) -> Result<bool> {
+pub fn add_member(
+    conn: &Connection,
+    room: RoomId,
+    user: UserId,
+    by: UserId,
+    now: i64,
+) -> Result<bool> {
     Ok(conn
         .prepare_cached(
-            "INSERT INTO room_members (room_id, user_id, last_read_id, joined)
-             SELECT ?1, ?2, coalesce(last_message_id, 0), ?3 FROM rooms WHERE id = ?1
+            "INSERT INTO room_members (room_id, user_id, last_read_id, joined, added_by)
+             SELECT ?1, ?2, coalesce(last_message_id, 0), ?3, ?4 FROM rooms WHERE id = ?1
              ON CONFLICT (room_id, user_id) DO NOTHING",
         )?
-        .execute(params![room, user, now])?
+        .execute(params![room, user, now, by])?
         > 0)
+}
+
+/// How many rooms `user` is in.
+pub fn count_for(conn: &Connection, user: UserId) -> Result<u32> {
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM room_members WHERE user_id = ?1")?
+        .query_row([user], |r| r.get(0))?)
+}
+
+/// What the room caps need to know about `user` being put in a room by `actor`.
+pub fn joining(conn: &Connection, user: UserId, actor: UserId) -> Result<Joining> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*), count(CASE WHEN added_by = ?2 THEN 1 END)
+             FROM room_members WHERE user_id = ?1",
+        )?
+        .query_row(params![user, actor], |r| {
+            Ok(Joining {
+                rooms: r.get(0)?,
+                from_actor: r.get(1)?,
+            })
+        })?)
 }
 
 /// Removes `user` from `room`; false if they were not a member.

@@ -8,11 +8,11 @@ use super::api::{
     Refusal, ReplayPage, Sending,
 };
 use super::messages::{self, Page, ReadMark};
-use super::rooms::{self, RoomRef};
+use super::rooms::{self, RoomCursor, RoomRef};
 use super::tokens::{self, TokenRow};
 use super::users::{self, Credentials, NewUser, Taken, UserQuery};
 use super::{Result, Store, StoreError, admin};
-use crate::membership;
+use crate::membership::{self, RoomCaps};
 use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
 
 /// The live session whose token has this digest.
@@ -88,8 +88,13 @@ impl ChatStore for Store {
         Box::pin(self.read(move |c| admin::inactive_among(c, &ids)))
     }
 
-    fn rooms_of(&self, user: UserId) -> Fut<'_, Vec<Room>> {
-        Box::pin(self.read(move |c| rooms::list_for(c, user)))
+    fn rooms_page(
+        &self,
+        user: UserId,
+        before: Option<RoomCursor>,
+        limit: u32,
+    ) -> Fut<'_, (Vec<Room>, Option<RoomCursor>)> {
+        Box::pin(self.read(move |c| rooms::page_for(c, user, before.as_ref(), limit)))
     }
 
     fn room_refs_of(&self, user: UserId) -> Fut<'_, Vec<RoomRef>> {
@@ -129,6 +134,13 @@ impl ChatStore for Store {
         }))
     }
 
+    fn direct_room(&self, me: UserId, other: UserId) -> Fut<'_, Option<Room>> {
+        Box::pin(self.read(move |c| match rooms::find_direct(c, me, other)? {
+            Some(room) if rooms::is_member(c, room.id, me)? => Ok(Some(rooms::view(c, &room, me)?)),
+            _ => Ok(None),
+        }))
+    }
+
     fn create_room(&self, new: NewRoom, now: i64) -> Fut<'_, CreatedRoom> {
         Box::pin(self.write(move |c| {
             let found = users::existing(c, &new.members)?;
@@ -146,11 +158,24 @@ impl ChatStore for Store {
                 && new.members.len() == 2
                 && let Some(existing) = rooms::find_direct(c, new.members[0], new.members[1])?
             {
+                // The asker left it (declined it) once: asking again is taking it back.
+                let rejoined = !rooms::is_member(c, existing.id, me)?;
+                if rejoined {
+                    membership::may_join(new.caps, Some(rooms::count_for(c, me)?), &[])?;
+                    rooms::add_member(c, existing.id, me, me, now)?;
+                }
                 return Ok(CreatedRoom {
                     view: rooms::view(c, &existing, me)?,
-                    created: None,
+                    created: rejoined.then_some(existing.id),
                 });
             }
+            let joining = new
+                .members
+                .iter()
+                .filter(|m| **m != me)
+                .map(|m| rooms::joining(c, *m, me))
+                .collect::<Result<Vec<_>>>()?;
+            membership::may_join(new.caps, Some(rooms::count_for(c, me)?), &joining)?;
             let row = rooms::NewRoom {
                 public_id: &new.public_id,
                 name: new.name.as_deref(),
@@ -170,6 +195,7 @@ impl ChatStore for Store {
         room: RoomRef,
         by: UserId,
         user_id: UserId,
+        caps: RoomCaps,
         now: i64,
         on_commit: OnCommit<MemberAdded>,
     ) -> Fut<'_, MemberAdded> {
@@ -180,7 +206,10 @@ impl ChatStore for Store {
                 let facts = rooms::info(c, room.id)?;
                 membership::may_add(facts, rooms::is_member(c, room.id, by)?, active)?;
                 let user = user.ok_or(Refusal::NoSuchUser)?;
-                let joined = if rooms::add_member(c, room.id, user_id, now)? {
+                if !rooms::is_member(c, room.id, user_id)? {
+                    membership::may_join(caps, None, &[rooms::joining(c, user_id, by)?])?;
+                }
+                let joined = if rooms::add_member(c, room.id, user_id, by, now)? {
                     Some(Joined {
                         view: rooms::view(c, &room, user_id)?,
                         room: room.clone(),

@@ -275,3 +275,273 @@ async fn replays_past_the_per_user_cap_are_refused_with_429() {
     let (_resumed, _) = s.ws(&room, &bob, "&since=0").await;
     assert_eq!(refusals(&s, "max_replays_per_user").await, 1);
 }
+
+/// `GET /api/v1/chats/` with its `Link` header.
+async fn rooms_page(s: &TestServer, user: &TestUser, query: &str) -> (u16, Value, Option<String>) {
+    let res = s
+        .http
+        .get(s.url(&format!("/api/v1/chats/{query}")))
+        .header("Authorization", format!("Token {}", user.token))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let link = res
+        .headers()
+        .get("link")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, res.json().await.unwrap(), link)
+}
+
+fn room_ids(page: &Value) -> Vec<String> {
+    page.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_room_list_is_paged_by_cursor_newest_first() {
+    let mut config = test_config();
+    config.limits.rooms_page_default = 3;
+    config.limits.rooms_page_max = 4;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let room = s.room(&alice, &[&bob], Some(&format!("g{i}"))).await;
+        // A message orders the rooms by activity: the last one written to comes first.
+        s.post(
+            &format!("/api/v1/chat/{room}/"),
+            &alice.token,
+            json!({"content": "hi"}),
+        )
+        .await;
+        made.push(room);
+    }
+    made.reverse();
+
+    // No parameters: today's shape, an array, holding the first page.
+    let (status, first, mut link) = rooms_page(&s, &bob, "").await;
+    assert_eq!(status, 200);
+    assert_eq!(room_ids(&first), made[..3]);
+    let mut seen = room_ids(&first);
+    while let Some(next) = link {
+        let url = next
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(url, _)| url.to_string())
+            .unwrap_or_else(|| panic!("a next link: {next}"));
+        let path = url.strip_prefix("/api/v1/chats/").unwrap();
+        let (status, page, following) = rooms_page(&s, &bob, path).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(room_ids(&page));
+        link = following;
+    }
+    assert_eq!(seen, made, "every room once, newest activity first");
+
+    // A page never holds more than rooms_page_max.
+    let (_, big, link) = rooms_page(&s, &bob, "?limit=100").await;
+    assert_eq!(room_ids(&big), made[..4]);
+    assert!(link.unwrap().contains("limit=4"));
+    for bad in [
+        "?before=nonsense",
+        "?before=12.",
+        "?before=x.abc",
+        "?limit=-1",
+    ] {
+        let (status, body, _) = rooms_page(&s, &bob, bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "validation_error", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn room_creation_is_rate_limited_but_finding_a_direct_room_is_free() {
+    let mut config = test_config();
+    config.limits.rooms_created_per_user_per_hour = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let direct = s.room(&alice, &[&bob], None).await;
+    s.room(&alice, &[&bob], Some("one")).await;
+    for _ in 0..5 {
+        let (status, room) = s
+            .post("/api/v1/chats/", &alice.token, json!({"members": [bob.id]}))
+            .await;
+        assert_eq!(
+            (status, room["room_id"].as_str()),
+            (200, Some(direct.as_str()))
+        );
+    }
+    let res = s
+        .http
+        .post(s.url("/api/v1/chats/"))
+        .header("Authorization", format!("Token {}", alice.token))
+        .json(&json!({"members": [bob.id], "name": "two"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 429);
+    assert!(res.headers().get("retry-after").is_some());
+    let (_, rooms, _) = rooms_page(&s, &alice, "").await;
+    assert_eq!(
+        rooms.as_array().unwrap().len(),
+        2,
+        "the refused room was not made"
+    );
+    assert_eq!(refusals(&s, "rooms_created_per_user").await, 1);
+}
+
+#[tokio::test]
+async fn one_user_cannot_fill_anothers_room_list_and_the_victim_can_leave() {
+    let mut config = test_config();
+    config.limits.max_rooms_added_by_one_user = 2;
+    let s = TestServer::start_with(config).await;
+    let mallory = s.user("mallory").await;
+    let victim = s.user("victim").await;
+    let carol = s.user("carol").await;
+    let first = s.room(&mallory, &[&victim], Some("spam 1")).await;
+    s.room(&mallory, &[&victim], Some("spam 2")).await;
+    let (status, body) = s
+        .post(
+            "/api/v1/chats/",
+            &mallory.token,
+            json!({"members": [victim.id], "name": "spam 3"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    // Nor through an existing room.
+    let group = s.room(&mallory, &[&carol], Some("carol's")).await;
+    let (status, _) = s
+        .post(
+            &format!("/api/v1/chat/{group}/members/"),
+            &mallory.token,
+            json!({"user_id": victim.id}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // Others still can.
+    s.room(&carol, &[&victim], Some("friends")).await;
+    assert_eq!(refusals(&s, "max_rooms_added_by_one_user").await, 2);
+
+    // The victim leaves one of mallory's rooms: it is gone from their list, and the cap
+    // counts only the rooms they are still in.
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/chat/{first}/members/{}/", victim.id),
+            Some(&victim.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, list, _) = rooms_page(&s, &victim, "").await;
+    assert!(!room_ids(&list).contains(&first));
+    s.room(&mallory, &[&victim], Some("spam 3")).await;
+}
+
+#[tokio::test]
+async fn a_direct_room_can_be_declined_and_taken_back_only_by_the_one_who_left() {
+    let s = TestServer::start().await;
+    let mallory = s.user("mallory").await;
+    let victim = s.user("victim").await;
+    let direct = s.room(&mallory, &[&victim], None).await;
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/chat/{direct}/members/{}/", victim.id),
+            Some(&victim.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    // Asking for the pair's room again finds the declined one: the victim is not put back.
+    let (status, room) = s
+        .post(
+            "/api/v1/chats/",
+            &mallory.token,
+            json!({"members": [victim.id]}),
+        )
+        .await;
+    assert_eq!(
+        (status, room["room_id"].as_str()),
+        (200, Some(direct.as_str()))
+    );
+    let members: Vec<i64> = room["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(members, [mallory.id]);
+    let (status, _) = s
+        .get(&format!("/api/v1/chat/{direct}/"), &victim.token)
+        .await;
+    assert_eq!(status, 404, "the victim no longer sees it");
+    // Mallory cannot remove the other member of a direct room, only leave it.
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/chat/{direct}/members/{}/", victim.id),
+            Some(&mallory.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "victim is not a member any more");
+    // The victim changes their mind.
+    let (status, room) = s
+        .post(
+            "/api/v1/chats/",
+            &victim.token,
+            json!({"members": [mallory.id]}),
+        )
+        .await;
+    assert_eq!(
+        (status, room["room_id"].as_str()),
+        (201, Some(direct.as_str()))
+    );
+    assert_eq!(room["members"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn nobody_is_put_in_more_rooms_than_the_cap() {
+    let mut config = test_config();
+    config.limits.max_rooms_per_user = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    s.room(&alice, &[&bob], Some("one")).await;
+    s.room(&carol, &[&bob], Some("two")).await;
+    // Bob is full: nobody can put him in a third room, and he cannot make one.
+    let (status, body) = s
+        .post(
+            "/api/v1/chats/",
+            &alice.token,
+            json!({"members": [bob.id, carol.id], "name": "three"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict")),
+        "{body}"
+    );
+    let (status, _) = s
+        .post(
+            "/api/v1/chats/",
+            &bob.token,
+            json!({"members": [carol.id], "name": "mine"}),
+        )
+        .await;
+    assert_eq!(status, 409);
+    let (_, list, _) = rooms_page(&s, &bob, "").await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(refusals(&s, "max_rooms_per_user").await, 2);
+}

@@ -541,7 +541,7 @@ async fn an_allowlisted_origin_gets_cors_headers_and_its_preflights_answered() {
     assert_eq!(status, 429);
     assert_eq!(h["access-control-allow-origin"], APP);
     assert!(h.get("retry-after").is_some());
-    assert_eq!(h["access-control-expose-headers"], "retry-after");
+    assert_eq!(h["access-control-expose-headers"], "retry-after, link");
 
     // Another origin still gets nothing.
     let (status, h) = raw(
