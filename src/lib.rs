@@ -5,11 +5,14 @@
 //! - `routes`: the route table, the only module that composes the features' routes, with the
 //!   policies of every reply (CORS, security headers, access log, error shape).
 //! - `server`: the accept loop ([`server::run`]): HTTP/1.1 over TCP or TLS, timeouts, shutdown.
+//! - `admission`: which TCP connections are taken: caps in total (below the descriptor limit)
+//!   and per address, shedding the longest-idle keep-alive connection at the cap.
 //! - `state`: [`AppState`], what every handler and socket session shares.
 //! - `filters`: the warp filters the features share (state, JSON bodies, and typed query
 //!   strings through `FromQuery`).
 //! - `config`: defaults, the TOML file and CLI overrides.
-//! - `connections`: WebSocket connection caps, and closing sockets whose token was revoked.
+//! - `connections`: WebSocket connection caps, replay caps, and closing sockets whose token
+//!   was revoked.
 //! - `cors`: the cross-origin allowlist of the REST API.
 //! - `error`: the one API error type and its JSON shape.
 //! - `auth`: signup, login, logout, tokens, the auth filter.
@@ -29,8 +32,8 @@
 //!   (timed batched writes, presence coalescing), `pipeline` (sends in flight) and `actions`.
 //! - `web`: the browser client at `/`, embedded in the binary, with its own CSP.
 //! - `frames`: every frame the server sends on a WebSocket, as one type (`ServerFrame`).
-//! - `hub`: the publish/subscribe interface (`hub::Hub`) between connections, with presence,
-//!   and its in-process implementation `hub::LocalHub`.
+//! - `hub`: the publish/subscribe interface (`hub::Hub`) between connections, with presence
+//!   (damped by `hub::PresenceDamper`), and its in-process implementation `hub::LocalHub`.
 //! - `store`: the store interface (`store::api::ChatStore`, named operations) and its SQLite
 //!   implementation: every SQL statement, one writer with group commit, a pool of readers.
 //! - `model`: the API objects, id newtypes and error codes.
@@ -43,6 +46,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod chat;
 pub mod config;

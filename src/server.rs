@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_service::Service;
 
+use crate::admission::{Admission, Conn, ConnTicket, RESERVED_DESCRIPTORS, raise_descriptor_limit};
 use crate::metrics::METRICS;
 use crate::routes::routes;
 use crate::state::{AppState, ClientAddr};
@@ -18,6 +19,14 @@ use crate::state::{AppState, ClientAddr};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the last writes to commit and the WAL checkpoint.
 const CLOSE_DATABASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The answer to a connection refused by the caps, before its request is read.
+const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+Retry-After: 5\r\n\
+Content-Type: application/json\r\n\
+Content-Length: 83\r\n\
+Connection: close\r\n\r\n\
+{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections; retry after 5 s\"}}";
 
 /// Serves one connection over HTTP/1.1, with upgrades (WebSockets), until it ends; once
 /// `stop` turns true it finishes the request in flight and closes. Request heads must arrive
@@ -33,6 +42,7 @@ async fn serve_http1<I, S, B>(
     service: S,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
+    conn: Arc<Conn>,
 ) -> hyper::Result<()>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -51,6 +61,8 @@ where
     tokio::select! {
         result = &mut connection => return result,
         _ = stop.wait_for(|stop| *stop) => {}
+        // Shed to make room: closes at once if idle, else after the request in flight.
+        () = conn.shed.notified() => {}
     }
     connection.as_mut().graceful_shutdown();
     connection.await
@@ -91,7 +103,25 @@ pub async fn run(
         _ => None,
     };
     let service = warp::service(routes(&state));
-    let header_timeout = Duration::from_secs(state.config.limits.header_read_timeout_secs);
+    let limits = &state.config.limits;
+    let header_timeout = Duration::from_secs(limits.header_read_timeout_secs);
+    let descriptors = raise_descriptor_limit();
+    let reserved = RESERVED_DESCRIPTORS + u64::from(state.config.server.read_connections);
+    let admission = Admission::new(
+        limits.max_tcp_connections,
+        limits.max_tcp_connections_per_ip,
+        descriptors,
+        reserved,
+    );
+    if admission.max_total() < limits.max_tcp_connections {
+        tracing::warn!(
+            descriptors,
+            cap = admission.max_total(),
+            "the descriptor limit holds connections below limits.max_tcp_connections"
+        );
+    }
+    // Accept failures (out of descriptors, say) are logged once until an accept succeeds.
+    let mut accept_failing = false;
     // Turns true at shutdown; every connection holds a receiver until it is done, so the
     // sender's `closed` says when the last one finished.
     let (stop, stopping) = watch::channel(false);
@@ -102,7 +132,9 @@ pub async fn run(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    if !std::mem::replace(&mut accept_failing, true) {
+                        tracing::warn!(error = %e, "accept failed (logged once until it works again)");
+                    }
                     // Out of file descriptors and the like: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -110,30 +142,60 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
+        if std::mem::take(&mut accept_failing) {
+            tracing::info!("accepting connections again");
+        }
+        let conn = match admission.admit(peer.ip()) {
+            Ok(conn) => conn,
+            Err(_) => {
+                if tls.is_none() {
+                    // A fresh socket's send buffer is empty: this never waits.
+                    let _ = stream.try_write(REFUSED_RESPONSE);
+                }
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let open = METRICS.http_connections.track();
         METRICS.http_connections_total.inc();
         let service = service.clone();
         let served = Arc::new(AtomicBool::new(false));
         let first_request = served.clone();
+        let ticket = conn.clone();
         let handler =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 first_request.store(true, Ordering::Relaxed);
                 req.extensions_mut().insert(ClientAddr(peer));
+                req.extensions_mut().insert(ConnTicket(ticket.clone()));
                 // HEAD is GET without the body: routed as GET, and hyper, which remembers the
                 // method it parsed, sends the headers (Content-Length included) but no body.
                 if req.method() == warp::http::Method::HEAD {
                     *req.method_mut() = warp::http::Method::GET;
                 }
-                service.clone().call(req)
+                ticket.busy();
+                let answered = service.clone().call(req);
+                let ticket = ticket.clone();
+                async move {
+                    let response = answered.await;
+                    let upgraded = response
+                        .as_ref()
+                        .is_ok_and(|r| r.status() == warp::http::StatusCode::SWITCHING_PROTOCOLS);
+                    ticket.done(upgraded);
+                    response
+                }
             });
         let stopping = stopping.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let result = match tls {
                 None => {
-                    let connection =
-                        serve_http1(TokioIo::new(stream), handler, header_timeout, stopping);
+                    let connection = serve_http1(
+                        TokioIo::new(stream),
+                        handler,
+                        header_timeout,
+                        stopping,
+                        conn,
+                    );
                     first_request_within(connection, &served, header_timeout).await
                 }
                 Some(tls) => {
@@ -152,8 +214,13 @@ pub async fn run(
                             return;
                         }
                     };
-                    let connection =
-                        serve_http1(TokioIo::new(stream), handler, header_timeout, stopping);
+                    let connection = serve_http1(
+                        TokioIo::new(stream),
+                        handler,
+                        header_timeout,
+                        stopping,
+                        conn,
+                    );
                     first_request_within(connection, &served, header_timeout).await
                 }
             };
@@ -188,4 +255,17 @@ pub async fn run(
         Err(_) => tracing::warn!("database writer did not finish in time"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_refusal_is_a_whole_http_response_with_the_error_shape() {
+        let text = std::str::from_utf8(super::REFUSED_RESPONSE).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 429 "));
+        assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["error"]["code"], "rate_limited");
+    }
 }

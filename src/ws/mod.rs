@@ -41,12 +41,21 @@ use hyper::upgrade::OnUpgrade;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
+use crate::admission::ConnTicket;
 use crate::filters::{query, with_state};
 use crate::state::{AppState, ClientAddr};
 
 pub use crate::hub::presence_event;
 pub use protocol::Close;
-use upgrade::{UpgradeQuery, upgrade};
+use upgrade::{Peer, UpgradeQuery, upgrade};
+
+/// The client's address, and its connection's place under the TCP caps, which the socket
+/// holds for as long as it is open.
+fn peer() -> impl Filter<Extract = (Peer,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<ClientAddr>()
+        .and(warp::ext::optional::<ConnTicket>())
+        .map(|addr, conn| Peer { addr, conn })
+}
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let room = warp::path!("ws" / "chat" / String)
@@ -54,10 +63,10 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::header::headers_cloned())
         .and(query::<UpgradeQuery>())
         .and(warp::ext::optional::<OnUpgrade>())
-        .and(warp::ext::optional::<ClientAddr>())
+        .and(peer())
         .and(with_state(state))
-        .then(|room_id, headers, query, on_upgrade, addr, state| {
-            upgrade(Some(room_id), headers, query, on_upgrade, addr, state)
+        .then(|room_id, headers, query, on_upgrade, peer, state| {
+            upgrade(Some(room_id), headers, query, on_upgrade, peer, state)
         })
         .map(Reply::into_response);
     let user = warp::path!("ws")
@@ -65,10 +74,10 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::header::headers_cloned())
         .and(query::<UpgradeQuery>())
         .and(warp::ext::optional::<OnUpgrade>())
-        .and(warp::ext::optional::<ClientAddr>())
+        .and(peer())
         .and(with_state(state))
-        .then(|headers, query, on_upgrade, addr, state| {
-            upgrade(None, headers, query, on_upgrade, addr, state)
+        .then(|headers, query, on_upgrade, peer, state| {
+            upgrade(None, headers, query, on_upgrade, peer, state)
         })
         .map(Reply::into_response);
     room.or(user).unify().boxed()

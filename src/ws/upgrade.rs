@@ -12,6 +12,7 @@ use warp::http::{Response, StatusCode};
 
 use std::net::IpAddr;
 
+use crate::admission::ConnTicket;
 use crate::auth::{authenticate_token, ip_key, token_from_header};
 use crate::chat::member_request;
 use crate::error::ApiError;
@@ -49,6 +50,12 @@ pub(crate) fn websocket_key(headers: &HeaderMap) -> Option<&str> {
         .flatten()
 }
 
+/// Who is connecting: the address, and the connection's place under the TCP caps.
+pub(crate) struct Peer {
+    pub(crate) addr: Option<ClientAddr>,
+    pub(crate) conn: Option<ConnTicket>,
+}
+
 /// `?token=&since=`. `since` is checked only after the token, so a stranger learns nothing
 /// from its errors.
 pub(crate) struct UpgradeQuery {
@@ -72,9 +79,10 @@ pub(crate) async fn upgrade(
     headers: HeaderMap,
     query: Result<UpgradeQuery, ApiError>,
     on_upgrade: Option<OnUpgrade>,
-    addr: Option<ClientAddr>,
+    peer: Peer,
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
+    let Peer { addr, conn } = peer;
     let UpgradeQuery {
         token: in_query,
         since,
@@ -149,6 +157,8 @@ pub(crate) async fn upgrade(
                 )
                 .await;
                 Session::run(state, socket, user, scope, resume, prefetched, slot).await;
+                // The connection counts under the TCP caps until the session is over.
+                drop(conn);
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -7,10 +7,14 @@ use crate::common;
 use common::{TestServer, TestUser, test_config};
 use serde_json::{Value, json};
 
-/// The value of `chat_refusals_total{limit="<limit>"}` in /metrics.
+/// The value of `chat_refusals_total{limit="<limit>"}` in /metrics, asked from an address of
+/// its own (the tests' usual address may be at its connection cap).
 async fn refusals(s: &TestServer, limit: &str) -> u64 {
-    let text = s
-        .http
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 99]))
+        .build()
+        .unwrap();
+    let text = client
         .get(s.url("/metrics"))
         .send()
         .await
@@ -544,4 +548,174 @@ async fn nobody_is_put_in_more_rooms_than_the_cap() {
     let (_, list, _) = rooms_page(&s, &bob, "").await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(refusals(&s, "max_rooms_per_user").await, 2);
+}
+
+/// A keep-alive HTTP connection from `source`, speaking raw HTTP/1.1.
+struct Raw {
+    stream: tokio::net::TcpStream,
+}
+
+impl Raw {
+    async fn connect(s: &TestServer, source: [u8; 4]) -> Raw {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        Raw {
+            stream: socket.connect(s.addr).await.unwrap(),
+        }
+    }
+
+    /// Reads one response: its status, or `None` if the server closed the connection.
+    async fn response(&mut self) -> Option<u16> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length: ")
+                            .or(l.strip_prefix("Content-Length: "))
+                    })
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= end + 4 + length {
+                    return head.split(' ').nth(1).map(|s| s.parse().unwrap());
+                }
+            }
+            let n = tokio::time::timeout(common::WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out reading a response")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends `GET /healthz` and reads the answer.
+    async fn get(&mut self) -> Option<u16> {
+        use tokio::io::AsyncWriteExt;
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        if self.stream.write_all(request).await.is_err() {
+            return None;
+        }
+        self.response().await
+    }
+}
+
+/// A WebSocket to `path_and_query` from the address `source`, with its `hello` read.
+async fn ws_from(s: &TestServer, source: [u8; 4], path_and_query: &str) -> common::Ws {
+    let raw = Raw::connect(s, source).await;
+    let url = format!("ws://{}{path_and_query}", s.addr);
+    let (socket, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(raw.stream))
+            .await
+            .expect("ws connect");
+    let mut ws = common::Ws { socket };
+    assert_eq!(ws.next_json().await["type"], "hello");
+    ws
+}
+
+#[tokio::test]
+async fn one_address_gets_its_share_of_connections_and_others_get_in() {
+    let mut config = test_config();
+    config.limits.max_tcp_connections_per_ip = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let all = format!("/ws/?token={}", alice.token);
+    // Two sockets from one address: its share, and neither is idle.
+    let mut held = vec![
+        ws_from(&s, [127, 0, 0, 7], &all).await,
+        ws_from(&s, [127, 0, 0, 7], &all).await,
+    ];
+    // A third from the same address is answered 429 before its request is read, and closed.
+    let mut third = Raw::connect(&s, [127, 0, 0, 7]).await;
+    assert_eq!(third.response().await, Some(429));
+    assert_eq!(third.response().await, None, "and closed");
+    // Another address is not affected, and the held ones still work.
+    let mut other = Raw::connect(&s, [127, 0, 0, 8]).await;
+    assert_eq!(other.get().await, Some(200));
+    for ws in &mut held {
+        ws.send_json(json!({"action": "ping"})).await;
+        ws.next_of("pong").await;
+    }
+    // At its share with an idle keep-alive, an address's new connection takes that one's place.
+    let mut second = Raw::connect(&s, [127, 0, 0, 8]).await;
+    assert_eq!(second.get().await, Some(200));
+    let mut newest = Raw::connect(&s, [127, 0, 0, 8]).await;
+    assert_eq!(newest.get().await, Some(200));
+    assert_eq!(
+        other.get().await,
+        None,
+        "the address's longest idle was closed"
+    );
+    assert_eq!(second.get().await, Some(200));
+    assert_eq!(refusals(&s, "max_tcp_connections_per_ip").await, 1);
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_longest_idle_keep_alive_makes_room() {
+    let mut config = test_config();
+    config.limits.max_tcp_connections = 3;
+    config.limits.max_tcp_connections_per_ip = 3;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    // The client's own pool may hold a connection of the signup; it is idle and is shed first.
+    let mut oldest = Raw::connect(&s, [127, 0, 0, 2]).await;
+    assert_eq!(oldest.get().await, Some(200));
+    let (mut socket, _) = s.ws_all(&alice, "").await;
+    let mut newer = Raw::connect(&s, [127, 0, 0, 3]).await;
+    assert_eq!(newer.get().await, Some(200));
+    // Full (the test client's pooled connection may be one of the three): each new connection
+    // closes the connection idle longest, never the WebSocket.
+    for _ in 0..2 {
+        let mut fresh = Raw::connect(&s, [127, 0, 0, 4]).await;
+        assert_eq!(fresh.get().await, Some(200));
+    }
+    assert_eq!(oldest.get().await, None, "the longest idle was closed");
+    socket.send_json(json!({"action": "ping"})).await;
+    assert_eq!(
+        socket.next_of("pong").await["type"],
+        "pong",
+        "the WebSocket lives on"
+    );
+    assert!(refusals(&s, "idle_connection_shed").await >= 1);
+}
+
+#[tokio::test]
+async fn with_nothing_idle_a_new_connection_is_refused_and_the_soft_descriptor_limit_is_raised() {
+    let mut config = test_config();
+    config.limits.max_tcp_connections = 2;
+    config.limits.max_tcp_connections_per_ip = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    // Two WebSockets fill the server (the signup's connection is shed for the second).
+    let (mut one, _) = s.ws_all(&alice, "").await;
+    let (_two, _) = s.ws_all(&alice, "").await;
+    let mut refused = Raw::connect(&s, [127, 0, 0, 5]).await;
+    assert_eq!(refused.response().await, Some(429));
+    one.send_json(json!({"action": "ping"})).await;
+    one.next_of("pong").await;
+    drop(one);
+    s.until("a socket is gone", |st| st.connections.total() < 2)
+        .await;
+    assert!(refusals(&s, "max_tcp_connections").await >= 1);
+
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    assert_eq!(
+        limit.rlim_cur, limit.rlim_max,
+        "the soft limit is raised to the hard one"
+    );
 }
