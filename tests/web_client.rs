@@ -632,3 +632,55 @@ async fn keyboard_alone_logs_in_starts_a_group_and_sends() {
         .await;
     alice.close().await;
 }
+
+/// Someone put you in a conversation you want no part of: you leave it from its header, it
+/// leaves your list, and the server no longer counts you in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_can_be_left_from_its_header() {
+    let Some(tools) = browser::tools("a_conversation_can_be_left_from_its_header") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let direct = room(&server, &bob_token, &[alice_id], None).await;
+    let group = room(&server, &bob_token, &[alice_id], Some("Deals")).await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    for (room, title) in [(&direct, "Bob"), (&group, "Deals")] {
+        let item = format!("#rooms .room-item[data-room-id='{room}']");
+        alice.click(&item).await;
+        alice
+            .wait_for(
+                "the conversation to open",
+                "return document.getElementById('room-name').textContent === arguments[0];",
+                vec![json!(title)],
+            )
+            .await;
+        // The page asks first; the answer here is yes.
+        alice
+            .js("window.confirm = () => true; return true;", vec![])
+            .await;
+        alice.click("#leave").await;
+        alice.gone(&item).await;
+        let (status, _) = server
+            .call(
+                "GET",
+                &format!("/api/v1/chat/{room}/"),
+                Some(&alice_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 404, "alice is no longer in {title}");
+    }
+    // Bob still has both, now without her.
+    let (_, rooms) = server
+        .call("GET", "/api/v1/chats/", Some(&bob_token), None)
+        .await;
+    for room in rooms.as_array().unwrap() {
+        assert_eq!(room["members"].as_array().unwrap().len(), 1, "{room}");
+    }
+    alice.close().await;
+}

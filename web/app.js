@@ -55,6 +55,7 @@
     checks: 'M2.5 12.5L7 17l9.5-9.5M12 16l1 1 9.5-9.5',
     clock: 'M12 7v5l3 2M21 12a9 9 0 1 1-18 0 9 9 0 0 1 18 0z',
     down: 'M12 5v14M6 13l6 6 6-6',
+    leave: 'M9 4H6a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h3M14 17l-5-5 5-5M9 12h11',
   };
 
   function icon(name) {
@@ -528,6 +529,28 @@
       const again = list.querySelector(`[data-room-id="${hadFocus}"]`);
       if (again) again.focus();
     }
+  }
+
+  /** Leaves the open conversation: a group, or a direct room (which declines it). */
+  async function onLeave() {
+    if (!state.view || !state.me) return;
+    const room = state.view.room;
+    const question = room.is_direct
+      ? `Leave your conversation with ${roomTitle(room)}? They will not be able to reach you here again unless you start it yourself.`
+      : `Leave ${roomTitle(room)}? You will need someone to add you to come back.`;
+    if (!window.confirm(question)) return;
+    try {
+      await api('DELETE', `/chat/${encodeURIComponent(room.room_id)}/members/${state.me.id}/`);
+    } catch (e) {
+      if (e.status !== 404) {
+        toast(e.message || 'Could not leave the conversation.');
+        return;
+      }
+    }
+    state.rooms = state.rooms.filter((r) => r.room_id !== room.room_id);
+    location.hash = '';
+    toast('You left the conversation.');
+    refreshRooms();
   }
 
   // ---------------------------------------------------------------- the room view
@@ -1222,6 +1245,7 @@
     $('new-chat').append(icon('plus'));
     $('logout').append(icon('logout'));
     $('back').append(icon('back'));
+    $('leave').append(icon('leave'));
     $('send').append(icon('send'));
     $('new-chat-close').append(icon('close'));
     $('jump').prepend(icon('down'));
@@ -1249,6 +1273,7 @@
     });
 
     $('back').addEventListener('click', () => { location.hash = ''; });
+    $('leave').addEventListener('click', onLeave);
     $('composer').addEventListener('submit', (e) => {
       e.preventDefault();
       sendFromComposer();
