@@ -18,8 +18,29 @@ pub struct PresenceDamper {
 
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<(RoomId, UserId), u64>,
+    /// By room, then user: the departure whose offline waits.
+    waiting: HashMap<RoomId, HashMap<UserId, u64>>,
     departures: u64,
+}
+
+impl Pending {
+    /// Takes the waiting offline of `user` in `room`; only `departure`'s if given.
+    fn take(&mut self, room: RoomId, user: UserId, departure: Option<u64>) -> bool {
+        let Some(users) = self.waiting.get_mut(&room) else {
+            return false;
+        };
+        let taken = match users.get(&user) {
+            Some(d) if departure.is_none_or(|want| *d == want) => {
+                users.remove(&user);
+                true
+            }
+            _ => false,
+        };
+        if users.is_empty() {
+            self.waiting.remove(&room);
+        }
+        taken
+    }
 }
 
 impl PresenceDamper {
@@ -40,7 +61,17 @@ impl PresenceDamper {
         if self.delay.is_zero() {
             return true;
         }
-        self.lock().waiting.remove(&(room, user)).is_none()
+        !self.lock().take(room, user, None)
+    }
+
+    /// The users whose offline in `room` is waiting: to everyone who saw them, they are still
+    /// online, so a `hello` lists them too.
+    pub fn lingering(&self, room: RoomId) -> Vec<UserId> {
+        self.lock()
+            .waiting
+            .get(&room)
+            .map(|users| users.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// A user's last socket left `rooms`: `announce` is called with those of them the user has
@@ -65,7 +96,11 @@ impl PresenceDamper {
             pending.departures += 1;
             let departure = pending.departures;
             for room in &rooms {
-                pending.waiting.insert((*room, user), departure);
+                pending
+                    .waiting
+                    .entry(*room)
+                    .or_default()
+                    .insert(user, departure);
             }
             departure
         };
@@ -77,14 +112,7 @@ impl PresenceDamper {
                 let mut pending = damper.lock();
                 rooms
                     .into_iter()
-                    .filter(|room| {
-                        let key = (*room, user);
-                        let mine = pending.waiting.get(&key) == Some(&departure);
-                        if mine {
-                            pending.waiting.remove(&key);
-                        }
-                        mine
-                    })
+                    .filter(|room| pending.take(*room, user, Some(departure)))
                     .collect()
             };
             if !due.is_empty() {
@@ -95,7 +123,7 @@ impl PresenceDamper {
 
     /// Offlines waiting now.
     pub fn waiting(&self) -> usize {
-        self.lock().waiting.len()
+        self.lock().waiting.values().map(HashMap::len).sum()
     }
 }
 
@@ -123,6 +151,11 @@ mod tests {
         let (a, b, user) = (RoomId(1), RoomId(2), UserId(7));
         assert!(damper.arrived(a, user), "a first arrival is announced");
         damper.left(user, vec![a, b], announce());
+        assert_eq!(
+            damper.lingering(a),
+            vec![user],
+            "still online to the others"
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(
             !damper.arrived(a, user),
@@ -135,6 +168,7 @@ mod tests {
             "only the room not returned to"
         );
         assert_eq!(damper.waiting(), 0);
+        assert!(damper.lingering(b).is_empty());
         assert!(
             damper.arrived(b, user),
             "after the offline, an arrival is news again"

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::frames::{HelloRoom, ServerFrame};
 use crate::hub::{Event, EventKind, Missed, Subscription, presence_event};
 use crate::metrics::{Bound, METRICS};
-use crate::model::{MessageId, RoomId, User};
+use crate::model::{MessageId, RoomId, User, UserId};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::api::ReplayPage;
@@ -152,6 +152,17 @@ impl Following {
         }
     }
 
+    /// Who is online in `room`: subscribed, or gone so briefly that nobody was told.
+    fn online(&self, room: RoomId) -> Vec<UserId> {
+        let mut online = self.state.hub.online(room);
+        for user in self.state.presence.lingering(room) {
+            if !online.contains(&user) {
+                online.push(user);
+            }
+        }
+        online
+    }
+
     async fn my_rooms(&self) -> Result<Vec<RoomRef>, End> {
         self.state
             .store
@@ -164,7 +175,6 @@ impl Following {
     /// message id, if the handshake's read of it is still current.
     async fn hello(&self, current: Option<MessageId>) -> Result<(String, MessageId), End> {
         let user = self.user.id;
-        let hub = &self.state.hub;
         match &self.scope {
             Scope::Room(room) => {
                 let last = match current {
@@ -182,7 +192,7 @@ impl Following {
                     room_id: &room.public_id,
                     user: &self.user,
                     last_message_id: last,
-                    online: &hub.online(room.id),
+                    online: &self.online(room.id),
                 };
                 Ok((hello.to_json(), last))
             }
@@ -203,7 +213,7 @@ impl Following {
                     .map(|(last, r)| HelloRoom {
                         room_id: &r.public_id,
                         last_message_id: *last,
-                        online: hub.online(r.id),
+                        online: self.online(r.id),
                     })
                     .collect();
                 let hello = ServerFrame::UserHello {

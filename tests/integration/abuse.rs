@@ -161,6 +161,16 @@ async fn a_flapping_connection_costs_the_other_members_nothing() {
         [true],
         "one arrival, no departures while she flapped"
     );
+    // To someone arriving now she is online too: nobody has been told she left.
+    let (_, hello) = s.ws(&room, &bob, "").await;
+    let mut online: Vec<i64> = hello["online"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    online.sort();
+    assert_eq!(online, [alice.id, bob.id]);
 }
 
 #[tokio::test]
