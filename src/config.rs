@@ -55,7 +55,7 @@ pub struct AuthConfig {
     /// argon2id parallelism.
     pub argon2_parallelism: u32,
     /// Whether anyone may create an account (`open`), or only an administrator with the
-    /// `create-user` command (`closed`).
+    /// `user create` command (`closed`).
     pub signup: Signup,
 }
 
