@@ -93,3 +93,27 @@ CREATE INDEX users_by_username ON users (username);
 ALTER TABLE room_members ADD COLUMN added_by INTEGER REFERENCES users (id) ON DELETE SET NULL;
 UPDATE room_members SET added_by = (SELECT creator_id FROM rooms WHERE rooms.id = room_members.room_id)
  WHERE user_id != (SELECT creator_id FROM rooms WHERE rooms.id = room_members.room_id);
+
+-- migration: 4
+
+-- One ordered sequence of changes: a new message, an edit and a deletion each take the next
+-- position (`sequence.last + 1`); a new message's id is its position, and `seq` is the position
+-- of a message's latest change. `?since=<seq>` replays a room's messages by `seq`, and a room's
+-- newest position is its largest `seq`.
+ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+-- set by an edit (Unix ms); a deletion empties the content and sets `deleted`
+ALTER TABLE messages ADD COLUMN edited INTEGER;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET seq = id;
+CREATE INDEX messages_by_room_seq ON messages (room_id, seq);
+CREATE TABLE sequence (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO sequence (id, last) VALUES (1, (SELECT coalesce(max(id), 0) FROM messages));
+-- A row written by something other than the server (an import, a restore tool) without a
+-- position takes its id as one.
+CREATE TRIGGER messages_seq_default AFTER INSERT ON messages WHEN NEW.seq = 0
+BEGIN
+    UPDATE messages SET seq = NEW.id WHERE id = NEW.id;
+END;

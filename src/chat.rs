@@ -2,6 +2,8 @@
 //! events each publishes. The REST handlers and the WebSocket session both call these, so a
 //! message sent either way is validated, stored and delivered the same way.
 
+use std::sync::Arc;
+
 use crate::auth::{authenticate_token, token_key};
 use crate::error::ApiError;
 use crate::frames::ServerFrame;
@@ -12,6 +14,7 @@ use crate::model::{Message, MessageId, Refusal, Room, RoomId, User, UserId};
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
 use crate::store::api::{CreatedRoom, MemberAdded, MemberRemoved, NewMessage, NewRoom};
+use crate::store::edits::Changed;
 use crate::store::messages::ReadMark;
 use crate::store::rooms::RoomRef;
 use crate::store::{StoreError, now_ms};
@@ -93,8 +96,23 @@ pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiEr
 pub fn message_event(room: RoomId, message: &Message) -> Event {
     Event::new(
         room,
-        EventKind::Message(message.id),
-        &ServerFrame::Message { message },
+        EventKind::Change(message.seq),
+        &ServerFrame::Message {
+            seq: message.seq,
+            message,
+        },
+    )
+}
+
+/// The frame every subscriber receives for an edited or deleted message.
+pub fn message_updated_event(room: RoomId, message: &Message) -> Event {
+    Event::new(
+        room,
+        EventKind::Change(message.seq),
+        &ServerFrame::MessageUpdated {
+            seq: message.seq,
+            message,
+        },
     )
 }
 
@@ -159,6 +177,58 @@ pub fn submit(
         drop(timer);
     });
     Ok(state.store.submit_message(message, now_ms(), on_commit)?)
+}
+
+/// `user` edits message `id`: validated and rate-limited like a send; the room hears of it
+/// (`message_updated`) once it committed. An edit to the same text changes nothing.
+pub async fn edit_message(
+    state: &AppState,
+    user: &User,
+    id: MessageId,
+    content: &str,
+) -> Result<Message, ApiError> {
+    if id.0 <= 0 {
+        return Err(ApiError::NotFound);
+    }
+    let content = validate_content(state, content)?;
+    if let Err(wait) = state.limits.sends.take(&user.id) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        });
+    }
+    let hub = state.hub.clone();
+    let changed = state
+        .store
+        .edit_message(user.id, id, content, now_ms(), publish_change(hub))
+        .await?;
+    Ok(changed.message)
+}
+
+/// `user` deletes message `id`, leaving a tombstone; the room hears of it once it committed.
+/// Deleting a tombstone changes nothing.
+pub async fn delete_message(
+    state: &AppState,
+    user: &User,
+    id: MessageId,
+) -> Result<Message, ApiError> {
+    if id.0 <= 0 {
+        return Err(ApiError::NotFound);
+    }
+    let hub = state.hub.clone();
+    let changed = state
+        .store
+        .delete_message(user.id, id, now_ms(), publish_change(hub))
+        .await?;
+    Ok(changed.message)
+}
+
+/// The commit hook of an edit or a deletion: publishes the message as it is now.
+fn publish_change(hub: Arc<dyn Hub>) -> Box<dyn FnOnce(&Changed) + Send> {
+    Box::new(move |c: &Changed| {
+        if c.changed {
+            hub.publish(c.room.id, message_updated_event(c.room.id, &c.message));
+        }
+    })
 }
 
 /// Moves the caller's read mark and tells the room. `None`: no such message for this user.

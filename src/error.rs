@@ -170,6 +170,11 @@ impl From<Refusal> for ApiError {
             Refusal::UsernameLookAlike => {
                 ApiError::Conflict("that username looks too much like an existing one")
             }
+            Refusal::NotAuthor => ApiError::Forbidden("only its author may edit a message"),
+            Refusal::MayNotDelete => ApiError::Forbidden(
+                "only its author, or the creator of a group, may delete a message",
+            ),
+            Refusal::MessageDeleted => ApiError::Conflict("the message was deleted"),
             Refusal::YouHaveTooManyRooms => ApiError::Conflict(
                 "you are in as many rooms as this server allows: leave one first",
             ),

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use crate::model::{ErrorCode, Message, MessageId, Room, User, UserId};
+use crate::model::{ErrorCode, Message, MessageId, Room, Seq, User, UserId};
 
 /// A server frame.
 #[derive(Debug, Serialize)]
@@ -16,6 +16,8 @@ pub enum ServerFrame<'a> {
         room_id: &'a str,
         user: &'a User,
         last_message_id: MessageId,
+        /// The newest change in the room: what to pass as `since` to resume from here.
+        last_seq: Seq,
         online: &'a [UserId],
     },
     /// The first frame of the all-rooms socket.
@@ -23,10 +25,19 @@ pub enum ServerFrame<'a> {
     UserHello {
         user: &'a User,
         last_message_id: MessageId,
+        /// The newest change in any of the rooms.
+        last_seq: Seq,
         rooms: &'a [HelloRoom<'a>],
     },
-    /// A new message (also the acknowledgement of one's own send).
+    /// A new message (also the acknowledgement of one's own send); `seq` is its position in
+    /// the sequence of changes, equal to its id.
     Message {
+        seq: Seq,
+        message: &'a Message,
+    },
+    /// A message was edited or deleted: the whole message as it is now.
+    MessageUpdated {
+        seq: Seq,
         message: &'a Message,
     },
     /// A member's read mark moved.
@@ -70,6 +81,7 @@ pub enum ServerFrame<'a> {
 pub struct HelloRoom<'a> {
     pub room_id: &'a str,
     pub last_message_id: MessageId,
+    pub last_seq: Seq,
     pub online: Vec<UserId>,
 }
 
@@ -153,18 +165,22 @@ mod tests {
             room_id: "r",
             user: &user,
             last_message_id: MessageId(3),
+            last_seq: Seq(5),
             online: &[UserId(1), UserId(2)],
         });
         assert_eq!(hello["type"], "hello");
         assert_eq!(hello["online"], json!([1, 2]));
+        assert_eq!(hello["last_seq"], 5);
         let rooms = [HelloRoom {
             room_id: "r",
             last_message_id: MessageId(3),
+            last_seq: Seq(5),
             online: vec![],
         }];
         let hello = value(&ServerFrame::UserHello {
             user: &user,
             last_message_id: MessageId(3),
+            last_seq: Seq(5),
             rooms: &rooms,
         });
         assert_eq!(hello["type"], "hello");

@@ -1,5 +1,5 @@
-//! Messages over REST: history and posting at `/api/v1/chat/<room_id>/`, read receipts at
-//! `/api/v1/messages/<id>/update/`. Sending and marking read are `chat` operations, shared
+//! Messages over REST: history and posting at `/api/v1/chat/<room_id>/`, edits and deletions
+//! at `/api/v1/messages/<id>/`, read receipts at `/api/v1/messages/<id>/update/`. Sending and marking read are `chat` operations, shared
 //! with the WebSocket.
 
 use serde::Deserialize;
@@ -9,7 +9,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use crate::auth::{authenticated, token_from_header};
-use crate::chat::{mark_read, member_request, room_for_member, send};
+use crate::chat::{delete_message, edit_message, mark_read, member_request, room_for_member, send};
 use crate::error::ApiError;
 use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::Auth;
@@ -41,7 +41,69 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(mark_read_route)
         .map(Reply::into_response);
-    history.or(post).unify().or(read).unify().boxed()
+    let edit = warp::path!("api" / "v1" / "messages" / String)
+        .and(warp::patch())
+        .and(authenticated(state))
+        .and(json_body(state.config.limits.max_body_bytes))
+        .and(with_state(state))
+        .then(edit_route)
+        .map(Reply::into_response);
+    let delete = warp::path!("api" / "v1" / "messages" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(delete_route)
+        .map(Reply::into_response);
+    history
+        .or(post)
+        .unify()
+        .or(read)
+        .unify()
+        .or(edit)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
+}
+
+/// A message id in a path; anything else is a message nobody can see.
+fn message_id(text: &str) -> Result<MessageId, ApiError> {
+    text.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(MessageId)
+        .ok_or(ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    content: String,
+}
+
+/// `PATCH /api/v1/messages/<message_id>/`: the author replaces the content; the message as it
+/// is now, also delivered to the room as `message_updated`.
+async fn edit_route(
+    message_id_text: String,
+    auth: Auth,
+    body: EditBody,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let id = message_id(&message_id_text)?;
+    let message = edit_message(&state, &auth.user, id, &body.content).await?;
+    Ok(warp::reply::json(&message))
+}
+
+/// `DELETE /api/v1/messages/<message_id>/`: the author (or a group's creator) deletes it; the
+/// tombstone, also delivered to the room as `message_updated`.
+async fn delete_route(
+    message_id_text: String,
+    auth: Auth,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let id = message_id(&message_id_text)?;
+    let message = delete_message(&state, &auth.user, id).await?;
+    Ok(warp::reply::json(&message))
 }
 
 /// `?limit=&before=|after=`: the page a history request asks for.
@@ -136,12 +198,7 @@ async fn mark_read_route(
     auth: Auth,
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
-    let id = message_id
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .map(MessageId)
-        .ok_or(ApiError::NotFound)?;
+    let id = self::message_id(&message_id)?;
     mark_read(&state, &auth.user, id)
         .await?
         .ok_or(ApiError::NotFound)?;

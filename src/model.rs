@@ -33,9 +33,22 @@ id_type!(
     RoomId
 );
 id_type!(
-    /// A message's id: grows with every message stored by this server.
+    /// A message's id: grows with every message stored by this server. A new message's id is
+    /// its [`Seq`].
     MessageId
 );
+id_type!(
+    /// A position in the one ordered sequence of stored changes (a new message, an edit, a
+    /// deletion): grows server-wide, in commit order. `?since=` resumes after one.
+    Seq
+);
+
+impl MessageId {
+    /// The position a message took when it was stored: its id.
+    pub fn as_seq(self) -> Seq {
+        Seq(self.0)
+    }
+}
 
 /// A point in time as Unix milliseconds, serialized as RFC 3339 UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,6 +181,13 @@ pub struct Message {
     /// True once every member other than the sender has read it.
     pub is_read: bool,
     pub client_id: Option<String>,
+    /// When the content was last edited, if it was.
+    pub edited: Option<Millis>,
+    /// A tombstone: the content is gone (empty), the message keeps its place.
+    pub deleted: bool,
+    /// The position of the message's latest change (its id until it is edited or deleted).
+    #[serde(skip)]
+    pub seq: Seq,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -326,6 +346,12 @@ pub enum Refusal {
     UsernameTaken,
     /// An account has a username that looks the same.
     UsernameLookAlike,
+    /// Only a message's author may edit it.
+    NotAuthor,
+    /// Only a message's author, or a group's creator, may delete it.
+    MayNotDelete,
+    /// The message was deleted: nothing of it is left to edit.
+    MessageDeleted,
     /// The acting user is in `limits.max_rooms_per_user` rooms already.
     YouHaveTooManyRooms,
     /// A user to put in the room is in `limits.max_rooms_per_user` rooms already.

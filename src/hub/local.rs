@@ -237,7 +237,7 @@ mod tests {
     use super::*;
     use crate::frames::ServerFrame;
     use crate::hub::{EventKind, Missed};
-    use crate::model::MessageId;
+    use crate::model::{MessageId, Seq};
 
     /// An event whose frame says `n`.
     fn event(room: RoomId, n: i64) -> Event {
@@ -325,7 +325,7 @@ mod tests {
         // Even in a room nobody is subscribed to.
         hub.publish(
             other,
-            Event::new(other, EventKind::Message(MessageId(7)), &ServerFrame::Pong),
+            Event::new(other, EventKind::Change(Seq(7)), &ServerFrame::Pong),
         );
         let removal = EventKind::Member {
             user: UserId(1),

@@ -29,7 +29,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 pub use crate::frames::Frame;
 use crate::frames::ServerFrame;
-use crate::model::{MessageId, RoomId, User, UserId};
+use crate::model::{RoomId, Seq, User, UserId};
 pub use local::LocalHub;
 pub use presence::PresenceDamper;
 
@@ -39,7 +39,8 @@ pub type HubFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What an event is, for subscribers that filter or track ids without parsing the frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    Message(MessageId),
+    /// A stored change (a new message, an edit, a deletion) at this position.
+    Change(Seq),
     Read,
     Typing {
         from: UserId,
@@ -58,11 +59,11 @@ pub enum EventKind {
 
 impl EventKind {
     /// Whether a reader of the database could miss this change between its read and its
-    /// subscription: new messages and removals.
+    /// subscription: stored changes and removals.
     pub fn is_change(self) -> bool {
         matches!(
             self,
-            EventKind::Message(_) | EventKind::Member { added: false, .. }
+            EventKind::Change(_) | EventKind::Member { added: false, .. }
         )
     }
 }

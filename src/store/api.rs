@@ -9,13 +9,14 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use super::edits::Changed;
 use super::messages::{Page, ReadMark};
 use super::rooms::{RoomCursor, RoomRef};
 use super::tokens::TokenRow;
 use super::users::{Credentials, NewUser, UserQuery};
 use super::{Result, StoreError};
 use crate::membership::RoomCaps;
-use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
+use crate::model::{Auth, Message, MessageId, Room, RoomId, Seq, User, UserId};
 
 /// What a store operation returns: a future of its result.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
@@ -81,6 +82,13 @@ pub struct MemberRemoved {
     pub user: User,
 }
 
+/// Where a room stands: its newest message and its newest change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub id: MessageId,
+    pub seq: Seq,
+}
+
 /// One page of what a socket missed.
 pub struct ReplayPage {
     pub messages: Vec<Message>,
@@ -129,19 +137,15 @@ pub trait ChatStore: Send + Sync {
     ) -> Fut<'_, (Vec<Room>, Option<RoomCursor>)>;
     /// The user's rooms, as references.
     fn room_refs_of(&self, user: UserId) -> Fut<'_, Vec<RoomRef>>;
-    /// The user's rooms, each with its newest message id, in one snapshot.
-    fn room_heads_of(&self, user: UserId) -> Fut<'_, Vec<(MessageId, RoomRef)>>;
+    /// The user's rooms, each with where it stands, in one snapshot.
+    fn room_heads_of(&self, user: UserId) -> Fut<'_, Vec<(Head, RoomRef)>>;
     /// The room, if the user is one of its members.
     fn room_for_member(&self, public_id: String, user: UserId) -> Fut<'_, Option<RoomRef>>;
     /// In one snapshot: the session of the token with this digest, the room if that user is
-    /// a member, and the room's newest message id. Refused `Unauthenticated` or `NotFound`.
-    fn member_room(
-        &self,
-        digest: Vec<u8>,
-        public_id: String,
-    ) -> Fut<'_, (Auth, RoomRef, MessageId)>;
-    /// The room's newest message id, if the user is a member.
-    fn last_id_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<MessageId>>;
+    /// a member, and where the room stands. Refused `Unauthenticated` or `NotFound`.
+    fn member_room(&self, digest: Vec<u8>, public_id: String) -> Fut<'_, (Auth, RoomRef, Head)>;
+    /// Where the room stands, if the user is a member.
+    fn head_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<Head>>;
     /// The direct room of `me` and `other`, if there is one and `me` is in it.
     fn direct_room(&self, me: UserId, other: UserId) -> Fut<'_, Option<Room>>;
     /// Creates a room, or finds the direct room of the pair. Refused `UnknownUsers`, and past
@@ -195,13 +199,31 @@ pub trait ChatStore: Send + Sync {
         user: UserId,
         on_commit: OnCommit<Option<ReadMark>>,
     ) -> Fut<'_, Option<ReadMark>>;
-    /// Messages after `after`: of `room` if the user is still a member of it (`None` if not),
-    /// or of all the user's rooms.
+    /// `by` edits message `id` (content already validated). Refused `NotFound` (no such message
+    /// in a room `by` is in), `NotAuthor`, `MessageDeleted`.
+    fn edit_message(
+        &self,
+        by: UserId,
+        id: MessageId,
+        content: String,
+        now: i64,
+        on_commit: OnCommit<Changed>,
+    ) -> Fut<'_, Changed>;
+    /// `by` deletes message `id`, leaving a tombstone. Refused `NotFound`, `MayNotDelete`.
+    fn delete_message(
+        &self,
+        by: UserId,
+        id: MessageId,
+        now: i64,
+        on_commit: OnCommit<Changed>,
+    ) -> Fut<'_, Changed>;
+    /// Messages changed after `after`, in the order of their latest change: of `room` if the
+    /// user is still a member of it (`None` if not), or of all the user's rooms.
     fn replay_page(
         &self,
         room: Option<RoomRef>,
         user: UserId,
-        after: MessageId,
+        after: Seq,
         limit: u32,
     ) -> Fut<'_, Option<ReplayPage>>;
 

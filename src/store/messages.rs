@@ -8,13 +8,13 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rooms::RoomRef;
 use super::{Result, StoreError};
-use crate::model::{Message, MessageId, Millis, RoomId, User, UserId};
+use crate::model::{Message, MessageId, Millis, RoomId, Seq, User, UserId};
 
 /// Each member's read mark in a room: everything up to and including the id is read.
 pub type ReadMarks = Vec<(UserId, MessageId)>;
 
-const MESSAGE_COLUMNS: &str =
-    "m.id, m.sender_id, u.username, m.content, m.created, m.updated, m.client_id";
+const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, u.username, m.content, m.created, m.updated, \
+     m.client_id, m.edited, m.deleted, m.seq";
 
 fn is_read(marks: &ReadMarks, sender: UserId, id: MessageId) -> bool {
     marks
@@ -36,6 +36,9 @@ fn message_from_row(row: &Row<'_>, room: &RoomRef, marks: &ReadMarks) -> rusqlit
         updated: Millis(row.get(5)?),
         is_read: is_read(marks, sender_id, id),
         client_id: row.get(6)?,
+        edited: row.get::<_, Option<i64>>(7)?.map(Millis),
+        deleted: row.get(8)?,
+        seq: row.get(9)?,
     })
 }
 
@@ -77,20 +80,21 @@ pub fn insert(
     now: i64,
 ) -> Result<(Message, bool)> {
     // A repeated client_id collides in the unique index `messages_by_client_id` and stores
-    // nothing; the original is looked up only then.
+    // nothing (and takes no position); the original is looked up only then.
+    let id = MessageId(next_seq(conn)?.0);
     let stored = conn
         .prepare_cached(
-            "INSERT INTO messages (room_id, sender_id, content, created, updated, client_id)
-             VALUES (?1, ?2, ?3, ?4, ?4, ?5) ON CONFLICT DO NOTHING",
+            "INSERT INTO messages (id, seq, room_id, sender_id, content, created, updated, client_id)
+             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?5, ?6) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![room.id, sender.id, content, now, client_id])?;
+        .execute(params![id, room.id, sender.id, content, now, client_id])?;
     if stored == 0 {
         return match client_id {
             Some(client_id) => original(conn, room, sender.id, client_id).map(|m| (m, false)),
             None => Err(StoreError::Other("a message insert stored nothing".into())),
         };
     }
-    let id = MessageId(conn.last_insert_rowid());
+    took_seq(conn, id.as_seq())?;
     conn.prepare_cached("UPDATE rooms SET last_message_id = ?2, last_activity = ?3 WHERE id = ?1")?
         .execute(params![room.id, id, now])?;
     // Sending a message means the sender has read everything before it. The same statement
@@ -115,8 +119,29 @@ pub fn insert(
         updated: Millis(now),
         is_read: read_by_others(conn, room.id, sender.id, id)?,
         client_id: client_id.map(str::to_string),
+        edited: None,
+        deleted: false,
+        seq: id.as_seq(),
     };
     Ok((message, true))
+}
+
+/// The next position in the sequence of changes, not yet taken: past every position taken and
+/// every message id (rows written by other tools take their id as their position).
+pub fn next_seq(conn: &Connection) -> Result<Seq> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT max((SELECT last FROM sequence WHERE id = 1),
+                        (SELECT coalesce(max(id), 0) FROM messages)) + 1",
+        )?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Records that a change took position `seq` (from [`next_seq`], in the same transaction).
+pub fn took_seq(conn: &Connection, seq: Seq) -> Result<()> {
+    conn.prepare_cached("UPDATE sequence SET last = ?1 WHERE id = 1")?
+        .execute([seq])?;
+    Ok(())
 }
 
 /// The message `sender` stored in `room` under `client_id`.
@@ -199,6 +224,8 @@ struct MessageJson<'a> {
     updated: Millis,
     is_read: bool,
     client_id: Option<&'a str>,
+    edited: Option<Millis>,
+    deleted: bool,
 }
 
 impl MessageJson<'_> {
@@ -233,7 +260,16 @@ impl MessageJson<'_> {
             Some(client_id) => write_json_str(out, client_id),
             None => out.extend_from_slice(b"null"),
         }
-        out.push(b'}');
+        out.extend_from_slice(b",\"edited\":");
+        match self.edited {
+            Some(edited) => edited.write_json(out),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(if self.deleted {
+            b",\"deleted\":true}"
+        } else {
+            b",\"deleted\":false}"
+        });
     }
 }
 
@@ -259,8 +295,8 @@ fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
 }
 
 /// The page statement of [`page_json`], before its `WHERE`: the sender's name is not joined.
-const PAGE_JSON_SELECT: &str =
-    "SELECT m.id, m.sender_id, m.content, m.created, m.updated, m.client_id FROM messages m";
+const PAGE_JSON_SELECT: &str = "SELECT m.id, m.sender_id, m.content, m.created, m.updated, \
+     m.client_id, m.edited, m.deleted FROM messages m";
 
 /// The same page as [`page`], written into `out` as a JSON array of messages without building
 /// them first; returns whether more lie beyond it. A page has few distinct senders, so their
@@ -310,6 +346,8 @@ pub fn page_json(
             updated: Millis(row.get(4)?),
             is_read: is_read(&marks, sender_id, id),
             client_id: text(row, 5)?,
+            edited: row.get::<_, Option<i64>>(6)?.map(Millis),
+            deleted: row.get(7)?,
         };
         message.write(out);
         written += 1;
@@ -318,27 +356,50 @@ pub fn page_json(
     Ok(false)
 }
 
-/// The next `limit` messages after `after` across every room `user` belongs to, in id order,
-/// and whether more follow.
+/// The messages of `room` changed after `after` (new, edited or deleted), in the order of
+/// their latest change, up to `limit`; and whether more follow. A message changed twice appears
+/// once, as it is now.
+pub fn changes(
+    conn: &Connection,
+    room: &RoomRef,
+    after: Seq,
+    limit: u32,
+) -> Result<(Vec<Message>, bool)> {
+    let marks = read_marks(conn, room.id)?;
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
+         WHERE m.room_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT +?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params![room.id, after, i64::from(limit) + 1], |row| {
+        message_from_row(row, room, &marks)
+    })?;
+    let mut messages: Vec<Message> = rows.collect::<rusqlite::Result<_>>()?;
+    let more = messages.len() > limit as usize;
+    messages.truncate(limit as usize);
+    Ok((messages, more))
+}
+
+/// [`changes`] across every room `user` belongs to, in the order of the changes.
 ///
-/// A k-way merge over the rooms' `(room_id, id)` index: each room is represented by its first
-/// message after the cursor, and the room holding the smallest one gives a run of messages up
-/// to the next room's head. Work and memory follow the page, not the number of rooms or what
-/// lies beyond the page: a user in thousands of rooms costs one index seek per room and one
-/// query per run.
-pub fn page_for_user(
+/// A k-way merge over the rooms' `(room_id, seq)` index: each room is represented by its first
+/// change after the cursor, and the room holding the smallest one gives a run of changes up to
+/// the next room's head. Work and memory follow the page, not the number of rooms or what lies
+/// beyond the page: a user in thousands of rooms costs one index seek per room and one query
+/// per run.
+pub fn changes_for_user(
     conn: &Connection,
     user: UserId,
-    after: MessageId,
+    after: Seq,
     limit: u32,
 ) -> Result<(Vec<Message>, bool)> {
     let rooms = super::rooms::refs_for(conn, user)?;
     let mut first_after = conn.prepare_cached(
-        "SELECT id FROM messages WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT 1",
+        "SELECT seq FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
     )?;
     let mut heads = BinaryHeap::new();
     for (i, room) in rooms.iter().enumerate() {
-        let head: Option<MessageId> = first_after
+        let head: Option<Seq> = first_after
             .query_row(params![room.id, after], |r| r.get(0))
             .optional()?;
         if let Some(head) = head {
@@ -347,7 +408,7 @@ pub fn page_for_user(
     }
     let run_sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.room_id = ?1 AND m.id >= ?2 AND m.id < ?3 ORDER BY m.id LIMIT +?4"
+         WHERE m.room_id = ?1 AND m.seq >= ?2 AND m.seq < ?3 ORDER BY m.seq LIMIT +?4"
     );
     let mut run = conn.prepare_cached(&run_sql)?;
     let wanted = limit as usize + 1;
@@ -366,10 +427,10 @@ pub fn page_for_user(
         for message in rows {
             merged.push(message?);
         }
-        let Some(last) = merged.last().map(|m| m.id) else {
+        let Some(last) = merged.last().map(|m| m.seq) else {
             break;
         };
-        let next: Option<MessageId> = first_after
+        let next: Option<Seq> = first_after
             .query_row(params![room.id, last], |r| r.get(0))
             .optional()?;
         if let Some(next) = next {
@@ -427,6 +488,13 @@ pub fn mark_read(conn: &Connection, message: MessageId, user: UserId) -> Result<
 pub fn last_id(conn: &Connection, room: RoomId) -> Result<MessageId> {
     Ok(conn
         .prepare_cached("SELECT coalesce(last_message_id, 0) FROM rooms WHERE id = ?1")?
+        .query_row([room], |r| r.get(0))?)
+}
+
+/// The newest position in `room`'s sequence of changes.
+pub fn last_seq(conn: &Connection, room: RoomId) -> Result<Seq> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM messages WHERE room_id = ?1")?
         .query_row([room], |r| r.get(0))?)
 }
 

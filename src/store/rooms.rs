@@ -110,7 +110,8 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
         .map_or(0, |(_, m)| m.0);
     let unread_count: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM messages WHERE room_id = ?1 AND id > ?2 AND sender_id != ?3",
+            "SELECT count(*) FROM messages
+             WHERE room_id = ?1 AND id > ?2 AND sender_id != ?3 AND deleted = 0",
         )?
         .query_row(params![room.id, my_mark, user], |r| r.get(0))?;
     Ok(Room {

@@ -4,16 +4,17 @@
 use rusqlite::Connection;
 
 use super::api::{
-    ChatStore, CreatedRoom, Fut, Joined, MemberAdded, MemberRemoved, NewMessage, NewRoom, OnCommit,
-    Refusal, ReplayPage, Sending,
+    ChatStore, CreatedRoom, Fut, Head, Joined, MemberAdded, MemberRemoved, NewMessage, NewRoom,
+    OnCommit, Refusal, ReplayPage, Sending,
 };
+use super::edits::{self, Changed};
 use super::messages::{self, Page, ReadMark};
 use super::rooms::{self, RoomCursor, RoomRef};
 use super::tokens::{self, TokenRow};
 use super::users::{self, Credentials, NewUser, Taken, UserQuery};
 use super::{Result, Store, StoreError, admin};
 use crate::membership::{self, RoomCaps};
-use crate::model::{Auth, Message, MessageId, Room, RoomId, User, UserId};
+use crate::model::{Auth, Message, MessageId, Room, RoomId, Seq, User, UserId};
 
 /// The live session whose token has this digest.
 fn session(conn: &Connection, digest: &[u8], now: i64) -> Result<Option<Auth>> {
@@ -29,6 +30,14 @@ fn member_of(conn: &Connection, digest: &[u8], public_id: &str) -> Result<(Auth,
     let auth = session(conn, digest, super::now_ms())?.ok_or(Refusal::Unauthenticated)?;
     let room = rooms::for_member(conn, public_id, auth.user.id)?.ok_or(Refusal::NotFound)?;
     Ok((auth, room))
+}
+
+/// Where a room stands.
+fn head(c: &Connection, room: RoomId) -> Result<Head> {
+    Ok(Head {
+        id: messages::last_id(c, room)?,
+        seq: messages::last_seq(c, room)?,
+    })
 }
 
 impl ChatStore for Store {
@@ -101,11 +110,11 @@ impl ChatStore for Store {
         Box::pin(self.read(move |c| rooms::refs_for(c, user)))
     }
 
-    fn room_heads_of(&self, user: UserId) -> Fut<'_, Vec<(MessageId, RoomRef)>> {
+    fn room_heads_of(&self, user: UserId) -> Fut<'_, Vec<(Head, RoomRef)>> {
         Box::pin(self.read(move |c| {
             rooms::refs_for(c, user)?
                 .into_iter()
-                .map(|r| Ok((messages::last_id(c, r.id)?, r)))
+                .map(|r| Ok((head(c, r.id)?, r)))
                 .collect()
         }))
     }
@@ -114,22 +123,18 @@ impl ChatStore for Store {
         Box::pin(self.read(move |c| rooms::for_member(c, &public_id, user)))
     }
 
-    fn member_room(
-        &self,
-        digest: Vec<u8>,
-        public_id: String,
-    ) -> Fut<'_, (Auth, RoomRef, MessageId)> {
+    fn member_room(&self, digest: Vec<u8>, public_id: String) -> Fut<'_, (Auth, RoomRef, Head)> {
         Box::pin(self.read(move |c| {
             let (auth, room) = member_of(c, &digest, &public_id)?;
-            let last = messages::last_id(c, room.id)?;
-            Ok((auth, room, last))
+            let head = head(c, room.id)?;
+            Ok((auth, room, head))
         }))
     }
 
-    fn last_id_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<MessageId>> {
+    fn head_if_member(&self, room: RoomId, user: UserId) -> Fut<'_, Option<Head>> {
         Box::pin(self.read(move |c| {
             rooms::is_member(c, room, user)?
-                .then(|| messages::last_id(c, room))
+                .then(|| head(c, room))
                 .transpose()
         }))
     }
@@ -303,19 +308,40 @@ impl ChatStore for Store {
         Box::pin(self.write_then(move |c| messages::mark_read(c, message, user), on_commit))
     }
 
+    fn edit_message(
+        &self,
+        by: UserId,
+        id: MessageId,
+        content: String,
+        now: i64,
+        on_commit: OnCommit<Changed>,
+    ) -> Fut<'_, Changed> {
+        Box::pin(self.write_then(move |c| edits::edit(c, id, by, &content, now), on_commit))
+    }
+
+    fn delete_message(
+        &self,
+        by: UserId,
+        id: MessageId,
+        now: i64,
+        on_commit: OnCommit<Changed>,
+    ) -> Fut<'_, Changed> {
+        Box::pin(self.write_then(move |c| edits::delete(c, id, by, now), on_commit))
+    }
+
     fn replay_page(
         &self,
         room: Option<RoomRef>,
         user: UserId,
-        after: MessageId,
+        after: Seq,
         limit: u32,
     ) -> Fut<'_, Option<ReplayPage>> {
         Box::pin(self.read(move |c| {
             let (messages, more) = match room {
                 // Membership is read in the same snapshot as the page.
                 Some(room) if !rooms::is_member(c, room.id, user)? => return Ok(None),
-                Some(room) => messages::page(c, &room, Page::After(after), limit)?,
-                None => messages::page_for_user(c, user, after, limit)?,
+                Some(room) => messages::changes(c, &room, after, limit)?,
+                None => messages::changes_for_user(c, user, after, limit)?,
             };
             Ok(Some(ReplayPage { messages, more }))
         }))

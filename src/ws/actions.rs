@@ -1,5 +1,5 @@
-//! What a client's frames do: send (pipelined), read marks, typing and ping, each answered in
-//! frame order.
+//! What a client's frames do: send (pipelined), edits, deletions, read marks, typing and ping,
+//! each answered in frame order.
 
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -85,6 +85,25 @@ impl Session {
                         Err(e) => Err(e),
                     },
                 }
+            }
+            // The outcome reaches every socket of the room as `message_updated`, this one too;
+            // only a refusal is answered here.
+            ClientFrame::Edit {
+                message_id,
+                content,
+            } => {
+                self.settle_all().await?;
+                let f = &self.follow;
+                chat::edit_message(&f.state, &f.user, MessageId(message_id), &content)
+                    .await
+                    .map(drop)
+            }
+            ClientFrame::Delete { message_id } => {
+                self.settle_all().await?;
+                let f = &self.follow;
+                chat::delete_message(&f.state, &f.user, MessageId(message_id))
+                    .await
+                    .map(drop)
             }
             ClientFrame::Typing { typing, room_id } => {
                 self.settle_all().await?;

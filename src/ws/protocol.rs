@@ -86,6 +86,13 @@ pub(crate) enum ClientFrame {
     Read {
         message_id: i64,
     },
+    Edit {
+        message_id: i64,
+        content: String,
+    },
+    Delete {
+        message_id: i64,
+    },
     Typing {
         typing: bool,
         room_id: Option<String>,
@@ -93,7 +100,7 @@ pub(crate) enum ClientFrame {
     Ping,
 }
 
-pub(crate) const ACTIONS: [&str; 4] = ["message", "read", "typing", "ping"];
+pub(crate) const ACTIONS: [&str; 6] = ["message", "read", "edit", "delete", "typing", "ping"];
 
 pub(crate) fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
     WsMessage::text(ServerFrame::error(code, message).to_json())
@@ -108,7 +115,7 @@ pub(crate) fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
     if !action.is_some_and(|a| ACTIONS.contains(&a)) {
         return Err(error_frame(
             ErrorCode::UnknownAction,
-            "action must be one of: message, read, typing, ping",
+            "action must be one of: message, read, edit, delete, typing, ping",
         ));
     }
     serde_json::from_value(value).map_err(|e| error_frame(ErrorCode::InvalidFrame, &e.to_string()))

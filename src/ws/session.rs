@@ -17,7 +17,7 @@ use super::upgrade::Prefetched;
 use crate::connections::{ConnectionSlot, ReplayPermit};
 
 use crate::hub::{Missed, Subscription};
-use crate::model::{MessageId, User};
+use crate::model::{Seq, User};
 use crate::state::AppState;
 
 pub(crate) type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -32,7 +32,7 @@ pub(crate) enum End {
 
 /// A client resuming with `?since=`, and the replay permit the upgrade took for it.
 pub(crate) struct Resume {
-    pub(crate) since: MessageId,
+    pub(crate) since: Seq,
     /// Held until the replay is over.
     pub(crate) _permit: ReplayPermit,
 }
@@ -67,7 +67,7 @@ impl Session {
             dedup: Dedup::new(
                 user.id,
                 room_socket,
-                resume.as_ref().map_or(MessageId(0), |r| r.since),
+                resume.as_ref().map_or(Seq(0), |r| r.since),
             ),
             follow: Following { state, user, scope },
             out: Outbox::new(socket, write),

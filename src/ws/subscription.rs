@@ -7,15 +7,15 @@ use super::dedup::Verdict;
 use super::protocol::Close;
 use super::session::{End, Resume, Session};
 use super::upgrade::Prefetched;
-use crate::chat::{message_event, room_for_member};
+use crate::chat::{message_event, message_updated_event, room_for_member};
 use crate::error::ApiError;
 use crate::frames::{HelloRoom, ServerFrame};
 use crate::hub::{Event, EventKind, Missed, Subscription, presence_event};
 use crate::metrics::{Bound, METRICS};
-use crate::model::{MessageId, RoomId, User, UserId};
+use crate::model::{MessageId, RoomId, Seq, User, UserId};
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::store::api::ReplayPage;
+use crate::store::api::{Head, ReplayPage};
 use crate::store::rooms::RoomRef;
 
 /// Most frames written per flush.
@@ -86,13 +86,13 @@ impl Following {
         });
     }
 
-    /// Subscribes to the socket's events. Also returns the handshake's read of the room's
-    /// newest message id if it is still current: nothing a reader could miss was published
+    /// Subscribes to the socket's events. Also returns the handshake's read of where the room
+    /// stands if it is still current: nothing a reader could miss was published
     /// between that read and the subscription.
     pub(crate) async fn subscribe(
         &self,
         prefetched: Option<Prefetched>,
-    ) -> Result<(Subscription, Option<MessageId>), End> {
+    ) -> Result<(Subscription, Option<Head>), End> {
         let hub = &self.state.hub;
         match &self.scope {
             Scope::Room(room) => {
@@ -171,18 +171,18 @@ impl Following {
             .map_err(internal)
     }
 
-    /// The `hello` frame and the newest message id it reports. `current`: the room's newest
-    /// message id, if the handshake's read of it is still current.
-    async fn hello(&self, current: Option<MessageId>) -> Result<(String, MessageId), End> {
+    /// The `hello` frame and the newest change it reports. `current`: where the room stands,
+    /// if the handshake's read of it is still current.
+    async fn hello(&self, current: Option<Head>) -> Result<(String, Seq), End> {
         let user = self.user.id;
         match &self.scope {
             Scope::Room(room) => {
-                let last = match current {
-                    Some(last) => last,
+                let head = match current {
+                    Some(head) => head,
                     None => self
                         .state
                         .store
-                        .last_id_if_member(room.id, user)
+                        .head_if_member(room.id, user)
                         .await
                         .map_err(internal)?
                         // Removed between the handshake and the subscription.
@@ -191,10 +191,11 @@ impl Following {
                 let hello = ServerFrame::RoomHello {
                     room_id: &room.public_id,
                     user: &self.user,
-                    last_message_id: last,
+                    last_message_id: head.id,
+                    last_seq: head.seq,
                     online: &self.online(room.id),
                 };
-                Ok((hello.to_json(), last))
+                Ok((hello.to_json(), head.seq))
             }
             Scope::User => {
                 let rooms = self
@@ -203,25 +204,24 @@ impl Following {
                     .room_heads_of(user)
                     .await
                     .map_err(internal)?;
-                let last = rooms
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .max()
-                    .unwrap_or(MessageId(0));
+                let last_id = rooms.iter().map(|(h, _)| h.id).max();
+                let last_seq = rooms.iter().map(|(h, _)| h.seq).max().unwrap_or(Seq(0));
                 let rooms: Vec<HelloRoom<'_>> = rooms
                     .iter()
-                    .map(|(last, r)| HelloRoom {
+                    .map(|(head, r)| HelloRoom {
                         room_id: &r.public_id,
-                        last_message_id: *last,
+                        last_message_id: head.id,
+                        last_seq: head.seq,
                         online: self.online(r.id),
                     })
                     .collect();
                 let hello = ServerFrame::UserHello {
                     user: &self.user,
-                    last_message_id: last,
+                    last_message_id: last_id.unwrap_or(MessageId(0)),
+                    last_seq,
                     rooms: &rooms,
                 };
-                Ok((hello.to_json(), last))
+                Ok((hello.to_json(), last_seq))
             }
         }
     }
@@ -230,7 +230,7 @@ impl Following {
     /// as the page: a room socket whose user was removed gets nothing committed after the
     /// removal, however far behind it was (the removal's own event may have been among the
     /// events it lagged past).
-    async fn replay_page(&self, after: MessageId, limit: u32) -> Result<ReplayPage, End> {
+    async fn replay_page(&self, after: Seq, limit: u32) -> Result<ReplayPage, End> {
         let room = match &self.scope {
             Scope::Room(room) => Some(room.clone()),
             Scope::User => None,
@@ -250,7 +250,7 @@ impl Session {
     pub(super) async fn start(
         &mut self,
         resume: Option<Resume>,
-        current: Option<MessageId>,
+        current: Option<Head>,
     ) -> Result<(), End> {
         let (hello, last) = self.follow.hello(current).await?;
         if resume.is_none() {
@@ -283,10 +283,13 @@ impl Session {
         self.replay(MAX_RESYNC, Close::RESYNC).await
     }
 
-    /// Sends every stored message after the delivery mark, in order, up to `max` of them;
-    /// past that the socket is closed with `past_max`, for the client to reconnect with
-    /// `since`. Memory stays at one page however long the replay.
+    /// Sends every message changed after the delivery mark, in the order of the changes, up to
+    /// `max` of them; past that the socket is closed with `past_max`, for the client to
+    /// reconnect with `since`. A message the client has not seen (its id is past the mark the
+    /// replay started from) comes as `message`, one it has as `message_updated`; either way as
+    /// it is now, once. Memory stays at one page however long the replay.
     async fn replay(&mut self, max: usize, past_max: Close) -> Result<(), End> {
+        let seen = self.dedup.last_sent();
         let mut sent = 0;
         loop {
             let page = REPLAY_PAGE.min(u32::try_from(max - sent).unwrap_or(u32::MAX));
@@ -296,8 +299,13 @@ impl Session {
                 .await?;
             for message in &messages {
                 let room = RoomId(0); // the frame is all that is written
-                self.out.feed(message_event(room, message).frame).await?;
-                self.dedup.sent(message.id);
+                let event = if message.id.as_seq() > seen {
+                    message_event(room, message)
+                } else {
+                    message_updated_event(room, message)
+                };
+                self.out.feed(event.frame).await?;
+                self.dedup.sent(message.seq);
             }
             self.out.flush().await?;
             sent += messages.len();

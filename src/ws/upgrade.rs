@@ -19,10 +19,11 @@ use crate::error::ApiError;
 use crate::filters::{FromQuery, Params};
 use crate::metrics::{Bound, METRICS};
 use crate::model::Auth;
-use crate::model::MessageId;
+use crate::model::Seq;
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
 use crate::state::ClientAddr;
+use crate::store::api::Head;
 use crate::store::rooms::RoomRef;
 
 use super::session::{Resume, Session};
@@ -60,14 +61,14 @@ pub(crate) struct Peer {
 /// from its errors.
 pub(crate) struct UpgradeQuery {
     token: Option<String>,
-    since: Result<Option<MessageId>, ApiError>,
+    since: Result<Option<Seq>, ApiError>,
 }
 
 impl FromQuery for UpgradeQuery {
     fn from_query(params: &Params) -> Result<UpgradeQuery, ApiError> {
         Ok(UpgradeQuery {
             token: params.get("token").map(str::to_string),
-            since: params.non_negative("since").map(|s| s.map(MessageId)),
+            since: params.non_negative("since").map(|s| s.map(Seq)),
         })
     }
 }
@@ -193,8 +194,8 @@ fn refuse_past(taken: Result<(), std::time::Duration>, bound: Bound) -> Result<(
 pub(crate) struct Prefetched {
     /// [`crate::hub::Hub::mark`] before the read.
     pub(crate) mark: Option<u64>,
-    /// The room's newest message id as of the read.
-    pub(crate) last: MessageId,
+    /// Where the room stood as of the read.
+    pub(crate) last: Head,
 }
 
 /// Everything a room socket's handshake needs from the database in one trip: the token's

@@ -71,6 +71,13 @@ fn routes() -> Vec<Route> {
         ),
         r("DELETE", "/api/v1/chat/{room}/members/{member}/", None, 404),
         r("PATCH", "/api/v1/messages/{message}/update/", None, 404),
+        r(
+            "PATCH",
+            "/api/v1/messages/{message}/",
+            Some(json!({"content": "mine now"})),
+            404,
+        ),
+        r("DELETE", "/api/v1/messages/{message}/", None, 404),
         r("DELETE", "/api/v1/tokens/{token_id}/", None, 404),
         // These change only the caller's own state; they come last for the non-member.
         r(
@@ -238,6 +245,8 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
         json!({"action": "message", "room_id": room, "content": "let me in"}),
         json!({"action": "typing", "room_id": room, "typing": true}),
         json!({"action": "read", "message_id": message["id"]}),
+        json!({"action": "edit", "message_id": message["id"], "content": "mine now"}),
+        json!({"action": "delete", "message_id": message["id"]}),
         json!({"action": "message", "room_id": "0".repeat(24), "content": "guess"}),
     ];
     for action in &actions {

@@ -535,8 +535,28 @@ async fn hostile_websocket_frames_get_error_frames_and_lose_nothing() {
         ("{\"action\":5}".into(), "unknown_action"),
         ("{\"action\":\"MESSAGE\"}".into(), "unknown_action"),
         (
-            "{\"action\":\"delete\",\"message_id\":1}".into(),
+            "{\"action\":\"shout\",\"message_id\":1}".into(),
             "unknown_action",
+        ),
+        (
+            "{\"action\":\"edit\",\"message_id\":1}".into(),
+            "invalid_frame",
+        ),
+        (
+            "{\"action\":\"edit\",\"message_id\":\"1\",\"content\":\"x\"}".into(),
+            "invalid_frame",
+        ),
+        (
+            "{\"action\":\"delete\",\"message_id\":99999}".into(),
+            "not_found",
+        ),
+        (
+            "{\"action\":\"delete\",\"message_id\":-1}".into(),
+            "not_found",
+        ),
+        (
+            "{\"action\":\"edit\",\"message_id\":1,\"content\":\"  \"}".into(),
+            "validation_error",
         ),
         ("{\"action\":\"message\"}".into(), "invalid_frame"),
         (

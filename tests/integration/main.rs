@@ -10,6 +10,7 @@ mod abuse;
 mod api;
 mod authz;
 mod cli;
+mod edits;
 mod hostile;
 mod logs;
 mod ops;

@@ -1,0 +1,455 @@
+//! Messages people change: edits and deletions over REST and WebSocket, the tombstone they
+//! leave, and the one ordered sequence of changes that lets a resuming client converge on
+//! exactly what the history API shows.
+
+use std::collections::BTreeMap;
+
+use crate::common;
+
+use common::{TestServer, TestUser, test_config};
+use serde_json::{Value, json};
+
+async fn fast_server() -> TestServer {
+    let mut config = test_config();
+    config.limits.send_rate_per_sec = 100_000.0;
+    config.limits.send_burst = 100_000;
+    TestServer::start_with(config).await
+}
+
+async fn post(s: &TestServer, user: &TestUser, room: &str, content: &str) -> Value {
+    let (status, m) = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &user.token,
+            json!({ "content": content }),
+        )
+        .await;
+    assert_eq!(status, 201, "{m}");
+    m
+}
+
+async fn edit(s: &TestServer, user: &TestUser, id: i64, content: &str) -> (u16, Value) {
+    s.call(
+        "PATCH",
+        &format!("/api/v1/messages/{id}/"),
+        Some(&user.token),
+        Some(json!({ "content": content })),
+    )
+    .await
+}
+
+async fn delete(s: &TestServer, user: &TestUser, id: i64) -> (u16, Value) {
+    s.call(
+        "DELETE",
+        &format!("/api/v1/messages/{id}/"),
+        Some(&user.token),
+        None,
+    )
+    .await
+}
+
+/// Every message of the room as the history API shows it, oldest first.
+async fn history(s: &TestServer, user: &TestUser, room: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = s
+            .get(
+                &format!("/api/v1/chat/{room}/?limit=200&after={after}"),
+                &user.token,
+            )
+            .await;
+        let results = page["results"].as_array().unwrap().clone();
+        let more = page["has_more"] == true;
+        if let Some(last) = results.last() {
+            after = last["id"].as_i64().unwrap();
+        }
+        all.extend(results);
+        if !more {
+            return all;
+        }
+    }
+}
+
+/// What a client keeps of a message: enough to compare views.
+fn shown(m: &Value) -> (i64, String, bool, bool) {
+    (
+        m["id"].as_i64().unwrap(),
+        m["content"].as_str().unwrap().to_string(),
+        m["deleted"].as_bool().unwrap(),
+        m["edited"].is_string(),
+    )
+}
+
+#[tokio::test]
+async fn the_author_edits_and_the_room_hears_it_as_the_next_change() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let first = post(&s, &alice, &room, "helo").await;
+    let (mut watcher, hello) = s.ws(&room, &bob, "").await;
+    assert_eq!(
+        hello["last_seq"], first["id"],
+        "a new message's id is its seq"
+    );
+
+    let (status, edited) = edit(&s, &alice, first["id"].as_i64().unwrap(), "  hello  ").await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["content"], "hello", "trimmed like a send");
+    assert!(edited["edited"].is_string());
+    assert_eq!(edited["deleted"], false);
+    assert_eq!(edited["id"], first["id"]);
+    let event = watcher.next_of("message_updated").await;
+    assert_eq!(event["message"], edited);
+    assert!(event["seq"].as_i64() > first["id"].as_i64());
+
+    // The history shows the message as it is now; a new message takes the position after
+    // the edit.
+    assert_eq!(history(&s, &bob, &room).await, std::slice::from_ref(&edited));
+    let second = post(&s, &alice, &room, "second").await;
+    assert!(second["id"].as_i64() > event["seq"].as_i64());
+    let next = watcher.next_of("message").await;
+    assert_eq!(next["seq"], second["id"]);
+
+    // The same text again changes nothing, and nobody hears of it.
+    let (status, same) = edit(&s, &alice, first["id"].as_i64().unwrap(), "hello").await;
+    assert_eq!((status, &same), (200, &edited));
+    watcher.send_json(json!({"action": "ping"})).await;
+    assert_eq!(watcher.next_json().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn edits_and_deletions_are_refused_to_everyone_else_and_change_nothing() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let m = post(&s, &alice, &room, "mine").await;
+    let id = m["id"].as_i64().unwrap();
+    let before = history(&s, &alice, &room).await;
+
+    let refusals = [
+        (edit(&s, &bob, id, "yours?").await, 403, "forbidden"),
+        (delete(&s, &bob, id).await, 403, "forbidden"),
+        (edit(&s, &carol, id, "let me in").await, 404, "not_found"),
+        (delete(&s, &carol, id).await, 404, "not_found"),
+        (edit(&s, &alice, id, "   ").await, 400, "validation_error"),
+        (
+            edit(&s, &alice, id, &"x".repeat(4001)).await,
+            400,
+            "validation_error",
+        ),
+        (edit(&s, &alice, id + 1000, "gone").await, 404, "not_found"),
+        (delete(&s, &alice, 0).await, 404, "not_found"),
+    ];
+    for ((status, body), want, code) in refusals {
+        assert_eq!(status, want, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+    }
+    for (path, body) in [
+        (format!("/api/v1/messages/{id}/"), json!({"text": "x"})),
+        (format!("/api/v1/messages/{id}/"), json!({"content": 5})),
+        ("/api/v1/messages/abc/".to_string(), json!({"content": "x"})),
+    ] {
+        let (status, reply) = s.call("PATCH", &path, Some(&alice.token), Some(body)).await;
+        assert!(status == 400 || status == 404, "{path}: {reply}");
+    }
+    assert_eq!(history(&s, &alice, &room).await, before, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_deletion_leaves_a_tombstone_and_takes_the_content_out_of_the_database() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let group = s.room(&alice, &[&bob, &carol], Some("group")).await;
+    let by_bob = post(&s, &bob, &group, "a secret recipe").await;
+    let by_carol = post(&s, &carol, &group, "regrettable").await;
+    let (_, rooms) = s.get("/api/v1/chats/", &alice.token).await;
+    assert_eq!(rooms[0]["unread_count"], 2);
+
+    // The author deletes; so does the group's creator, for anyone's message.
+    let (status, tomb) = delete(&s, &bob, by_bob["id"].as_i64().unwrap()).await;
+    assert_eq!(status, 200, "{tomb}");
+    assert_eq!(
+        (tomb["deleted"].as_bool(), tomb["content"].as_str()),
+        (Some(true), Some(""))
+    );
+    let (status, _) = delete(&s, &alice, by_carol["id"].as_i64().unwrap()).await;
+    assert_eq!(status, 200);
+    // Deleting again changes nothing; editing a tombstone is a conflict.
+    let (status, again) = delete(&s, &bob, by_bob["id"].as_i64().unwrap()).await;
+    assert_eq!((status, &again), (200, &tomb));
+    let (status, body) = edit(&s, &bob, by_bob["id"].as_i64().unwrap(), "back").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("conflict"))
+    );
+
+    let shown: Vec<_> = history(&s, &carol, &group)
+        .await
+        .iter()
+        .map(shown)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            (by_bob["id"].as_i64().unwrap(), String::new(), true, false),
+            (by_carol["id"].as_i64().unwrap(), String::new(), true, false),
+        ]
+    );
+    // Deleted messages are not unread any more.
+    let (_, rooms) = s.get("/api/v1/chats/", &alice.token).await;
+    assert_eq!(rooms[0]["unread_count"], 0);
+    // Gone from the database, not just hidden.
+    let left: i64 = s
+        .sqlite
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM messages WHERE content LIKE '%secret%' OR content LIKE '%regret%'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[tokio::test]
+async fn edits_and_deletions_over_the_websocket_reach_every_socket_of_the_room() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let (mut a, _) = s.ws(&room, &alice, "").await;
+    let (mut b, _) = s.ws_all(&bob, "").await;
+    let m = a.say("typo", "c1").await;
+    b.next_of("message").await;
+
+    a.send_json(json!({"action": "edit", "message_id": m["id"], "content": "fixed"}))
+        .await;
+    for ws in [&mut a, &mut b] {
+        let e = ws.next_of("message_updated").await;
+        assert_eq!(
+            (e["message"]["id"].clone(), e["message"]["content"].clone()),
+            (m["id"].clone(), json!("fixed"))
+        );
+    }
+    // Bob may not edit or delete it: an error frame, and the socket stays open.
+    for action in [
+        json!({"action": "edit", "message_id": m["id"], "content": "mine", "room_id": room}),
+        json!({"action": "delete", "message_id": m["id"]}),
+    ] {
+        b.send_json(action).await;
+        let reply = b.next_of("error").await;
+        assert_eq!(reply["code"], "forbidden", "{reply}");
+    }
+    a.send_json(json!({"action": "delete", "message_id": m["id"]}))
+        .await;
+    for ws in [&mut a, &mut b] {
+        let e = ws.next_of("message_updated").await;
+        assert_eq!(e["message"]["deleted"], true);
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_was_away_replays_edits_and_deletions_in_the_order_they_happened() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let one = post(&s, &alice, &room, "one").await;
+    let two = post(&s, &alice, &room, "two").await;
+    let (_, hello) = s.ws(&room, &bob, "").await;
+    let since = hello["last_seq"].as_i64().unwrap();
+    // Bob goes away; meanwhile one is edited, a message is sent and edited, two is deleted.
+    edit(&s, &alice, one["id"].as_i64().unwrap(), "one!").await;
+    let three = post(&s, &alice, &room, "three").await;
+    edit(&s, &alice, three["id"].as_i64().unwrap(), "three!").await;
+    delete(&s, &alice, two["id"].as_i64().unwrap()).await;
+
+    for all_rooms in [false, true] {
+        let query = format!("&since={since}");
+        let (mut ws, _) = if all_rooms {
+            s.ws_all(&bob, &query).await
+        } else {
+            s.ws(&room, &bob, &query).await
+        };
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let f = ws.next_json().await;
+            got.push((
+                f["type"].as_str().unwrap().to_string(),
+                f["message"]["content"].as_str().unwrap().to_string(),
+                f["seq"].as_i64().unwrap(),
+            ));
+        }
+        let kinds: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(t, c, _)| (t.as_str(), c.as_str()))
+            .collect();
+        // Each message once, as it is now, at the position of its latest change; the one bob
+        // never saw comes as a new message.
+        assert_eq!(
+            kinds,
+            [
+                ("message_updated", "one!"),
+                ("message", "three!"),
+                ("message_updated", "")
+            ]
+        );
+        assert!(got.windows(2).all(|w| w[0].2 < w[1].2), "{got:?}");
+    }
+}
+
+/// The resume guarantee with changes: readers reconnect again and again while two writers
+/// send, edit and delete; each reader's reconstructed view ends equal to the history API,
+/// every change seen once, in order, on room sockets and on `/ws/`.
+#[tokio::test]
+async fn readers_reconnecting_through_sends_edits_and_deletions_converge_on_the_history() {
+    let s = fast_server().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let dave = s.user("dave").await;
+    let room = s.room(&alice, &[&bob, &carol, &dave], Some("busy")).await;
+    const PER_WRITER: usize = 60;
+
+    let (done_tx, done_rx) = tokio::sync::watch::channel(None::<i64>);
+    let rest_writer = {
+        let s = &s;
+        let (alice, room) = (alice.clone(), room.clone());
+        async move {
+            let mut mine = Vec::new();
+            for i in 0..PER_WRITER {
+                let m = post(s, &alice, &room, &format!("rest {i}")).await;
+                mine.push(m["id"].as_i64().unwrap());
+                if i % 3 == 2 {
+                    let target = mine[i / 2];
+                    let (status, _) = edit(s, &alice, target, &format!("rest {i} edited")).await;
+                    assert!(status == 200 || status == 409);
+                }
+                if i % 7 == 6 {
+                    let (status, _) = delete(s, &alice, mine[i / 3]).await;
+                    assert_eq!(status, 200);
+                }
+            }
+        }
+    };
+    let ws_writer = {
+        let s = &s;
+        let (bob, room) = (bob.clone(), room.clone());
+        async move {
+            let (mut ws, _) = s.ws(&room, &bob, "").await;
+            let mut mine = Vec::new();
+            for i in 0..PER_WRITER {
+                let m = ws.say(&format!("ws {i}"), &format!("w{i}")).await;
+                mine.push(m["id"].clone());
+                if i % 4 == 3 {
+                    let target = mine[i / 2].clone();
+                    ws.send_json(json!({"action": "edit", "message_id": target, "content": format!("ws {i} edited")}))
+                        .await;
+                }
+                if i % 5 == 4 {
+                    ws.send_json(json!({"action": "delete", "message_id": mine[i / 4]}))
+                        .await;
+                }
+            }
+            // Every change of bob's is committed once the socket answers a ping after them.
+            ws.send_json(json!({"action": "ping"})).await;
+            ws.next_of("pong").await;
+        }
+    };
+
+    let reader = |user: TestUser, all_rooms: bool, burst: usize| {
+        let s = &s;
+        let room = room.clone();
+        let mut done = done_rx.clone();
+        async move {
+            let mut view: BTreeMap<i64, Value> = BTreeMap::new();
+            let mut last = 0i64;
+            let mut reconnects = 0;
+            'connect: loop {
+                if done.borrow().is_some_and(|end| last >= end) {
+                    break;
+                }
+                let since = format!("&since={last}");
+                let (mut ws, _) = if all_rooms {
+                    s.ws_all(&user, &since).await
+                } else {
+                    s.ws(&room, &user, &since).await
+                };
+                reconnects += 1;
+                let mut read = 0;
+                while read < burst + reconnects % 5 {
+                    let frame = tokio::select! {
+                        frame = ws.next_json() => frame,
+                        _ = done.changed() => continue 'connect,
+                    };
+                    let kind = frame["type"].as_str().unwrap_or_default();
+                    if kind != "message" && kind != "message_updated" {
+                        continue;
+                    }
+                    let seq = frame["seq"].as_i64().unwrap();
+                    assert!(
+                        seq > last,
+                        "{}: seq {seq} after {last}: a duplicate",
+                        user.username
+                    );
+                    last = seq;
+                    let id = frame["message"]["id"].as_i64().unwrap();
+                    let known = view.insert(id, frame["message"].clone()).is_some();
+                    if kind == "message" {
+                        assert!(!known, "{}: message {id} arrived twice", user.username);
+                        // Live, its seq is its id; replayed after later changes, theirs.
+                        assert!(seq >= id);
+                    } else {
+                        assert!(known, "{}: an update of {id}, never seen", user.username);
+                    }
+                    read += 1;
+                    if done.borrow().is_some_and(|end| last >= end) {
+                        break 'connect;
+                    }
+                }
+            }
+            assert!(
+                reconnects > 5,
+                "{} reconnected {reconnects} times",
+                user.username
+            );
+            view
+        }
+    };
+    let readers = async {
+        futures_util::future::join_all([
+            reader(carol.clone(), false, 4),
+            reader(dave.clone(), true, 7),
+        ])
+        .await
+    };
+    let writers = async {
+        futures_util::join!(rest_writer, ws_writer);
+        // The room's newest change, now that both writers are done.
+        let (_, hello) = s.ws(&room, &alice, "").await;
+        done_tx.send_replace(Some(hello["last_seq"].as_i64().unwrap()));
+    };
+    let (views, ()) = futures_util::join!(readers, writers);
+
+    let stored = history(&s, &alice, &room).await;
+    assert_eq!(stored.len(), 2 * PER_WRITER);
+    assert!(stored.iter().any(|m| m["deleted"] == true));
+    assert!(
+        stored
+            .iter()
+            .any(|m| m["edited"].is_string() && m["deleted"] == false)
+    );
+    let expected: Vec<_> = stored.iter().map(shown).collect();
+    for view in views {
+        let got: Vec<_> = view.values().map(shown).collect();
+        assert_eq!(got, expected, "the reconstructed view is the history");
+    }
+}
