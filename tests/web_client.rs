@@ -684,3 +684,82 @@ async fn a_conversation_can_be_left_from_its_header() {
     }
     alice.close().await;
 }
+
+/// Alice fixes a typo and then takes a message back; Bob, with the room open, sees both at
+/// once, and so does a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_edited_and_deleted_and_the_other_side_sees_it_live() {
+    let Some(tools) =
+        browser::tools("a_message_is_edited_and_deleted_and_the_other_side_sees_it_live")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let room = room(&server, &bob_token, &[alice_id], None).await;
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    let bob = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    log_in(&bob, &server, "bob").await;
+    let item = format!("#rooms .room-item[data-room-id='{room}']");
+    alice.click(&item).await;
+    bob.click(&item).await;
+
+    alice
+        .type_into("#input", &format!("Lunch at teh usual place?{}", enter()))
+        .await;
+    bob.wait_message("Lunch at teh usual place?").await;
+    alice
+        .wait_for(
+            "the message to be acknowledged",
+            "const m = document.querySelector('#message-list .msg.mine'); \
+             return m && m.dataset.id && m.dataset.status !== 'pending';",
+            vec![],
+        )
+        .await;
+
+    // Edit: the text goes into the composer; Enter saves.
+    alice.click("#message-list .msg.mine .edit").await;
+    alice.visible("#editing").await;
+    let draft = alice
+        .js("return document.getElementById('input').value;", vec![])
+        .await;
+    assert_eq!(draft, "Lunch at teh usual place?");
+    alice
+        .js(
+            "document.getElementById('input').value = ''; return true;",
+            vec![],
+        )
+        .await;
+    alice
+        .type_into("#input", &format!("Lunch at the usual place?{}", enter()))
+        .await;
+    for browser in [&alice, &bob] {
+        browser.wait_message("Lunch at the usual place?").await;
+        browser
+            .wait_for(
+                "the edited mark",
+                "return document.querySelector('#message-list .msg .edited') !== null;",
+                vec![],
+            )
+            .await;
+    }
+    assert_eq!(bob.message_texts().await, ["Lunch at the usual place?"]);
+    assert!(!alice.is_visible("#editing").await);
+
+    // Delete, after saying yes to the page's question.
+    alice
+        .js("window.confirm = () => true; return true;", vec![])
+        .await;
+    alice.click("#message-list .msg.mine .delete").await;
+    for browser in [&alice, &bob] {
+        browser.wait_message("This message was deleted.").await;
+    }
+    bob.goto(&server.url(&format!("/#/c/{room}"))).await;
+    bob.wait_message("This message was deleted.").await;
+    assert_eq!(bob.message_texts().await, ["This message was deleted."]);
+    alice.close().await;
+    bob.close().await;
+}

@@ -586,6 +586,8 @@
     constructor(room) {
       this.room = room;
       this.messages = new Map(); // id -> message
+      this.lastSeq = 0; // highest position in the sequence of changes seen on the socket
+      this.editing = null; // id of the message being edited in the composer
       this.pending = []; // messages sent but not acknowledged, in order
       this.nodes = new Map(); // render key -> { el, sig }
       this.loaded = false;
@@ -668,7 +670,8 @@
         if (this.stopped) return;
       }
       const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-      const query = `token=${encodeURIComponent(state.token)}&since=${this.lastId()}`;
+      const since = Math.max(this.lastId(), this.lastSeq);
+      const query = `token=${encodeURIComponent(state.token)}&since=${since}`;
       const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/${encodeURIComponent(this.room.room_id)}/?${query}`);
       this.ws = ws;
       let opened = false;
@@ -811,7 +814,9 @@
     /** Records a message; returns true if it is new. */
     store(message) {
       const known = this.messages.get(message.id);
-      this.messages.set(message.id, known && known.is_read && !message.is_read ? known : message);
+      // A read flag never goes back; anything else is as the newest copy says.
+      const merged = known && known.is_read && !message.is_read ? { ...message, is_read: true } : message;
+      this.messages.set(message.id, merged);
       if (message.is_read && message.sender_id === state.me.id) {
         this.readMarks.set('all', Math.max(this.readMarks.get('all') || 0, message.id));
       }
@@ -823,7 +828,8 @@
     onFrame(frame) {
       switch (frame.type) {
         case 'hello': return this.onHello(frame);
-        case 'message': return this.onMessage(frame.message);
+        case 'message': return this.onMessage(frame);
+        case 'message_updated': return this.onUpdated(frame);
         case 'read': return this.onRead(frame);
         case 'typing': return this.onTyping(frame);
         case 'presence': return this.onPresence(frame);
@@ -852,8 +858,33 @@
       this.maybeMarkRead();
     }
 
-    onMessage(message) {
+    /** Notes how far the sequence of changes has been seen, for the next `since`. */
+    sawSeq(frame) {
+      if (typeof frame.seq === 'number' && frame.seq > this.lastSeq) this.lastSeq = frame.seq;
+    }
+
+    /** A message was edited or deleted: show it as it is now. */
+    onUpdated(frame) {
+      const message = frame.message;
       if (message.room_id !== this.room.room_id) return;
+      this.sawSeq(frame);
+      // A message older than anything loaded is not shown; history brings it as it is now.
+      const oldest = this.oldestId();
+      if (!this.messages.has(message.id) && (oldest === null || message.id < oldest)) return;
+      this.store(message);
+      if (this.editing === message.id && message.deleted) this.cancelEdit();
+      this.render('auto');
+      const room = state.rooms.find((r) => r.room_id === this.room.room_id);
+      if (room && room.last_message && room.last_message.id === message.id) {
+        room.last_message = message;
+        renderRooms();
+      }
+    }
+
+    onMessage(frame) {
+      const message = frame.message;
+      if (message.room_id !== this.room.room_id) return;
+      this.sawSeq(frame);
       const mine = message.sender_id === state.me.id;
       if (mine && message.client_id) {
         this.pending = this.pending.filter((p) => p.client_id !== message.client_id);
@@ -918,6 +949,7 @@
     submit(text) {
       const content = text.trim();
       if (!content) return false;
+      if (this.editing !== null) return this.finishEdit(content);
       const pending = {
         client_id: randomId(),
         content,
@@ -933,6 +965,58 @@
       this.render('bottom');
       if (this.down) renderConnection();
       return true;
+    }
+
+    // -- editing and deleting
+
+    startEdit(id) {
+      const m = this.messages.get(id);
+      if (!m || m.deleted) return;
+      this.editing = id;
+      $('input').value = m.content;
+      autosize();
+      show($('editing'), true);
+      $('input').focus();
+      this.render('auto');
+    }
+
+    cancelEdit() {
+      if (this.editing === null) return;
+      this.editing = null;
+      $('input').value = '';
+      autosize();
+      show($('editing'), false);
+      this.render('auto');
+    }
+
+    finishEdit(content) {
+      const id = this.editing;
+      const m = this.messages.get(id);
+      this.editing = null;
+      show($('editing'), false);
+      this.render('auto');
+      if (!m || m.content === content) return true;
+      api('PATCH', `/messages/${id}/`, { content })
+        .then((updated) => {
+          if (this.stopped) return;
+          this.store(updated);
+          this.render('auto');
+        })
+        .catch((e) => toast(e.message || 'Could not edit the message.'));
+      return true;
+    }
+
+    async deleteMessage(id) {
+      if (!window.confirm('Delete this message for everyone?')) return;
+      try {
+        const tombstone = await api('DELETE', `/messages/${id}/`);
+        if (this.stopped) return;
+        this.store(tombstone);
+        if (this.editing === id) this.cancelEdit();
+        this.render('auto');
+      } catch (e) {
+        toast(e.message || 'Could not delete the message.');
+      }
     }
 
     trySend(p) {
@@ -1084,7 +1168,7 @@
         let status = '';
         if (mine) status = m.pending ? 'pending' : (m.id <= readUpTo || m.is_read ? 'read' : 'sent');
         const key = m.pending ? `p:${m.client_id}` : `m:${m.id}`;
-        const sig = `${cont}|${status}`;
+        const sig = `${cont}|${status}|${m.updated}|${m.deleted}|${this.editing === m.id}`;
         wanted.push(this.node(key, sig, () => this.messageNode(m, { cont, mine, status, group })));
         prev = m;
       }
@@ -1125,15 +1209,31 @@
           h('span', { class: 'sr-only', text: label }));
         meta.append(tick);
       }
+      if (m.edited && !m.deleted) {
+        meta.prepend(h('span', { class: 'edited', title: longDateFmt.format(new Date(m.edited)), text: 'edited' }));
+      }
       const bubble = h('div', { class: 'bubble' });
       if (group && !mine && !cont) {
         bubble.append(h('span', { class: `sender t${colorIndex(m.sender_id)}`, text: senderName(this.room, m) }));
       }
-      bubble.append(h('span', { class: 'text', text: m.content }), meta);
+      if (m.deleted) {
+        bubble.append(h('span', { class: 'text deleted', text: 'This message was deleted.' }), meta);
+      } else {
+        bubble.append(h('span', { class: 'text', text: m.content }), meta);
+      }
+      const actions = mine && !m.pending && !m.deleted
+        ? h('div', { class: 'msg-actions' },
+          h('button', {
+            type: 'button', class: 'link small edit', text: 'Edit', onclick: () => this.startEdit(m.id),
+          }),
+          h('button', {
+            type: 'button', class: 'link small delete', text: 'Delete', onclick: () => this.deleteMessage(m.id),
+          }))
+        : null;
       return h('li', {
-        class: `msg ${mine ? 'mine' : 'theirs'}${cont ? ' cont' : ''}`,
+        class: `msg ${mine ? 'mine' : 'theirs'}${cont ? ' cont' : ''}${m.deleted ? ' is-deleted' : ''}${this.editing === m.id ? ' is-editing' : ''}`,
         dataset: m.pending ? { clientId: m.client_id, status } : { id: String(m.id), status: status || 'theirs' },
-      }, bubble);
+      }, actions, bubble);
     }
   }
 
@@ -1274,12 +1374,18 @@
 
     $('back').addEventListener('click', () => { location.hash = ''; });
     $('leave').addEventListener('click', onLeave);
+    $('editing-cancel').addEventListener('click', () => state.view && state.view.cancelEdit());
     $('composer').addEventListener('submit', (e) => {
       e.preventDefault();
       sendFromComposer();
       $('input').focus();
     });
     $('input').addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && state.view && state.view.editing !== null) {
+        e.preventDefault();
+        state.view.cancelEdit();
+        return;
+      }
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
         e.preventDefault();
         sendFromComposer();

@@ -106,7 +106,10 @@ async fn the_author_edits_and_the_room_hears_it_as_the_next_change() {
 
     // The history shows the message as it is now; a new message takes the position after
     // the edit.
-    assert_eq!(history(&s, &bob, &room).await, std::slice::from_ref(&edited));
+    assert_eq!(
+        history(&s, &bob, &room).await,
+        std::slice::from_ref(&edited)
+    );
     let second = post(&s, &alice, &room, "second").await;
     assert!(second["id"].as_i64() > event["seq"].as_i64());
     let next = watcher.next_of("message").await;
