@@ -96,24 +96,31 @@ UPDATE room_members SET added_by = (SELECT creator_id FROM rooms WHERE rooms.id 
 
 -- migration: 4
 
--- One ordered sequence of changes: a new message, an edit and a deletion each take the next
--- position (`sequence.last + 1`); a new message's id is its position, and `seq` is the position
--- of a message's latest change. `?since=<seq>` replays a room's messages by `seq`, and a room's
--- newest position is its largest `seq`.
-ALTER TABLE messages ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
--- set by an edit (Unix ms); a deletion empties the content and sets `deleted`
+-- One ordered sequence of changes: a new message, an edit, a deletion (and, from migration 5, a
+-- reaction change) each take the next position, server-wide, in commit order. A new message's
+-- position is its id; every later change to it is a row of `changes`, whose `seq` is the
+-- position it took. `?since=<seq>` replays both, merged in position order: each message's
+-- creation and each later change, every one shown as the message is now. The next position is
+-- one past the largest of any message id and any change.
 ALTER TABLE messages ADD COLUMN edited INTEGER;
 ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
-UPDATE messages SET seq = id;
-CREATE INDEX messages_by_room_seq ON messages (room_id, seq);
-CREATE TABLE sequence (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
-    last INTEGER NOT NULL
+CREATE TABLE changes (
+    seq        INTEGER PRIMARY KEY,
+    room_id    INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE
 );
-INSERT INTO sequence (id, last) VALUES (1, (SELECT coalesce(max(id), 0) FROM messages));
--- A row written by something other than the server (an import, a restore tool) without a
--- position takes its id as one.
-CREATE TRIGGER messages_seq_default AFTER INSERT ON messages WHEN NEW.seq = 0
-BEGIN
-    UPDATE messages SET seq = NEW.id WHERE id = NEW.id;
-END;
+CREATE INDEX changes_by_room ON changes (room_id, seq);
+
+-- migration: 5
+
+-- Replies and reactions. `reply_to` is a message of the same room; `reactions` counts the
+-- message's rows in `reactions`, so reading a message without any costs nothing more.
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+ALTER TABLE messages ADD COLUMN reactions INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE reactions (
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    emoji      TEXT    NOT NULL,
+    created    INTEGER NOT NULL,
+    PRIMARY KEY (message_id, emoji, user_id)
+) WITHOUT ROWID;

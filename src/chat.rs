@@ -104,16 +104,21 @@ pub fn message_event(room: RoomId, message: &Message) -> Event {
     )
 }
 
-/// The frame every subscriber receives for an edited or deleted message.
+/// The frame every subscriber receives for an edited, deleted or reacted-to message. With
+/// reactions, each recipient is told which are theirs (`me`).
 pub fn message_updated_event(room: RoomId, message: &Message) -> Event {
-    Event::new(
+    let mut event = Event::new(
         room,
         EventKind::Change(message.seq),
         &ServerFrame::MessageUpdated {
             seq: message.seq,
             message,
         },
-    )
+    );
+    if !message.reactions.is_empty() {
+        event.personal = Some(Arc::new(message.clone()));
+    }
+    event
 }
 
 /// A send that was accepted and queued for the database: resolves to the message and whether
@@ -130,8 +135,9 @@ pub async fn send(
     room: RoomRef,
     content: &str,
     client_id: Option<String>,
+    reply_to: Option<MessageId>,
 ) -> Result<(Message, bool), ApiError> {
-    Ok(submit(state, sender, room, content, client_id)?.await?)
+    Ok(submit(state, sender, room, content, client_id, reply_to)?.await?)
 }
 
 /// The part of [`send`] that does not wait: validation and the rate limit, then the write is
@@ -143,6 +149,7 @@ pub fn submit(
     room: RoomRef,
     content: &str,
     client_id: Option<String>,
+    reply_to: Option<MessageId>,
 ) -> Result<Sending, ApiError> {
     let content = validate_content(state, content)?;
     if client_id
@@ -163,11 +170,18 @@ pub fn submit(
     let room_id = room.id;
     let sender = sender.clone();
     let timer = crate::metrics::METRICS.send_latency.start_timer();
+    if reply_to.is_some_and(|id| id.0 <= 0) {
+        return Err(ApiError::validation(
+            "reply_to",
+            "no such message in this room",
+        ));
+    }
     let message = NewMessage {
         room,
         sender,
         content,
         client_id,
+        reply_to,
     };
     let on_commit = Box::new(move |(message, created): &(Message, bool)| {
         if *created {
@@ -197,10 +211,11 @@ pub async fn edit_message(
         });
     }
     let hub = state.hub.clone();
-    let changed = state
+    let mut changed = state
         .store
         .edit_message(user.id, id, content, now_ms(), publish_change(hub))
         .await?;
+    changed.message.seen_by(Some(user.id));
     Ok(changed.message)
 }
 
@@ -215,10 +230,47 @@ pub async fn delete_message(
         return Err(ApiError::NotFound);
     }
     let hub = state.hub.clone();
-    let changed = state
+    let mut changed = state
         .store
         .delete_message(user.id, id, now_ms(), publish_change(hub))
         .await?;
+    changed.message.seen_by(Some(user.id));
+    Ok(changed.message)
+}
+
+/// The one emoji `text` is, as the emoji table spells it (a missing variation selector is
+/// added); anything else (text, two emoji, an emoji with extra characters) is refused.
+pub fn one_emoji(text: &str) -> Result<String, ApiError> {
+    let found = emojis::get(text).or_else(|| emojis::get(&format!("{text}\u{fe0f}")));
+    found
+        .map(|e| e.as_str().to_string())
+        .ok_or_else(|| ApiError::validation("emoji", "must be exactly one emoji"))
+}
+
+/// `user` adds (`on`) or takes back a reaction to message `id`; the room hears of a change.
+/// Adding one that is there, or taking back one that is not, changes nothing.
+pub async fn react(
+    state: &AppState,
+    user: &User,
+    id: MessageId,
+    emoji: &str,
+    on: bool,
+) -> Result<Message, ApiError> {
+    if id.0 <= 0 {
+        return Err(ApiError::NotFound);
+    }
+    let emoji = one_emoji(emoji)?;
+    if let Err(wait) = state.limits.sends.take(&user.id) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after_secs(wait),
+        });
+    }
+    let hub = state.hub.clone();
+    let mut changed = state
+        .store
+        .react(user.id, id, emoji, on, publish_change(hub))
+        .await?;
+    changed.message.seen_by(Some(user.id));
     Ok(changed.message)
 }
 

@@ -170,6 +170,12 @@ impl From<Refusal> for ApiError {
             Refusal::UsernameLookAlike => {
                 ApiError::Conflict("that username looks too much like an existing one")
             }
+            Refusal::NoSuchReply => {
+                ApiError::validation("reply_to", "no such message in this room")
+            }
+            Refusal::TooManyReactions => {
+                ApiError::validation("emoji", "a message carries at most 20 different reactions")
+            }
             Refusal::NotAuthor => ApiError::Forbidden("only its author may edit a message"),
             Refusal::MayNotDelete => ApiError::Forbidden(
                 "only its author, or the creator of a group, may delete a message",

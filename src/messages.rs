@@ -1,5 +1,6 @@
 //! Messages over REST: history and posting at `/api/v1/chat/<room_id>/`, edits and deletions
-//! at `/api/v1/messages/<id>/`, read receipts at `/api/v1/messages/<id>/update/`. Sending and marking read are `chat` operations, shared
+//! at `/api/v1/messages/<id>/`, reactions at `/api/v1/messages/<id>/reactions/<emoji>/`, read
+//! receipts at `/api/v1/messages/<id>/update/`. Sending and marking read are `chat` operations, shared
 //! with the WebSocket.
 
 use serde::Deserialize;
@@ -9,7 +10,9 @@ use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use crate::auth::{authenticated, token_from_header};
-use crate::chat::{delete_message, edit_message, mark_read, member_request, room_for_member, send};
+use crate::chat::{
+    delete_message, edit_message, mark_read, member_request, react, room_for_member, send,
+};
 use crate::error::ApiError;
 use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::Auth;
@@ -54,6 +57,18 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(delete_route)
         .map(Reply::into_response);
+    let react_on = warp::path!("api" / "v1" / "messages" / String / "reactions" / String)
+        .and(warp::put())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(|id, emoji, auth, state| react_route(id, emoji, auth, state, true))
+        .map(Reply::into_response);
+    let react_off = warp::path!("api" / "v1" / "messages" / String / "reactions" / String)
+        .and(warp::delete())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(|id, emoji, auth, state| react_route(id, emoji, auth, state, false))
+        .map(Reply::into_response);
     history
         .or(post)
         .unify()
@@ -63,7 +78,29 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .unify()
         .or(delete)
         .unify()
+        .or(react_on)
+        .unify()
+        .or(react_off)
+        .unify()
         .boxed()
+}
+
+/// `PUT` (add) and `DELETE` (take back) `/api/v1/messages/<message_id>/reactions/<emoji>/`:
+/// the caller's reaction, one emoji (URL-encoded). Idempotent; the message as it is now, also
+/// delivered to the room as `message_updated` when something changed.
+async fn react_route(
+    message_id_text: String,
+    emoji: String,
+    auth: Auth,
+    state: AppState,
+    on: bool,
+) -> Result<impl Reply, ApiError> {
+    let id = message_id(&message_id_text)?;
+    let emoji = percent_encoding::percent_decode_str(&emoji)
+        .decode_utf8()
+        .map_err(|_| ApiError::validation("emoji", "must be exactly one emoji"))?;
+    let message = react(&state, &auth.user, id, &emoji, on).await?;
+    Ok(warp::reply::json(&message))
 }
 
 /// A message id in a path; anything else is a message nobody can see.
@@ -169,6 +206,8 @@ async fn history(
 struct PostBody {
     content: String,
     client_id: Option<String>,
+    /// The id of the message of this room the new one answers.
+    reply_to: Option<i64>,
 }
 
 /// `POST /api/v1/chat/<room_id>/`: stores a message and delivers it live.
@@ -179,7 +218,16 @@ async fn post(
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
     let room = room_for_member(&state, room_id, &auth.user).await?;
-    let (message, created) = send(&state, &auth.user, room, &body.content, body.client_id).await?;
+    let reply_to = body.reply_to.map(MessageId);
+    let (message, created) = send(
+        &state,
+        &auth.user,
+        room,
+        &body.content,
+        body.client_id,
+        reply_to,
+    )
+    .await?;
     let status = if created {
         StatusCode::CREATED
     } else {

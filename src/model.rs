@@ -185,9 +185,44 @@ pub struct Message {
     pub edited: Option<Millis>,
     /// A tombstone: the content is gone (empty), the message keeps its place.
     pub deleted: bool,
+    /// The message this one answers, as it is now.
+    pub reply_to: Option<ReplyTo>,
+    /// The reactions, one per emoji, in the order each emoji was first used.
+    pub reactions: Vec<Reaction>,
     /// The position of the message's latest change (its id until it is edited or deleted).
     #[serde(skip)]
     pub seq: Seq,
+}
+
+/// The message a reply answers: `excerpt` is the start of its content (empty once deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplyTo {
+    pub id: MessageId,
+    pub sender: String,
+    pub excerpt: String,
+}
+
+/// Most characters of a replied-to message shown with a reply.
+pub const EXCERPT_CHARS: usize = 100;
+
+/// One emoji's reactions to a message. `me`: whether the user looking reacted with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reaction {
+    pub emoji: String,
+    pub count: u32,
+    pub me: bool,
+    /// Who reacted, for telling each recipient of an event whether it was them.
+    #[serde(skip)]
+    pub users: Vec<UserId>,
+}
+
+impl Message {
+    /// Sets every reaction's `me` for `viewer` (`None`: nobody in particular).
+    pub fn seen_by(&mut self, viewer: Option<UserId>) {
+        for r in &mut self.reactions {
+            r.me = viewer.is_some_and(|v| r.users.contains(&v));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -346,6 +381,10 @@ pub enum Refusal {
     UsernameTaken,
     /// An account has a username that looks the same.
     UsernameLookAlike,
+    /// A reply names a message that is not in the same room (or does not exist).
+    NoSuchReply,
+    /// A message carries at most 20 different emoji.
+    TooManyReactions,
     /// Only a message's author may edit it.
     NotAuthor,
     /// Only a message's author, or a group's creator, may delete it.

@@ -90,6 +90,16 @@ pub const TABLE: &[Route] = &[
     route("PATCH", "/api/v1/messages/{message_id}/", Access::User),
     route("DELETE", "/api/v1/messages/{message_id}/", Access::User),
     route(
+        "PUT",
+        "/api/v1/messages/{message_id}/reactions/{emoji}/",
+        Access::User,
+    ),
+    route(
+        "DELETE",
+        "/api/v1/messages/{message_id}/reactions/{emoji}/",
+        Access::User,
+    ),
+    route(
         "PATCH",
         "/api/v1/messages/{message_id}/update/",
         Access::User,

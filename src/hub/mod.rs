@@ -23,13 +23,14 @@ mod presence;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 pub use crate::frames::Frame;
 use crate::frames::ServerFrame;
-use crate::model::{RoomId, Seq, User, UserId};
+use crate::model::{Message, RoomId, Seq, User, UserId};
 pub use local::LocalHub;
 pub use presence::PresenceDamper;
 
@@ -73,6 +74,9 @@ pub struct Event {
     pub room: RoomId,
     pub kind: EventKind,
     pub frame: Frame,
+    /// A message whose reactions say `me` differently to each recipient: each socket writes
+    /// its own `message_updated` from it instead of `frame` (which says `me: false`).
+    pub personal: Option<Arc<Message>>,
 }
 
 impl Event {
@@ -81,6 +85,22 @@ impl Event {
             room,
             kind,
             frame: Frame::from(frame),
+            personal: None,
+        }
+    }
+
+    /// The frame this event is for `user`.
+    pub fn frame_for(&self, user: UserId) -> Frame {
+        match &self.personal {
+            None => self.frame.clone(),
+            Some(message) => {
+                let mut message = Message::clone(message);
+                message.seen_by(Some(user));
+                Frame::from(&ServerFrame::MessageUpdated {
+                    seq: message.seq,
+                    message: &message,
+                })
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::edits::Changed;
-use super::messages::{Page, ReadMark};
+use super::messages::{Page, ReadMark, Replayed};
 use super::rooms::{RoomCursor, RoomRef};
 use super::tokens::TokenRow;
 use super::users::{Credentials, NewUser, UserQuery};
@@ -61,6 +61,8 @@ pub struct NewMessage {
     /// Validated: trimmed, within the length limit.
     pub content: String,
     pub client_id: Option<String>,
+    /// The message of the same room this one answers.
+    pub reply_to: Option<MessageId>,
 }
 
 /// A user who just joined a room, and the room as they see it.
@@ -91,7 +93,7 @@ pub struct Head {
 
 /// One page of what a socket missed.
 pub struct ReplayPage {
-    pub messages: Vec<Message>,
+    pub changes: Vec<Replayed>,
     pub more: bool,
 }
 
@@ -217,8 +219,18 @@ pub trait ChatStore: Send + Sync {
         now: i64,
         on_commit: OnCommit<Changed>,
     ) -> Fut<'_, Changed>;
-    /// Messages changed after `after`, in the order of their latest change: of `room` if the
-    /// user is still a member of it (`None` if not), or of all the user's rooms.
+    /// `by` adds (`on`) or takes back their reaction `emoji` (one emoji, validated) to message
+    /// `id`. Refused `NotFound`, `MessageDeleted`, `TooManyReactions`.
+    fn react(
+        &self,
+        by: UserId,
+        id: MessageId,
+        emoji: String,
+        on: bool,
+        on_commit: OnCommit<Changed>,
+    ) -> Fut<'_, Changed>;
+    /// The changes after `after`, in position order (see [`super::messages::changes`]): of
+    /// `room` if the user is still a member of it (`None` if not), or of all the user's rooms.
     fn replay_page(
         &self,
         room: Option<RoomRef>,

@@ -8,13 +8,20 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::rooms::RoomRef;
 use super::{Result, StoreError};
-use crate::model::{Message, MessageId, Millis, RoomId, Seq, User, UserId};
+use crate::model::Refusal;
+use crate::model::{Message, MessageId, Millis, Reaction, ReplyTo, RoomId, Seq, User, UserId};
 
 /// Each member's read mark in a room: everything up to and including the id is read.
 pub type ReadMarks = Vec<(UserId, MessageId)>;
 
 const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, u.username, m.content, m.created, m.updated, \
-     m.client_id, m.edited, m.deleted, m.seq";
+     m.client_id, m.edited, m.deleted, m.id, m.reply_to, pu.username, \
+     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions";
+
+/// What [`MESSAGE_COLUMNS`] are selected from: the message, its sender, and the message it
+/// replies to with that one's sender.
+const MESSAGE_FROM: &str = "FROM messages m JOIN users u ON u.id = m.sender_id \
+     LEFT JOIN messages p ON p.id = m.reply_to LEFT JOIN users pu ON pu.id = p.sender_id";
 
 fn is_read(marks: &ReadMarks, sender: UserId, id: MessageId) -> bool {
     marks
@@ -23,9 +30,55 @@ fn is_read(marks: &ReadMarks, sender: UserId, id: MessageId) -> bool {
         .all(|(_, mark)| *mark >= id)
 }
 
-fn message_from_row(row: &Row<'_>, room: &RoomRef, marks: &ReadMarks) -> rusqlite::Result<Message> {
+/// The `reply_to` of a row whose columns `at`, `at + 1`, `at + 2` are the replied-to id, its
+/// sender's name and its excerpt.
+fn reply_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Option<ReplyTo>> {
+    let Some(id) = row.get::<_, Option<MessageId>>(at)? else {
+        return Ok(None);
+    };
+    Ok(Some(ReplyTo {
+        id,
+        sender: row.get::<_, Option<String>>(at + 1)?.unwrap_or_default(),
+        excerpt: row.get::<_, Option<String>>(at + 2)?.unwrap_or_default(),
+    }))
+}
+
+/// The reactions to message `id`, one per emoji in the order each was first used, with who
+/// reacted (`me` is false: see [`Message::seen_by`]).
+pub fn reactions(conn: &Connection, id: MessageId) -> rusqlite::Result<Vec<Reaction>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT emoji, user_id FROM reactions WHERE message_id = ?1 ORDER BY created, emoji, user_id",
+    )?;
+    let mut rows = stmt.query([id])?;
+    let mut out: Vec<Reaction> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let emoji = text(row, 0)?.unwrap_or_default();
+        let user: UserId = row.get(1)?;
+        match out.iter_mut().find(|r| r.emoji == emoji) {
+            Some(r) => {
+                r.count += 1;
+                r.users.push(user);
+            }
+            None => out.push(Reaction {
+                emoji: emoji.to_string(),
+                count: 1,
+                me: false,
+                users: vec![user],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn message_from_row(
+    conn: &Connection,
+    row: &Row<'_>,
+    room: &RoomRef,
+    marks: &ReadMarks,
+) -> rusqlite::Result<Message> {
     let id: MessageId = row.get(0)?;
     let sender_id: UserId = row.get(1)?;
+    let reacted: i64 = row.get(13)?;
     Ok(Message {
         id,
         room_id: room.public_id.clone(),
@@ -38,7 +91,14 @@ fn message_from_row(row: &Row<'_>, room: &RoomRef, marks: &ReadMarks) -> rusqlit
         client_id: row.get(6)?,
         edited: row.get::<_, Option<i64>>(7)?.map(Millis),
         deleted: row.get(8)?,
+        // Its creation's; a change's position is set by whoever read it as that change.
         seq: row.get(9)?,
+        reply_to: reply_from_row(row, 10)?,
+        reactions: if reacted > 0 {
+            reactions(conn, id)?
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -55,14 +115,11 @@ pub fn get(
     id: MessageId,
     marks: &ReadMarks,
 ) -> Result<Option<Message>> {
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.id = ?1 AND m.room_id = ?2"
-    );
+    let sql = format!("SELECT {MESSAGE_COLUMNS} {MESSAGE_FROM} WHERE m.id = ?1 AND m.room_id = ?2");
     Ok(conn
         .prepare_cached(&sql)?
         .query_row(params![id, room.id], |row| {
-            message_from_row(row, room, marks)
+            message_from_row(conn, row, room, marks)
         })
         .optional()?)
 }
@@ -77,6 +134,7 @@ pub fn insert(
     sender: &User,
     content: &str,
     client_id: Option<&str>,
+    reply_to: Option<MessageId>,
     now: i64,
 ) -> Result<(Message, bool)> {
     // A repeated client_id collides in the unique index `messages_by_client_id` and stores
@@ -84,17 +142,19 @@ pub fn insert(
     let id = MessageId(next_seq(conn)?.0);
     let stored = conn
         .prepare_cached(
-            "INSERT INTO messages (id, seq, room_id, sender_id, content, created, updated, client_id)
-             VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?5, ?6) ON CONFLICT DO NOTHING",
+            "INSERT INTO messages
+                 (id, room_id, sender_id, content, created, updated, client_id, reply_to)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )?
-        .execute(params![id, room.id, sender.id, content, now, client_id])?;
+        .execute(params![
+            id, room.id, sender.id, content, now, client_id, reply_to
+        ])?;
     if stored == 0 {
         return match client_id {
             Some(client_id) => original(conn, room, sender.id, client_id).map(|m| (m, false)),
             None => Err(StoreError::Other("a message insert stored nothing".into())),
         };
     }
-    took_seq(conn, id.as_seq())?;
     conn.prepare_cached("UPDATE rooms SET last_message_id = ?2, last_activity = ?3 WHERE id = ?1")?
         .execute(params![room.id, id, now])?;
     // Sending a message means the sender has read everything before it. The same statement
@@ -109,6 +169,11 @@ pub fn insert(
     if member == 0 {
         return Err(StoreError::NotMember);
     }
+    // Only a message of the same room can be answered; the savepoint takes the insert back.
+    let reply_to = match reply_to {
+        Some(answered) => Some(replied(conn, room, answered)?.ok_or(Refusal::NoSuchReply)?),
+        None => None,
+    };
     let message = Message {
         id,
         room_id: room.public_id.clone(),
@@ -122,26 +187,39 @@ pub fn insert(
         edited: None,
         deleted: false,
         seq: id.as_seq(),
+        reply_to,
+        reactions: Vec::new(),
     };
     Ok((message, true))
 }
 
-/// The next position in the sequence of changes, not yet taken: past every position taken and
-/// every message id (rows written by other tools take their id as their position).
+/// Message `id` of `room` as a reply shows it, if there is one.
+fn replied(conn: &Connection, room: &RoomRef, id: MessageId) -> Result<Option<ReplyTo>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT u.username, CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END
+             FROM messages p JOIN users u ON u.id = p.sender_id
+             WHERE p.id = ?1 AND p.room_id = ?2",
+        )?
+        .query_row(params![id, room.id], |r| {
+            Ok(ReplyTo {
+                id,
+                sender: r.get(0)?,
+                excerpt: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The next position in the sequence of changes: past every message id and every change.
+/// Both are rowids, so each maximum is one seek.
 pub fn next_seq(conn: &Connection) -> Result<Seq> {
     Ok(conn
         .prepare_cached(
-            "SELECT max((SELECT last FROM sequence WHERE id = 1),
-                        (SELECT coalesce(max(id), 0) FROM messages)) + 1",
+            "SELECT max((SELECT coalesce(max(id), 0) FROM messages),
+                        (SELECT coalesce(max(seq), 0) FROM changes)) + 1",
         )?
         .query_row([], |r| r.get(0))?)
-}
-
-/// Records that a change took position `seq` (from [`next_seq`], in the same transaction).
-pub fn took_seq(conn: &Connection, seq: Seq) -> Result<()> {
-    conn.prepare_cached("UPDATE sequence SET last = ?1 WHERE id = 1")?
-        .execute([seq])?;
-    Ok(())
 }
 
 /// The message `sender` stored in `room` under `client_id`.
@@ -152,8 +230,10 @@ fn original(conn: &Connection, room: &RoomRef, sender: UserId, client_id: &str) 
         )?
         .query_row(params![room.id, sender, client_id], |r| r.get(0))?;
     let marks = read_marks(conn, room.id)?;
-    get(conn, room, id, &marks)?
-        .ok_or_else(|| StoreError::Other(format!("message {} vanished", id.0)))
+    let mut message = get(conn, room, id, &marks)?
+        .ok_or_else(|| StoreError::Other(format!("message {} vanished", id.0)))?;
+    message.seen_by(Some(sender));
+    Ok(message)
 }
 
 /// Whether every member of `room` other than `sender` has read message `id`: the `is_read`
@@ -199,13 +279,10 @@ pub fn page(
     limit: u32,
 ) -> Result<(Vec<Message>, bool)> {
     let marks = read_marks(conn, room.id)?;
-    let (sql, bound) = page_query(
-        page,
-        &format!("SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id"),
-    );
+    let (sql, bound) = page_query(page, &format!("SELECT {MESSAGE_COLUMNS} {MESSAGE_FROM}"));
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(params![room.id, bound, i64::from(limit) + 1], |row| {
-        message_from_row(row, room, &marks)
+        message_from_row(conn, row, room, &marks)
     })?;
     let mut messages: Vec<Message> = rows.collect::<rusqlite::Result<_>>()?;
     let has_more = messages.len() > limit as usize;
@@ -226,6 +303,8 @@ struct MessageJson<'a> {
     client_id: Option<&'a str>,
     edited: Option<Millis>,
     deleted: bool,
+    reply_to: Option<ReplyTo>,
+    reactions: &'a [Reaction],
 }
 
 impl MessageJson<'_> {
@@ -266,10 +345,39 @@ impl MessageJson<'_> {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(if self.deleted {
-            b",\"deleted\":true}"
+            b",\"deleted\":true"
         } else {
-            b",\"deleted\":false}"
+            b",\"deleted\":false"
         });
+        out.extend_from_slice(b",\"reply_to\":");
+        match &self.reply_to {
+            Some(reply) => {
+                out.extend_from_slice(b"{\"id\":");
+                out.extend_from_slice(number.format(reply.id.0).as_bytes());
+                out.extend_from_slice(b",\"sender\":");
+                write_json_str(out, &reply.sender);
+                out.extend_from_slice(b",\"excerpt\":");
+                write_json_str(out, &reply.excerpt);
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"reactions\":[");
+        for (i, r) in self.reactions.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"emoji\":");
+            write_json_str(out, &r.emoji);
+            out.extend_from_slice(b",\"count\":");
+            out.extend_from_slice(number.format(r.count).as_bytes());
+            out.extend_from_slice(if r.me {
+                b",\"me\":true}"
+            } else {
+                b",\"me\":false}"
+            });
+        }
+        out.extend_from_slice(b"]}");
     }
 }
 
@@ -296,16 +404,20 @@ fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
 
 /// The page statement of [`page_json`], before its `WHERE`: the sender's name is not joined.
 const PAGE_JSON_SELECT: &str = "SELECT m.id, m.sender_id, m.content, m.created, m.updated, \
-     m.client_id, m.edited, m.deleted FROM messages m";
+     m.client_id, m.edited, m.deleted, m.reply_to, pu.username, \
+     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions \
+     FROM messages m LEFT JOIN messages p ON p.id = m.reply_to \
+     LEFT JOIN users pu ON pu.id = p.sender_id";
 
-/// The same page as [`page`], written into `out` as a JSON array of messages without building
-/// them first; returns whether more lie beyond it. A page has few distinct senders, so their
-/// names are looked up once each rather than joined to every row.
+/// The same page as [`page`] as `viewer` sees it, written into `out` as a JSON array of
+/// messages without building them first; returns whether more lie beyond it. A page has few
+/// distinct senders, so their names are looked up once each rather than joined to every row.
 pub fn page_json(
     conn: &Connection,
     room: &RoomRef,
     page: Page,
     limit: u32,
+    viewer: UserId,
     out: &mut Vec<u8>,
 ) -> Result<bool> {
     let marks = read_marks(conn, room.id)?;
@@ -336,6 +448,15 @@ pub fn page_json(
                 names.len() - 1
             }
         };
+        let reactions = if row.get::<_, i64>(11)? > 0 {
+            let mut r = reactions(conn, id)?;
+            for one in &mut r {
+                one.me = one.users.contains(&viewer);
+            }
+            r
+        } else {
+            Vec::new()
+        };
         let message = MessageJson {
             id,
             room_id: &room.public_id,
@@ -348,6 +469,8 @@ pub fn page_json(
             client_id: text(row, 5)?,
             edited: row.get::<_, Option<i64>>(6)?.map(Millis),
             deleted: row.get(7)?,
+            reply_to: reply_from_row(row, 8)?,
+            reactions: &reactions,
         };
         message.write(out);
         written += 1;
@@ -356,90 +479,155 @@ pub fn page_json(
     Ok(false)
 }
 
-/// The messages of `room` changed after `after` (new, edited or deleted), in the order of
-/// their latest change, up to `limit`; and whether more follow. A message changed twice appears
-/// once, as it is now.
-pub fn changes(
-    conn: &Connection,
-    room: &RoomRef,
-    after: Seq,
-    limit: u32,
-) -> Result<(Vec<Message>, bool)> {
-    let marks = read_marks(conn, room.id)?;
-    let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.room_id = ?1 AND m.seq > ?2 ORDER BY m.seq LIMIT +?3"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![room.id, after, i64::from(limit) + 1], |row| {
-        message_from_row(row, room, &marks)
-    })?;
-    let mut messages: Vec<Message> = rows.collect::<rusqlite::Result<_>>()?;
-    let more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
-    Ok((messages, more))
+/// One replayed change: the message as it is now, at the position of the change, and whether
+/// the change was its creation.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub seq: Seq,
+    pub created: bool,
+    pub message: Message,
 }
 
-/// [`changes`] across every room `user` belongs to, in the order of the changes.
+/// Where a room's changes come from: its messages by id (their creations), and its rows of
+/// `changes` by position (every later change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Source {
+    Created,
+    Changed,
+}
+
+impl Source {
+    /// The position of the next change of this source in `room` after `after`.
+    fn head(self, conn: &Connection, room: RoomId, after: Seq) -> Result<Option<Seq>> {
+        let sql = match self {
+            Source::Created => {
+                "SELECT id FROM messages WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT 1"
+            }
+            Source::Changed => {
+                "SELECT seq FROM changes WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 1"
+            }
+        };
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row(params![room, after], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// This source's changes in `room` at positions `from..until`, up to `limit`, in order.
+    fn run(
+        self,
+        conn: &Connection,
+        room: &RoomRef,
+        marks: &ReadMarks,
+        (from, until): (Seq, Seq),
+        limit: usize,
+        out: &mut Vec<Replayed>,
+    ) -> Result<()> {
+        let sql = match self {
+            Source::Created => format!(
+                "SELECT {MESSAGE_COLUMNS}, m.id {MESSAGE_FROM}
+                 WHERE m.room_id = ?1 AND m.id >= ?2 AND m.id < ?3 ORDER BY m.id LIMIT +?4"
+            ),
+            Source::Changed => format!(
+                "SELECT {MESSAGE_COLUMNS}, c.seq FROM changes c JOIN messages m ON m.id = c.message_id
+                 JOIN users u ON u.id = m.sender_id
+                 LEFT JOIN messages p ON p.id = m.reply_to LEFT JOIN users pu ON pu.id = p.sender_id
+                 WHERE c.room_id = ?1 AND c.seq >= ?2 AND c.seq < ?3 ORDER BY c.seq LIMIT +?4"
+            ),
+        };
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![room.id, from, until, limit as i64], |row| {
+            let seq: Seq = row.get(14)?;
+            let mut message = message_from_row(conn, row, room, marks)?;
+            message.seq = seq;
+            Ok(Replayed {
+                seq,
+                created: self == Source::Created,
+                message,
+            })
+        })?;
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(())
+    }
+}
+
+/// Every change in `rooms` after `after`, in position order, up to `limit`; and whether more
+/// follow.
 ///
-/// A k-way merge over the rooms' `(room_id, seq)` index: each room is represented by its first
-/// change after the cursor, and the room holding the smallest one gives a run of changes up to
-/// the next room's head. Work and memory follow the page, not the number of rooms or what lies
-/// beyond the page: a user in thousands of rooms costs one index seek per room and one query
-/// per run.
-pub fn changes_for_user(
+/// A k-way merge over two streams per room, each read through an index: the room's messages
+/// by id (their creations) and its `changes` rows by position (edits, deletions, reactions).
+/// Each stream is represented by its next position after the cursor, and the stream holding
+/// the smallest gives a run up to the next stream's head. Work and memory follow the page, not
+/// the number of rooms or what lies beyond the page: a user in thousands of rooms costs two
+/// index seeks per room and one query per run.
+fn merged_changes(
     conn: &Connection,
-    user: UserId,
+    rooms: &[RoomRef],
     after: Seq,
     limit: u32,
-) -> Result<(Vec<Message>, bool)> {
-    let rooms = super::rooms::refs_for(conn, user)?;
-    let mut first_after = conn.prepare_cached(
-        "SELECT seq FROM messages WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
-    )?;
+) -> Result<(Vec<Replayed>, bool)> {
     let mut heads = BinaryHeap::new();
     for (i, room) in rooms.iter().enumerate() {
-        let head: Option<Seq> = first_after
-            .query_row(params![room.id, after], |r| r.get(0))
-            .optional()?;
-        if let Some(head) = head {
-            heads.push(Reverse((head, i)));
+        for source in [Source::Created, Source::Changed] {
+            if let Some(head) = source.head(conn, room.id, after)? {
+                heads.push(Reverse((head, i, source)));
+            }
         }
     }
-    let run_sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages m JOIN users u ON u.id = m.sender_id
-         WHERE m.room_id = ?1 AND m.seq >= ?2 AND m.seq < ?3 ORDER BY m.seq LIMIT +?4"
-    );
-    let mut run = conn.prepare_cached(&run_sql)?;
     let wanted = limit as usize + 1;
-    let mut merged: Vec<Message> = Vec::new();
+    let mut merged: Vec<Replayed> = Vec::new();
+    let mut marks: Vec<Option<ReadMarks>> = vec![None; rooms.len()];
     while merged.len() < wanted {
-        let Some(Reverse((head, i))) = heads.pop() else {
+        let Some(Reverse((head, i, source))) = heads.pop() else {
             break;
         };
         let room = &rooms[i];
-        let bound = heads.peek().map_or(i64::MAX, |Reverse((next, _))| next.0);
-        let marks = read_marks(conn, room.id)?;
-        let left = (wanted - merged.len()) as i64;
-        let rows = run.query_map(params![room.id, head, bound, left], |row| {
-            message_from_row(row, room, &marks)
-        })?;
-        for message in rows {
-            merged.push(message?);
+        let until = heads
+            .peek()
+            .map_or(Seq(i64::MAX), |Reverse((next, _, _))| *next);
+        if marks[i].is_none() {
+            marks[i] = Some(read_marks(conn, room.id)?);
         }
-        let Some(last) = merged.last().map(|m| m.seq) else {
+        let room_marks = marks[i].as_ref().expect("just read");
+        let left = wanted - merged.len();
+        source.run(conn, room, room_marks, (head, until), left, &mut merged)?;
+        let Some(last) = merged.last().map(|r| r.seq) else {
             break;
         };
-        let next: Option<Seq> = first_after
-            .query_row(params![room.id, last], |r| r.get(0))
-            .optional()?;
-        if let Some(next) = next {
-            heads.push(Reverse((next, i)));
+        if let Some(next) = source.head(conn, room.id, last)? {
+            heads.push(Reverse((next, i, source)));
         }
     }
     let more = merged.len() > limit as usize;
     merged.truncate(limit as usize);
     Ok((merged, more))
+}
+
+/// The changes of `room` after `after` (each message's creation, and each later edit, deletion
+/// or reaction change), in position order, each showing the message as it is now; up to
+/// `limit`, and whether more follow. Applying them in order brings a client that had seen
+/// everything up to `after` to exactly what the history shows, and after each one it has seen
+/// everything up to that one's position.
+pub fn changes(
+    conn: &Connection,
+    room: &RoomRef,
+    after: Seq,
+    limit: u32,
+) -> Result<(Vec<Replayed>, bool)> {
+    merged_changes(conn, std::slice::from_ref(room), after, limit)
+}
+
+/// [`changes`] across every room `user` belongs to.
+pub fn changes_for_user(
+    conn: &Connection,
+    user: UserId,
+    after: Seq,
+    limit: u32,
+) -> Result<(Vec<Replayed>, bool)> {
+    let rooms = super::rooms::refs_for(conn, user)?;
+    merged_changes(conn, &rooms, after, limit)
 }
 
 /// What a read mark moved to.
@@ -494,7 +682,10 @@ pub fn last_id(conn: &Connection, room: RoomId) -> Result<MessageId> {
 /// The newest position in `room`'s sequence of changes.
 pub fn last_seq(conn: &Connection, room: RoomId) -> Result<Seq> {
     Ok(conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM messages WHERE room_id = ?1")?
+        .prepare_cached(
+            "SELECT max((SELECT coalesce(last_message_id, 0) FROM rooms WHERE id = ?1),
+                        (SELECT coalesce(max(seq), 0) FROM changes WHERE room_id = ?1))",
+        )?
         .query_row([room], |r| r.get(0))?)
 }
 
@@ -537,9 +728,9 @@ mod tests {
     #[test]
     fn same_client_id_returns_the_original() {
         let (conn, a, _b, room) = setup();
-        let (first, created) = insert(&conn, &room, &a, "hi", Some("c1"), 1).unwrap();
+        let (first, created) = insert(&conn, &room, &a, "hi", Some("c1"), None, 1).unwrap();
         assert!(created);
-        let (again, created) = insert(&conn, &room, &a, "different", Some("c1"), 2).unwrap();
+        let (again, created) = insert(&conn, &room, &a, "different", Some("c1"), None, 2).unwrap();
         assert!(!created);
         assert_eq!((again.id, again.content.as_str()), (first.id, "hi"));
         let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
@@ -551,7 +742,7 @@ mod tests {
         let (conn, a, _b, room) = setup();
         let ids: Vec<MessageId> = (0..5)
             .map(|i| {
-                insert(&conn, &room, &a, &format!("m{i}"), None, i)
+                insert(&conn, &room, &a, &format!("m{i}"), None, None, i)
                     .unwrap()
                     .0
                     .id
@@ -597,6 +788,7 @@ mod tests {
                     from,
                     &text,
                     client_id.as_deref(),
+                    (i == 4).then(|| ids[1]),
                     1_700_000_000_000 + i,
                 )
                 .unwrap()
@@ -605,6 +797,19 @@ mod tests {
             );
         }
         mark_read(&conn, ids[3], b.id).unwrap();
+        // Edits, a tombstone, reactions (some of them the viewer's) and replies, so that
+        // every field is written.
+        crate::store::edits::edit(&conn, ids[2], b.id, "edited \"again\"", 1_700_000_000_100)
+            .unwrap();
+        crate::store::edits::delete(&conn, ids[1], b.id, 1_700_000_000_101).unwrap();
+        for (who, emoji) in [
+            (&a, "\u{1F44D}"),
+            (&b, "\u{1F44D}"),
+            (&b, "\u{2764}\u{FE0F}"),
+        ] {
+            crate::store::edits::react(&conn, ids[5], who.id, emoji, true, 7).unwrap();
+        }
+        crate::store::edits::react(&conn, ids[6], a.id, "\u{1F389}", true, 8).unwrap();
         for (which, limit) in [
             (Page::Before(None), 50),
             (Page::Before(None), 3),
@@ -612,9 +817,12 @@ mod tests {
             (Page::After(ids[1]), 4),
             (Page::After(ids[6]), 4),
         ] {
-            let (messages, more) = page(&conn, &room, which, limit).unwrap();
+            let (mut messages, more) = page(&conn, &room, which, limit).unwrap();
+            for m in &mut messages {
+                m.seen_by(Some(b.id));
+            }
             let mut out = Vec::new();
-            let json_more = page_json(&conn, &room, which, limit, &mut out).unwrap();
+            let json_more = page_json(&conn, &room, which, limit, b.id, &mut out).unwrap();
             assert_eq!(json_more, more, "{which:?} {limit}");
             assert_eq!(
                 String::from_utf8(out).unwrap(),
@@ -629,7 +837,7 @@ mod tests {
     fn page_statements_are_not_prepared_again_per_run() {
         let (conn, a, _b, room) = setup();
         for i in 0..20 {
-            insert(&conn, &room, &a, "m", None, i).unwrap();
+            insert(&conn, &room, &a, "m", None, None, i).unwrap();
         }
         for which in [Page::Before(None), Page::After(MessageId(0))] {
             for (bound, limit) in [(3, 2), (10, 5), (15, 7), (19, 1)] {
@@ -637,7 +845,7 @@ mod tests {
                     Page::Before(_) => Page::Before(Some(MessageId(bound))),
                     Page::After(_) => Page::After(MessageId(bound)),
                 };
-                page_json(&conn, &room, which, limit, &mut Vec::new()).unwrap();
+                page_json(&conn, &room, which, limit, a.id, &mut Vec::new()).unwrap();
             }
             let (sql, _) = page_query(which, PAGE_JSON_SELECT);
             let stmt = conn.prepare_cached(&sql).unwrap();
@@ -652,8 +860,8 @@ mod tests {
     #[test]
     fn read_marks_only_move_forward_and_drive_is_read() {
         let (conn, a, b, room) = setup();
-        let m1 = insert(&conn, &room, &a, "1", None, 1).unwrap().0;
-        let m2 = insert(&conn, &room, &a, "2", None, 2).unwrap().0;
+        let m1 = insert(&conn, &room, &a, "1", None, None, 1).unwrap().0;
+        let m2 = insert(&conn, &room, &a, "2", None, None, 2).unwrap().0;
         assert!(!m1.is_read);
         assert_eq!(
             mark_read(&conn, m2.id, b.id).unwrap().unwrap().message_id,
@@ -670,20 +878,35 @@ mod tests {
     #[test]
     fn a_new_message_is_read_only_if_nobody_else_is_in_the_room() {
         let (conn, a, b, room) = setup();
-        assert!(!insert(&conn, &room, &a, "1", None, 1).unwrap().0.is_read);
+        assert!(
+            !insert(&conn, &room, &a, "1", None, None, 1)
+                .unwrap()
+                .0
+                .is_read
+        );
         // b reading everything so far does not make the next message read
-        let m2 = insert(&conn, &room, &a, "2", None, 2).unwrap().0;
+        let m2 = insert(&conn, &room, &a, "2", None, None, 2).unwrap().0;
         mark_read(&conn, m2.id, b.id).unwrap();
-        assert!(!insert(&conn, &room, &a, "3", None, 3).unwrap().0.is_read);
+        assert!(
+            !insert(&conn, &room, &a, "3", None, None, 3)
+                .unwrap()
+                .0
+                .is_read
+        );
         crate::store::rooms::remove_member(&conn, room.id, b.id).unwrap();
-        assert!(insert(&conn, &room, &a, "4", None, 4).unwrap().0.is_read);
+        assert!(
+            insert(&conn, &room, &a, "4", None, None, 4)
+                .unwrap()
+                .0
+                .is_read
+        );
     }
 
     #[test]
     fn non_members_cannot_mark_read() {
         let (conn, a, _b, room) = setup();
         let c = user(&conn, "c");
-        let m = insert(&conn, &room, &a, "1", None, 1).unwrap().0;
+        let m = insert(&conn, &room, &a, "1", None, None, 1).unwrap().0;
         assert!(mark_read(&conn, m.id, c.id).unwrap().is_none());
     }
 }

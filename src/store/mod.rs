@@ -608,45 +608,55 @@ mod tests {
             } else {
                 &mine[(i as usize * 7 / 5) % 3]
             };
-            let (m, _) = messages::insert(&conn, target, &b, &format!("m{i}"), None, 2).unwrap();
+            let (m, _) =
+                messages::insert(&conn, target, &b, &format!("m{i}"), None, None, 2).unwrap();
             if target.id != other.id {
                 expected.push((m.seq, m.id));
             }
         }
-        // Edits and deletions move a message to the end of the sequence, once.
+        // Edits, deletions and reactions each take a later position; each is replayed at it.
         let changed: Vec<MessageId> = expected.iter().step_by(5).map(|(_, id)| *id).collect();
         for (k, id) in changed.iter().enumerate() {
-            let c = if k % 3 == 0 {
-                edits::delete(&conn, *id, b.id, 3).unwrap()
-            } else {
-                edits::edit(&conn, *id, b.id, "edited", 3).unwrap()
+            let c = match k % 3 {
+                0 => edits::delete(&conn, *id, b.id, 3).unwrap(),
+                1 => edits::edit(&conn, *id, b.id, "edited", 3).unwrap(),
+                _ => edits::react(&conn, *id, a.id, "\u{1F44D}", true, 3).unwrap(),
             };
             assert!(c.changed);
-            let entry = expected.iter_mut().find(|(_, m)| m == id).unwrap();
-            assert!(c.message.seq > entry.0, "a change takes a later position");
-            entry.0 = c.message.seq;
+            assert!(c.message.seq.0 > id.0, "a change takes a later position");
+            expected.push((c.message.seq, *id));
         }
+        // One more change to a message changed before: it is replayed at both positions.
+        let again = edits::edit(&conn, changed[1], b.id, "again", 4).unwrap();
+        expected.push((again.message.seq, changed[1]));
         expected.sort();
-        let expected: Vec<MessageId> = expected.into_iter().map(|(_, id)| id).collect();
+        let positions: Vec<Seq> = expected.iter().map(|(seq, _)| *seq).collect();
         for limit in [1, 7, 50, 200] {
             let mut seen = Vec::new();
             let mut after = Seq(0);
             loop {
                 let (page, more) = messages::changes_for_user(&conn, a.id, after, limit).unwrap();
                 assert!(page.len() <= limit as usize);
-                seen.extend(page.iter().map(|m| m.id));
+                for r in &page {
+                    // Each shows the message as it is now.
+                    assert_eq!(r.message.seq, r.seq);
+                    assert_eq!(r.created, r.seq.0 == r.message.id.0);
+                    if r.message.id == changed[1] {
+                        assert_eq!(r.message.content, "again");
+                    }
+                }
+                seen.extend(page.iter().map(|r| r.seq));
                 match page.last() {
                     Some(last) if more => after = last.seq,
                     _ => break,
                 }
             }
-            assert_eq!(seen, expected, "pages of {limit}");
+            assert_eq!(seen, positions, "pages of {limit}");
         }
-        let (all, _) = messages::changes_for_user(&conn, a.id, Seq(0), 200).unwrap();
-        let (page, more) = messages::changes_for_user(&conn, a.id, all[40].seq, 10).unwrap();
+        let (page, more) = messages::changes_for_user(&conn, a.id, positions[40], 10).unwrap();
         assert_eq!(
-            page.iter().map(|m| m.id).collect::<Vec<_>>(),
-            expected[41..51]
+            page.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            positions[41..51]
         );
         assert!(more);
     }
@@ -696,8 +706,10 @@ mod tests {
         );
         TRACED.lock().unwrap().clear();
         let room = rooms::insert(&conn, &new_room, 1).unwrap();
-        let (m, _) = messages::insert(&conn, &room, &a, "hi", Some("c"), 2).unwrap();
-        messages::insert(&conn, &room, &a, "hi", Some("c"), 3).unwrap();
+        let (m, _) = messages::insert(&conn, &room, &a, "hi", Some("c"), None, 2).unwrap();
+        messages::insert(&conn, &room, &a, "hi", Some("c"), None, 3).unwrap();
+        messages::insert(&conn, &room, &a, "re", None, Some(m.id), 3).unwrap();
+        messages::reactions(&conn, m.id).unwrap();
         messages::page(&conn, &room, Page::Before(None), 50).unwrap();
         messages::page(&conn, &room, Page::Before(Some(m.id)), 50).unwrap();
         messages::page(&conn, &room, Page::After(MessageId(0)), 50).unwrap();

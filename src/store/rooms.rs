@@ -100,10 +100,13 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
     let marks = messages::read_marks(conn, room.id)?;
-    let last_message = match last_message_id {
+    let mut last_message = match last_message_id {
         Some(id) => messages::get(conn, room, crate::model::MessageId(id), &marks)?,
         None => None,
     };
+    if let Some(m) = &mut last_message {
+        m.seen_by(Some(user));
+    }
     let my_mark = marks
         .iter()
         .find(|(u, _)| *u == user)

@@ -261,13 +261,13 @@ impl ChatStore for Store {
         limit: u32,
     ) -> Fut<'_, Vec<u8>> {
         Box::pin(self.read(move |c| {
-            let (_, room) = member_of(c, &digest, &public_id)?;
+            let (auth, room) = member_of(c, &digest, &public_id)?;
             let mut body = Vec::with_capacity(256 + 300 * limit as usize);
             body.extend_from_slice(b"{\"room_id\":");
             serde_json::to_writer(&mut body, &room.public_id)
                 .map_err(|e| StoreError::Other(e.to_string()))?;
             body.extend_from_slice(b",\"results\":");
-            let more = messages::page_json(c, &room, page, limit, &mut body)?;
+            let more = messages::page_json(c, &room, page, limit, auth.user.id, &mut body)?;
             body.extend_from_slice(if more {
                 b",\"has_more\":true}"
             } else {
@@ -291,6 +291,7 @@ impl ChatStore for Store {
                     &m.sender,
                     &m.content,
                     m.client_id.as_deref(),
+                    m.reply_to,
                     now,
                 )
             },
@@ -329,6 +330,18 @@ impl ChatStore for Store {
         Box::pin(self.write_then(move |c| edits::delete(c, id, by, now), on_commit))
     }
 
+    fn react(
+        &self,
+        by: UserId,
+        id: MessageId,
+        emoji: String,
+        on: bool,
+        on_commit: OnCommit<Changed>,
+    ) -> Fut<'_, Changed> {
+        let now = super::now_ms();
+        Box::pin(self.write_then(move |c| edits::react(c, id, by, &emoji, on, now), on_commit))
+    }
+
     fn replay_page(
         &self,
         room: Option<RoomRef>,
@@ -337,13 +350,13 @@ impl ChatStore for Store {
         limit: u32,
     ) -> Fut<'_, Option<ReplayPage>> {
         Box::pin(self.read(move |c| {
-            let (messages, more) = match room {
+            let (changes, more) = match room {
                 // Membership is read in the same snapshot as the page.
                 Some(room) if !rooms::is_member(c, room.id, user)? => return Ok(None),
                 Some(room) => messages::changes(c, &room, after, limit)?,
                 None => messages::changes_for_user(c, user, after, limit)?,
             };
-            Ok(Some(ReplayPage { messages, more }))
+            Ok(Some(ReplayPage { changes, more }))
         }))
     }
 

@@ -62,13 +62,15 @@ impl Session {
                 content,
                 client_id,
                 room_id,
+                reply_to,
             } => {
                 // Validated, rate-limited and queued now, in frame order; the outcome is
                 // answered when the commit is done, in frame order too.
                 let queued = match self.follow.target_room(room_id).await {
                     Ok(room) => {
                         let f = &self.follow;
-                        submit(&f.state, &f.user, room, &content, client_id)
+                        let reply_to = reply_to.map(MessageId);
+                        submit(&f.state, &f.user, room, &content, client_id, reply_to)
                     }
                     Err(e) => Err(e),
                 };
@@ -102,6 +104,17 @@ impl Session {
                 self.settle_all().await?;
                 let f = &self.follow;
                 chat::delete_message(&f.state, &f.user, MessageId(message_id))
+                    .await
+                    .map(drop)
+            }
+            ClientFrame::React {
+                message_id,
+                emoji,
+                on,
+            } => {
+                self.settle_all().await?;
+                let f = &self.follow;
+                chat::react(&f.state, &f.user, MessageId(message_id), &emoji, on)
                     .await
                     .map(drop)
             }

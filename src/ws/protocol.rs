@@ -82,6 +82,7 @@ pub(crate) enum ClientFrame {
         content: String,
         client_id: Option<String>,
         room_id: Option<String>,
+        reply_to: Option<i64>,
     },
     Read {
         message_id: i64,
@@ -93,6 +94,11 @@ pub(crate) enum ClientFrame {
     Delete {
         message_id: i64,
     },
+    React {
+        message_id: i64,
+        emoji: String,
+        on: bool,
+    },
     Typing {
         typing: bool,
         room_id: Option<String>,
@@ -100,7 +106,9 @@ pub(crate) enum ClientFrame {
     Ping,
 }
 
-pub(crate) const ACTIONS: [&str; 6] = ["message", "read", "edit", "delete", "typing", "ping"];
+pub(crate) const ACTIONS: [&str; 7] = [
+    "message", "read", "edit", "delete", "react", "typing", "ping",
+];
 
 pub(crate) fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
     WsMessage::text(ServerFrame::error(code, message).to_json())
@@ -115,7 +123,7 @@ pub(crate) fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
     if !action.is_some_and(|a| ACTIONS.contains(&a)) {
         return Err(error_frame(
             ErrorCode::UnknownAction,
-            "action must be one of: message, read, edit, delete, typing, ping",
+            "action must be one of: message, read, edit, delete, react, typing, ping",
         ));
     }
     serde_json::from_value(value).map_err(|e| error_frame(ErrorCode::InvalidFrame, &e.to_string()))
@@ -144,7 +152,7 @@ mod tests {
         let message = r#"{"action":"message","content":"hi","client_id":"c","sender_id":9}"#;
         assert!(matches!(
             serde_json::from_str::<ClientFrame>(message),
-            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None })
+            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None, reply_to: None })
                 if content == "hi" && c == "c"
         ));
         // The direct parse refuses a repeated key; the step-by-step one takes the last.

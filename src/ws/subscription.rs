@@ -16,6 +16,7 @@ use crate::model::{MessageId, RoomId, Seq, User, UserId};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::api::{Head, ReplayPage};
+use crate::store::messages::Replayed;
 use crate::store::rooms::RoomRef;
 
 /// Most frames written per flush.
@@ -283,32 +284,38 @@ impl Session {
         self.replay(MAX_RESYNC, Close::RESYNC).await
     }
 
-    /// Sends every message changed after the delivery mark, in the order of the changes, up to
-    /// `max` of them; past that the socket is closed with `past_max`, for the client to
-    /// reconnect with `since`. A message the client has not seen (its id is past the mark the
-    /// replay started from) comes as `message`, one it has as `message_updated`; either way as
-    /// it is now, once. Memory stays at one page however long the replay.
+    /// Sends every change after the delivery mark, in position order, up to `max` of them;
+    /// past that the socket is closed with `past_max`, for the client to reconnect with
+    /// `since`. A message's creation comes as `message`, a later change as `message_updated`,
+    /// each showing the message as it is now; after each, the client has seen everything up to
+    /// its `seq`. Memory stays at one page however long the replay.
     async fn replay(&mut self, max: usize, past_max: Close) -> Result<(), End> {
-        let seen = self.dedup.last_sent();
         let mut sent = 0;
         loop {
             let page = REPLAY_PAGE.min(u32::try_from(max - sent).unwrap_or(u32::MAX));
-            let ReplayPage { messages, more } = self
+            let ReplayPage { changes, more } = self
                 .follow
                 .replay_page(self.dedup.last_sent(), page)
                 .await?;
-            for message in &messages {
+            for Replayed {
+                seq,
+                created,
+                mut message,
+            } in changes.iter().cloned()
+            {
+                message.seen_by(Some(self.follow.user.id));
+                message.seq = seq;
                 let room = RoomId(0); // the frame is all that is written
-                let event = if message.id.as_seq() > seen {
-                    message_event(room, message)
+                let event = if created {
+                    message_event(room, &message)
                 } else {
-                    message_updated_event(room, message)
+                    message_updated_event(room, &message)
                 };
                 self.out.feed(event.frame).await?;
-                self.dedup.sent(message.seq);
+                self.dedup.sent(seq);
             }
             self.out.flush().await?;
-            sent += messages.len();
+            sent += changes.len();
             if !more {
                 return Ok(());
             }
@@ -332,7 +339,7 @@ impl Session {
             match self.dedup.judge(&event.kind) {
                 Verdict::Deliver => {
                     urgent |= !matches!(event.kind, EventKind::Presence { .. });
-                    self.out.feed(event.frame).await?;
+                    self.out.feed(event.frame_for(self.follow.user.id)).await?;
                     pending += 1;
                 }
                 Verdict::Skip => {}

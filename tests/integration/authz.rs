@@ -77,6 +77,18 @@ fn routes() -> Vec<Route> {
             Some(json!({"content": "mine now"})),
             404,
         ),
+        r(
+            "PUT",
+            "/api/v1/messages/{message}/reactions/{emoji}/",
+            None,
+            404,
+        ),
+        r(
+            "DELETE",
+            "/api/v1/messages/{message}/reactions/{emoji}/",
+            None,
+            404,
+        ),
         r("DELETE", "/api/v1/messages/{message}/", None, 404),
         r("DELETE", "/api/v1/tokens/{token_id}/", None, 404),
         // These change only the caller's own state; they come last for the non-member.
@@ -177,6 +189,7 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
         ("member", bob.id.to_string()),
         ("me", carol.id.to_string()),
         ("token_id", alice_token_id.to_string()),
+        ("emoji", "%F0%9F%91%8D".to_string()),
     ];
     let before = snapshot(&s).await;
 
@@ -247,6 +260,7 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
         json!({"action": "read", "message_id": message["id"]}),
         json!({"action": "edit", "message_id": message["id"], "content": "mine now"}),
         json!({"action": "delete", "message_id": message["id"]}),
+        json!({"action": "react", "message_id": message["id"], "emoji": "\u{1F44D}", "on": true}),
         json!({"action": "message", "room_id": "0".repeat(24), "content": "guess"}),
     ];
     for action in &actions {

@@ -71,14 +71,37 @@ async fn history(s: &TestServer, user: &TestUser, room: &str) -> Vec<Value> {
     }
 }
 
-/// What a client keeps of a message: enough to compare views.
-fn shown(m: &Value) -> (i64, String, bool, bool) {
+/// What a client keeps of a message: enough to compare views (reactions as emoji and
+/// count: `me` depends on who looks).
+fn shown(m: &Value) -> (i64, String, bool, bool, Vec<(String, i64)>) {
     (
         m["id"].as_i64().unwrap(),
         m["content"].as_str().unwrap().to_string(),
         m["deleted"].as_bool().unwrap(),
         m["edited"].is_string(),
+        m["reactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["emoji"].as_str().unwrap().to_string(),
+                    r["count"].as_i64().unwrap(),
+                )
+            })
+            .collect(),
     )
+}
+
+async fn react(s: &TestServer, user: &TestUser, id: i64, emoji: &str, on: bool) -> (u16, Value) {
+    let encoded: String = emoji.bytes().map(|b| format!("%{b:02X}")).collect();
+    s.call(
+        if on { "PUT" } else { "DELETE" },
+        &format!("/api/v1/messages/{id}/reactions/{encoded}/"),
+        Some(&user.token),
+        None,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -200,8 +223,20 @@ async fn a_deletion_leaves_a_tombstone_and_takes_the_content_out_of_the_database
     assert_eq!(
         shown,
         [
-            (by_bob["id"].as_i64().unwrap(), String::new(), true, false),
-            (by_carol["id"].as_i64().unwrap(), String::new(), true, false),
+            (
+                by_bob["id"].as_i64().unwrap(),
+                String::new(),
+                true,
+                false,
+                vec![]
+            ),
+            (
+                by_carol["id"].as_i64().unwrap(),
+                String::new(),
+                true,
+                false,
+                vec![]
+            ),
         ]
     );
     // Deleted messages are not unread any more.
@@ -283,7 +318,7 @@ async fn a_client_that_was_away_replays_edits_and_deletions_in_the_order_they_ha
             s.ws(&room, &bob, &query).await
         };
         let mut got = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let f = ws.next_json().await;
             got.push((
                 f["type"].as_str().unwrap().to_string(),
@@ -295,13 +330,14 @@ async fn a_client_that_was_away_replays_edits_and_deletions_in_the_order_they_ha
             .iter()
             .map(|(t, c, _)| (t.as_str(), c.as_str()))
             .collect();
-        // Each message once, as it is now, at the position of its latest change; the one bob
-        // never saw comes as a new message.
+        // Every change in the order it happened, each showing the message as it is now: the
+        // edit of one, the creation of three (already edited), its edit, the deletion of two.
         assert_eq!(
             kinds,
             [
                 ("message_updated", "one!"),
                 ("message", "three!"),
+                ("message_updated", "three!"),
                 ("message_updated", "")
             ]
         );
@@ -310,7 +346,7 @@ async fn a_client_that_was_away_replays_edits_and_deletions_in_the_order_they_ha
 }
 
 /// The resume guarantee with changes: readers reconnect again and again while two writers
-/// send, edit and delete; each reader's reconstructed view ends equal to the history API,
+/// send, edit, delete and react; each reader's reconstructed view ends equal to the history API,
 /// every change seen once, in order, on room sockets and on `/ws/`.
 #[tokio::test]
 async fn readers_reconnecting_through_sends_edits_and_deletions_converge_on_the_history() {
@@ -340,6 +376,11 @@ async fn readers_reconnecting_through_sends_edits_and_deletions_converge_on_the_
                     let (status, _) = delete(s, &alice, mine[i / 3]).await;
                     assert_eq!(status, 200);
                 }
+                if i % 2 == 1 {
+                    let emoji = ["\u{1F44D}", "\u{1F602}", "\u{2764}\u{FE0F}"][i % 3];
+                    let (status, _) = react(s, &alice, mine[i / 2], emoji, i % 8 != 7).await;
+                    assert!(status == 200 || status == 409);
+                }
             }
         }
     };
@@ -360,6 +401,11 @@ async fn readers_reconnecting_through_sends_edits_and_deletions_converge_on_the_
                 if i % 5 == 4 {
                     ws.send_json(json!({"action": "delete", "message_id": mine[i / 4]}))
                         .await;
+                }
+                if i % 3 == 1 {
+                    let on = i % 9 != 7;
+                    let react = json!({"action": "react", "message_id": mine[i / 3], "emoji": "\u{1F44D}", "on": on});
+                    ws.send_json(react).await;
                 }
             }
             // Every change of bob's is committed once the socket answers a ping after them.
@@ -408,8 +454,7 @@ async fn readers_reconnecting_through_sends_edits_and_deletions_converge_on_the_
                     let known = view.insert(id, frame["message"].clone()).is_some();
                     if kind == "message" {
                         assert!(!known, "{}: message {id} arrived twice", user.username);
-                        // Live, its seq is its id; replayed after later changes, theirs.
-                        assert!(seq >= id);
+                        assert_eq!(seq, id, "a message's creation is at its id");
                     } else {
                         assert!(known, "{}: an update of {id}, never seen", user.username);
                     }
@@ -450,9 +495,168 @@ async fn readers_reconnecting_through_sends_edits_and_deletions_converge_on_the_
             .iter()
             .any(|m| m["edited"].is_string() && m["deleted"] == false)
     );
+    assert!(
+        stored
+            .iter()
+            .any(|m| !m["reactions"].as_array().unwrap().is_empty())
+    );
     let expected: Vec<_> = stored.iter().map(shown).collect();
     for view in views {
         let got: Vec<_> = view.values().map(shown).collect();
         assert_eq!(got, expected, "the reconstructed view is the history");
     }
+}
+
+#[tokio::test]
+async fn reactions_are_idempotent_counted_per_emoji_and_tell_each_member_which_are_theirs() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob], Some("r")).await;
+    let m = post(&s, &alice, &room, "party?").await;
+    let id = m["id"].as_i64().unwrap();
+    let (mut alice_ws, _) = s.ws(&room, &alice, "").await;
+    let (mut bob_ws, _) = s.ws_all(&bob, "").await;
+
+    let (status, after) = react(&s, &bob, id, "\u{1F389}", true).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["reactions"],
+        json!([{"emoji": "\u{1F389}", "count": 1, "me": true}])
+    );
+    // Each socket is told whether the reaction is its user's.
+    let to_alice = alice_ws.next_of("message_updated").await;
+    assert_eq!(to_alice["message"]["reactions"][0]["me"], false);
+    let to_bob = bob_ws.next_of("message_updated").await;
+    assert_eq!(to_bob["message"]["reactions"][0]["me"], true);
+    assert_eq!(to_alice["seq"], to_bob["seq"]);
+
+    // Again: nothing changes. Alice adds hers, and another emoji.
+    assert_eq!(react(&s, &bob, id, "\u{1F389}", true).await.1, after);
+    react(&s, &alice, id, "\u{1F389}", true).await;
+    // Without its variation selector a heart is the same emoji.
+    let (_, now) = react(&s, &alice, id, "\u{2764}", true).await;
+    assert_eq!(
+        now["reactions"],
+        json!([
+            {"emoji": "\u{1F389}", "count": 2, "me": true},
+            {"emoji": "\u{2764}\u{FE0F}", "count": 1, "me": true},
+        ])
+    );
+    let (_, page) = s.get(&format!("/api/v1/chat/{room}/"), &bob.token).await;
+    assert_eq!(
+        page["results"][0]["reactions"],
+        json!([
+            {"emoji": "\u{1F389}", "count": 2, "me": true},
+            {"emoji": "\u{2764}\u{FE0F}", "count": 1, "me": false},
+        ])
+    );
+    // Taking one back, twice.
+    react(&s, &alice, id, "\u{2764}\u{FE0F}", false).await;
+    let (status, back) = react(&s, &alice, id, "\u{2764}\u{FE0F}", false).await;
+    assert_eq!(status, 200);
+    assert_eq!(back["reactions"].as_array().unwrap().len(), 1);
+
+    // Anything but one emoji is a 400; strangers get 404; a tombstone keeps none.
+    for bad in ["a", "\u{1F44D}\u{1F44D}", "\u{1F44D} ", ":+1:", "\u{200D}"] {
+        let (status, body) = react(&s, &bob, id, bad, true).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+        assert!(body["error"]["fields"]["emoji"].is_string(), "{body}");
+    }
+    assert_eq!(react(&s, &carol, id, "\u{1F389}", true).await.0, 404);
+    delete(&s, &alice, id).await;
+    let (_, page) = s.get(&format!("/api/v1/chat/{room}/"), &bob.token).await;
+    assert_eq!(page["results"][0]["reactions"], json!([]));
+    assert_eq!(react(&s, &bob, id, "\u{1F389}", true).await.0, 409);
+    let rows: i64 = s
+        .sqlite
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM reactions", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows, 0,
+        "a deleted message keeps no reactions in the database"
+    );
+}
+
+#[tokio::test]
+async fn a_message_carries_at_most_twenty_different_emoji() {
+    let s = fast_server().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let id = post(&s, &alice, &room, "rate me").await["id"]
+        .as_i64()
+        .unwrap();
+    let twenty: Vec<String> = (0x1F600..0x1F614u32)
+        .map(|c| char::from_u32(c).unwrap().to_string())
+        .collect();
+    for e in &twenty {
+        assert_eq!(react(&s, &alice, id, e, true).await.0, 200, "{e}");
+    }
+    let (status, body) = react(&s, &bob, id, "\u{1F680}", true).await;
+    assert_eq!(status, 400, "{body}");
+    // One already there can still be added to.
+    let (status, body) = react(&s, &bob, id, &twenty[0], true).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["reactions"][0]["count"], 2);
+}
+
+#[tokio::test]
+async fn a_reply_names_a_message_of_the_same_room_and_never_one_from_elsewhere() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let elsewhere = s.room(&carol, &[&bob], Some("carol's")).await;
+    let long = "x".repeat(150);
+    let question = post(&s, &alice, &room, &long).await;
+    let secret = post(&s, &carol, &elsewhere, "carol's secret").await;
+
+    let (status, reply) = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &bob.token,
+            json!({"content": "yes", "reply_to": question["id"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(reply["reply_to"]["id"], question["id"]);
+    assert_eq!(reply["reply_to"]["sender"], "alice");
+    assert_eq!(reply["reply_to"]["excerpt"], "x".repeat(100));
+
+    // Over the socket too; the room hears it with its reply_to.
+    let (mut ws, _) = s.ws(&room, &alice, "").await;
+    let frame =
+        json!({"action": "message", "content": "ok", "client_id": "c", "reply_to": reply["id"]});
+    ws.send_json(frame).await;
+    let m = ws.next_of("message").await;
+    assert_eq!(m["message"]["reply_to"]["excerpt"], "yes");
+
+    // A message of another room, one that does not exist, or a bad id: 400, the same answer
+    // whether or not it exists, and nothing stored.
+    for target in [secret["id"].clone(), json!(999_999), json!(0), json!(-3)] {
+        let (status, body) = s
+            .post(
+                &format!("/api/v1/chat/{room}/"),
+                &bob.token,
+                json!({"content": "leak?", "reply_to": target}),
+            )
+            .await;
+        assert_eq!(status, 400, "{target}: {body}");
+        assert_eq!(
+            body["error"]["fields"]["reply_to"],
+            "no such message in this room"
+        );
+        assert!(!body.to_string().contains("secret"));
+    }
+    let stored = history(&s, &alice, &room).await;
+    assert_eq!(stored.len(), 3);
+    // The excerpt follows the message: once it is deleted, it is empty.
+    delete(&s, &alice, question["id"].as_i64().unwrap()).await;
+    let stored = history(&s, &alice, &room).await;
+    assert_eq!(stored[1]["reply_to"]["excerpt"], "");
+    assert_eq!(stored[1]["reply_to"]["id"], question["id"]);
 }
