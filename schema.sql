@@ -113,8 +113,10 @@ CREATE INDEX changes_by_room ON changes (room_id, seq);
 
 -- migration: 5
 
--- Replies and reactions. `reply_to` is a message of the same room; `reactions` counts the
--- message's rows in `reactions`, so reading a message without any costs nothing more.
+-- Replies, reactions and mentions. `reply_to` is a message of the same room; `reactions` counts
+-- the message's rows in `reactions`, so reading a message without any costs nothing more;
+-- `mentions` lists the ids of the members its text mentions ("3,7"), as resolved when it was
+-- sent or last edited, and `mentions` the table holds the same for counting and listing.
 ALTER TABLE messages ADD COLUMN reply_to INTEGER;
 ALTER TABLE messages ADD COLUMN reactions INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE reactions (
@@ -124,3 +126,12 @@ CREATE TABLE reactions (
     created    INTEGER NOT NULL,
     PRIMARY KEY (message_id, emoji, user_id)
 ) WITHOUT ROWID;
+ALTER TABLE messages ADD COLUMN mentions TEXT;
+CREATE TABLE mentions (
+    user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    room_id    INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    PRIMARY KEY (user_id, room_id, message_id)
+) WITHOUT ROWID;
+CREATE INDEX mentions_by_user ON mentions (user_id, message_id);
+CREATE INDEX mentions_by_message ON mentions (message_id);

@@ -79,7 +79,7 @@ impl Username {
     }
 }
 
-fn allowed_char(c: char) -> bool {
+pub(crate) fn allowed_char(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_alphanumeric() || PUNCTUATION.contains(c);
     }

@@ -58,6 +58,7 @@ pub mod frames;
 pub mod hub;
 pub mod lifecycle;
 pub mod membership;
+pub mod mentions;
 pub mod messages;
 pub mod metrics;
 pub mod model;

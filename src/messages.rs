@@ -69,8 +69,17 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(|id, emoji, auth, state| react_route(id, emoji, auth, state, false))
         .map(Reply::into_response);
+    let mentions = warp::path!("api" / "v1" / "mentions")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(query::<MentionsQuery>())
+        .and(with_state(state))
+        .then(mentions_route)
+        .map(Reply::into_response);
     history
         .or(post)
+        .unify()
+        .or(mentions)
         .unify()
         .or(read)
         .unify()
@@ -101,6 +110,45 @@ async fn react_route(
         .map_err(|_| ApiError::validation("emoji", "must be exactly one emoji"))?;
     let message = react(&state, &auth.user, id, &emoji, on).await?;
     Ok(warp::reply::json(&message))
+}
+
+/// `?limit=&before=` of the mentions list.
+struct MentionsQuery {
+    limit: u32,
+    before: Option<MessageId>,
+}
+
+impl FromQuery for MentionsQuery {
+    fn from_query(query: &Params) -> Result<MentionsQuery, ApiError> {
+        let limit = match query.get("limit") {
+            None => DEFAULT_PAGE,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
+                .min(MAX_PAGE),
+        };
+        Ok(MentionsQuery {
+            limit,
+            before: query.non_negative("before")?.map(MessageId),
+        })
+    }
+}
+
+/// `GET /api/v1/mentions/?limit=&before=`: the messages that mention the caller, in rooms
+/// they are a member of now, newest first: `{results: [message], next}`, `next` being the
+/// `before` of the next page (null on the last).
+async fn mentions_route(
+    auth: Auth,
+    query: Result<MentionsQuery, ApiError>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let MentionsQuery { limit, before } = query?;
+    let (results, next) = state.store.mentions_of(auth.user.id, before, limit).await?;
+    Ok(warp::reply::json(
+        &json!({"results": results, "next": next}),
+    ))
 }
 
 /// A message id in a path; anything else is a message nobody can see.

@@ -189,6 +189,8 @@ pub struct Message {
     pub reply_to: Option<ReplyTo>,
     /// The reactions, one per emoji, in the order each emoji was first used.
     pub reactions: Vec<Reaction>,
+    /// The members its text mentions (`@username`), as resolved when it was sent or edited.
+    pub mentions: Vec<UserId>,
     /// The position of the message's latest change (its id until it is edited or deleted).
     #[serde(skip)]
     pub seq: Seq,
@@ -234,6 +236,8 @@ pub struct Room {
     pub created: Millis,
     pub last_message: Option<Message>,
     pub unread_count: i64,
+    /// Unread messages that mention the caller.
+    pub mention_count: i64,
 }
 
 #[cfg(test)]

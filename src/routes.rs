@@ -87,6 +87,7 @@ pub const TABLE: &[Route] = &[
         "/api/v1/chat/{room_id}/members/{user_id}/",
         Access::Member,
     ),
+    route("GET", "/api/v1/mentions/", Access::User),
     route("PATCH", "/api/v1/messages/{message_id}/", Access::User),
     route("DELETE", "/api/v1/messages/{message_id}/", Access::User),
     route(

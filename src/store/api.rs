@@ -219,6 +219,14 @@ pub trait ChatStore: Send + Sync {
         now: i64,
         on_commit: OnCommit<Changed>,
     ) -> Fut<'_, Changed>;
+    /// A page of the messages that mention `user` in rooms they are in now, newest first, below
+    /// `before`; and the next page's cursor.
+    fn mentions_of(
+        &self,
+        user: UserId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Fut<'_, (Vec<Message>, Option<MessageId>)>;
     /// `by` adds (`on`) or takes back their reaction `emoji` (one emoji, validated) to message
     /// `id`. Refused `NotFound`, `MessageDeleted`, `TooManyReactions`.
     fn react(

@@ -78,8 +78,8 @@ fn current(conn: &Connection, room: RoomRef, id: MessageId, at: Option<Seq>) -> 
     })
 }
 
-/// `by` replaces the content of message `id` (already validated). Only its author may, and
-/// not once it is deleted.
+/// `by` replaces the content of message `id` (already validated), and who it mentions with
+/// it. Only its author may, and not once it is deleted.
 pub fn edit(
     conn: &Connection,
     id: MessageId,
@@ -99,13 +99,14 @@ pub fn edit(
     }
     conn.prepare_cached("UPDATE messages SET content = ?2, edited = ?3 WHERE id = ?1")?
         .execute(params![id, content, now])?;
+    messages::set_mentions(conn, &t.room, id, content)?;
     let seq = take_position(conn, &t.room, id, now)?;
     current(conn, t.room, id, Some(seq))
 }
 
 /// `by` deletes message `id`: its author may, and so may a group's creator. The message stays
-/// as a tombstone; its content, its reactions and what it replied to are gone from the
-/// database.
+/// as a tombstone; its content, its reactions, its mentions and what it replied to are gone
+/// from the database.
 pub fn delete(conn: &Connection, id: MessageId, by: UserId, now: i64) -> Result<Changed> {
     let t = target(conn, id, by)?;
     if t.sender != by && t.group_creator != Some(by) {
@@ -115,9 +116,13 @@ pub fn delete(conn: &Connection, id: MessageId, by: UserId, now: i64) -> Result<
         return current(conn, t.room, id, None);
     }
     conn.prepare_cached(
-        "UPDATE messages SET content = '', deleted = 1, reply_to = NULL, reactions = 0 WHERE id = ?1",
+        "UPDATE messages SET content = '', deleted = 1, reply_to = NULL, reactions = 0,
+             mentions = NULL
+         WHERE id = ?1",
     )?
     .execute(params![id])?;
+    conn.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
+        .execute(params![id])?;
     conn.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?
         .execute(params![id])?;
     let seq = take_position(conn, &t.room, id, now)?;

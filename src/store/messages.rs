@@ -16,7 +16,7 @@ pub type ReadMarks = Vec<(UserId, MessageId)>;
 
 const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, u.username, m.content, m.created, m.updated, \
      m.client_id, m.edited, m.deleted, m.id, m.reply_to, pu.username, \
-     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions";
+     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions, m.mentions";
 
 /// What [`MESSAGE_COLUMNS`] are selected from: the message, its sender, and the message it
 /// replies to with that one's sender.
@@ -99,7 +99,70 @@ fn message_from_row(
         } else {
             Vec::new()
         },
+        mentions: mention_ids(text(row, 14)?),
     })
+}
+
+/// The user ids of a `mentions` column ("3,7").
+fn mention_ids(column: Option<&str>) -> Vec<UserId> {
+    column
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|id| id.parse().ok().map(UserId))
+        .collect()
+}
+
+/// The members of `room` that `content` mentions, in order of appearance.
+fn resolve_mentions(conn: &Connection, room: &RoomRef, content: &str) -> Result<Vec<UserId>> {
+    if !content.contains('@') {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT u.id FROM users u JOIN room_members rm ON rm.user_id = u.id AND rm.room_id = ?1
+         WHERE u.username_key = ?2",
+    )?;
+    let mut found = Vec::new();
+    for key in crate::mentions::candidates(content) {
+        let user: Option<UserId> = stmt
+            .query_row(params![room.id, key], |r| r.get(0))
+            .optional()?;
+        if let Some(user) = user.filter(|u| !found.contains(u)) {
+            found.push(user);
+            if found.len() == crate::mentions::MAX_MENTIONS {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Records who message `id` of `room` mentions, replacing what it mentioned before; returns
+/// them.
+pub fn set_mentions(
+    conn: &Connection,
+    room: &RoomRef,
+    id: MessageId,
+    content: &str,
+) -> Result<Vec<UserId>> {
+    let users = resolve_mentions(conn, room, content)?;
+    conn.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
+        .execute([id])?;
+    let mut add = conn.prepare_cached(
+        "INSERT INTO mentions (user_id, room_id, message_id) VALUES (?1, ?2, ?3)",
+    )?;
+    for user in &users {
+        add.execute(params![user, room.id, id])?;
+    }
+    let column = (!users.is_empty()).then(|| {
+        users
+            .iter()
+            .map(|u| u.0.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    conn.prepare_cached("UPDATE messages SET mentions = ?2 WHERE id = ?1")?
+        .execute(params![id, column])?;
+    Ok(users)
 }
 
 pub fn read_marks(conn: &Connection, room: RoomId) -> Result<ReadMarks> {
@@ -174,6 +237,7 @@ pub fn insert(
         Some(answered) => Some(replied(conn, room, answered)?.ok_or(Refusal::NoSuchReply)?),
         None => None,
     };
+    let mentions = set_mentions(conn, room, id, content)?;
     let message = Message {
         id,
         room_id: room.public_id.clone(),
@@ -189,6 +253,7 @@ pub fn insert(
         seq: id.as_seq(),
         reply_to,
         reactions: Vec::new(),
+        mentions,
     };
     Ok((message, true))
 }
@@ -305,6 +370,7 @@ struct MessageJson<'a> {
     deleted: bool,
     reply_to: Option<ReplyTo>,
     reactions: &'a [Reaction],
+    mentions: Vec<UserId>,
 }
 
 impl MessageJson<'_> {
@@ -377,6 +443,13 @@ impl MessageJson<'_> {
                 b",\"me\":false}"
             });
         }
+        out.extend_from_slice(b"],\"mentions\":[");
+        for (i, user) in self.mentions.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(number.format(user.0).as_bytes());
+        }
         out.extend_from_slice(b"]}");
     }
 }
@@ -405,7 +478,7 @@ fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
 /// The page statement of [`page_json`], before its `WHERE`: the sender's name is not joined.
 const PAGE_JSON_SELECT: &str = "SELECT m.id, m.sender_id, m.content, m.created, m.updated, \
      m.client_id, m.edited, m.deleted, m.reply_to, pu.username, \
-     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions \
+     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions, m.mentions \
      FROM messages m LEFT JOIN messages p ON p.id = m.reply_to \
      LEFT JOIN users pu ON pu.id = p.sender_id";
 
@@ -471,6 +544,7 @@ pub fn page_json(
             deleted: row.get(7)?,
             reply_to: reply_from_row(row, 8)?,
             reactions: &reactions,
+            mentions: mention_ids(text(row, 12)?),
         };
         message.write(out);
         written += 1;
@@ -537,7 +611,7 @@ impl Source {
         };
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![room.id, from, until, limit as i64], |row| {
-            let seq: Seq = row.get(14)?;
+            let seq: Seq = row.get(15)?;
             let mut message = message_from_row(conn, row, room, marks)?;
             message.seq = seq;
             Ok(Replayed {
@@ -628,6 +702,46 @@ pub fn changes_for_user(
 ) -> Result<(Vec<Replayed>, bool)> {
     let rooms = super::rooms::refs_for(conn, user)?;
     merged_changes(conn, &rooms, after, limit)
+}
+
+/// Up to `limit` of the messages that mention `user` in rooms they are a member of now, newest
+/// first, below `before`; and the cursor of the next page (the last id) if there is one.
+pub fn mentions_of(
+    conn: &Connection,
+    user: UserId,
+    before: Option<MessageId>,
+    limit: u32,
+) -> Result<(Vec<Message>, Option<MessageId>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mn.message_id, r.id, r.public_id FROM mentions mn
+         JOIN room_members rm ON rm.room_id = mn.room_id AND rm.user_id = mn.user_id
+         JOIN rooms r ON r.id = mn.room_id
+         WHERE mn.user_id = ?1 AND mn.message_id < ?2
+         ORDER BY mn.message_id DESC LIMIT +?3",
+    )?;
+    let bound = before.map_or(i64::MAX, |b| b.0);
+    let found = stmt
+        .query_map(params![user, bound, i64::from(limit) + 1], |r| {
+            Ok((
+                r.get::<_, MessageId>(0)?,
+                RoomRef {
+                    id: r.get(1)?,
+                    public_id: r.get(2)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = found.len() > limit as usize;
+    let mut out = Vec::new();
+    for (id, room) in found.into_iter().take(limit as usize) {
+        let marks = read_marks(conn, room.id)?;
+        if let Some(mut message) = get(conn, &room, id, &marks)? {
+            message.seen_by(Some(user));
+            out.push(message);
+        }
+    }
+    let next = more.then(|| out.last().map(|m| m.id)).flatten();
+    Ok((out, next))
 }
 
 /// What a read mark moved to.

@@ -710,6 +710,9 @@ mod tests {
         messages::insert(&conn, &room, &a, "hi", Some("c"), None, 3).unwrap();
         messages::insert(&conn, &room, &a, "re", None, Some(m.id), 3).unwrap();
         messages::reactions(&conn, m.id).unwrap();
+        messages::set_mentions(&conn, &room, m.id, "hi @b").unwrap();
+        messages::mentions_of(&conn, b.id, None, 50).unwrap();
+        messages::mentions_of(&conn, b.id, Some(m.id), 50).unwrap();
         messages::page(&conn, &room, Page::Before(None), 50).unwrap();
         messages::page(&conn, &room, Page::Before(Some(m.id)), 50).unwrap();
         messages::page(&conn, &room, Page::After(MessageId(0)), 50).unwrap();

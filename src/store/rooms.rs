@@ -117,6 +117,12 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
              WHERE room_id = ?1 AND id > ?2 AND sender_id != ?3 AND deleted = 0",
         )?
         .query_row(params![room.id, my_mark, user], |r| r.get(0))?;
+    let mention_count: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM mentions
+             WHERE user_id = ?3 AND room_id = ?1 AND message_id > ?2",
+        )?
+        .query_row(params![room.id, my_mark, user], |r| r.get(0))?;
     Ok(Room {
         room_id: room.public_id.clone(),
         name,
@@ -125,6 +131,7 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
         created: Millis(created),
         last_message,
         unread_count,
+        mention_count,
     })
 }
 

@@ -330,6 +330,15 @@ impl ChatStore for Store {
         Box::pin(self.write_then(move |c| edits::delete(c, id, by, now), on_commit))
     }
 
+    fn mentions_of(
+        &self,
+        user: UserId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Fut<'_, (Vec<Message>, Option<MessageId>)> {
+        Box::pin(self.read(move |c| messages::mentions_of(c, user, before, limit)))
+    }
+
     fn react(
         &self,
         by: UserId,

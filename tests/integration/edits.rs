@@ -660,3 +660,96 @@ async fn a_reply_names_a_message_of_the_same_room_and_never_one_from_elsewhere()
     assert_eq!(stored[1]["reply_to"]["excerpt"], "");
     assert_eq!(stored[1]["reply_to"]["id"], question["id"]);
 }
+
+#[tokio::test]
+async fn mentions_name_members_count_as_unread_and_are_listed_newest_first() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("Bob").await;
+    let carol = s.user("carol").await;
+    let group = s.room(&alice, &[&bob], Some("team")).await;
+    let other = s.room(&carol, &[&bob, &alice], Some("other")).await;
+
+    // Case-insensitive, members only (carol is not in the team), each once.
+    let m = post(&s, &alice, &group, "@bob, @BOB and @carol: thanks @bob.").await;
+    assert_eq!(m["mentions"], json!([bob.id]));
+    let plain = post(&s, &alice, &group, "no one here, mail bob@example.com").await;
+    assert_eq!(plain["mentions"], json!([]));
+    let second = post(&s, &carol, &other, "@alice @Bob look").await;
+    assert_eq!(second["mentions"], json!([alice.id, bob.id]));
+
+    let (_, rooms) = s.get("/api/v1/chats/", &bob.token).await;
+    let count = |rooms: &Value, id: &str| {
+        rooms
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["room_id"] == id)
+            .unwrap()["mention_count"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!((count(&rooms, &group), count(&rooms, &other)), (1, 1));
+    let (_, page) = s.get("/api/v1/mentions/", &bob.token).await;
+    let ids: Vec<&Value> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(ids, [&second["id"], &m["id"]], "newest first");
+    assert_eq!(page["next"], Value::Null);
+    let (_, first) = s.get("/api/v1/mentions/?limit=1", &bob.token).await;
+    assert_eq!(first["results"][0]["id"], second["id"]);
+    let next = first["next"].as_i64().unwrap();
+    let (_, rest) = s
+        .get(
+            &format!("/api/v1/mentions/?limit=1&before={next}"),
+            &bob.token,
+        )
+        .await;
+    assert_eq!(rest["results"][0]["id"], m["id"]);
+    assert_eq!(rest["next"], Value::Null);
+
+    // Reading clears the count; an edit that drops the name drops the mention.
+    s.call(
+        "PATCH",
+        &format!("/api/v1/messages/{}/update/", m["id"]),
+        Some(&bob.token),
+        None,
+    )
+    .await;
+    let (_, rooms) = s.get("/api/v1/chats/", &bob.token).await;
+    assert_eq!(count(&rooms, &group), 0);
+    let (_, edited) = edit(&s, &carol, second["id"].as_i64().unwrap(), "@alice look").await;
+    assert_eq!(edited["mentions"], json!([alice.id]));
+    let (_, page) = s.get("/api/v1/mentions/", &bob.token).await;
+    assert_eq!(page["results"].as_array().unwrap().len(), 1);
+    // A deleted message mentions nobody; a room left takes its mentions with it.
+    delete(&s, &alice, m["id"].as_i64().unwrap()).await;
+    let (_, page) = s.get("/api/v1/mentions/", &bob.token).await;
+    assert_eq!(page["results"], json!([]));
+    let third = post(&s, &carol, &other, "@alice again").await;
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/chat/{other}/members/{}/", alice.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, page) = s.get("/api/v1/mentions/", &alice.token).await;
+    assert!(
+        !page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == third["id"]),
+        "{page}"
+    );
+    for bad in ["?limit=0", "?before=x", "?limit=-1"] {
+        let (status, _) = s.get(&format!("/api/v1/mentions/{bad}"), &bob.token).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+}
