@@ -135,3 +135,26 @@ CREATE TABLE mentions (
 ) WITHOUT ROWID;
 CREATE INDEX mentions_by_user ON mentions (user_id, message_id);
 CREATE INDEX mentions_by_message ON mentions (message_id);
+
+-- migration: 6
+
+-- Full-text search over message content (words, phrases, prefixes; diacritics removed), kept in
+-- step with every insert and edit by triggers, so in the same transaction as the change; a
+-- deletion empties the content and so takes it out of the index. Built here for the messages
+-- that exist already.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content,
+    content = 'messages',
+    content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+BEGIN
+    INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages
+BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', OLD.id, OLD.content);
+    INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
+END;

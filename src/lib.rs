@@ -67,6 +67,7 @@ pub mod passwords;
 pub mod ratelimit;
 pub mod rooms;
 pub mod routes;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod store;

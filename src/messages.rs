@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::Auth;
 use crate::model::MessageId;
+use crate::search::Query;
 use crate::state::AppState;
 use crate::store::messages::Page;
 
@@ -76,10 +77,19 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(mentions_route)
         .map(Reply::into_response);
+    let search = warp::path!("api" / "v1" / "search")
+        .and(warp::get())
+        .and(authenticated(state))
+        .and(query::<SearchQuery>())
+        .and(with_state(state))
+        .then(search_route)
+        .map(Reply::into_response);
     history
         .or(post)
         .unify()
         .or(mentions)
+        .unify()
+        .or(search)
         .unify()
         .or(read)
         .unify()
@@ -146,6 +156,55 @@ async fn mentions_route(
 ) -> Result<impl Reply, ApiError> {
     let MentionsQuery { limit, before } = query?;
     let (results, next) = state.store.mentions_of(auth.user.id, before, limit).await?;
+    Ok(warp::reply::json(
+        &json!({"results": results, "next": next}),
+    ))
+}
+
+/// `?q=&room_id=&limit=&before=` of a search.
+struct SearchQuery {
+    query: Query,
+    room_id: Option<String>,
+    limit: u32,
+    before: Option<MessageId>,
+}
+
+impl FromQuery for SearchQuery {
+    fn from_query(params: &Params) -> Result<SearchQuery, ApiError> {
+        let query = Query::parse(params.get("q").unwrap_or_default())?;
+        let MentionsQuery { limit, before } = MentionsQuery::from_query(params)?;
+        Ok(SearchQuery {
+            query,
+            room_id: params.get("room_id").map(str::to_string),
+            limit,
+            before,
+        })
+    }
+}
+
+/// `GET /api/v1/search/?q=&room_id=&limit=&before=`: messages matching the words, phrases and
+/// prefixes of `q` in the rooms the caller is a member of now (or only `room_id`), newest
+/// first: `{results: [{message, hits}], next}`, `hits` the character ranges `[start, end)` of
+/// the content that matched.
+async fn search_route(
+    auth: Auth,
+    query: Result<SearchQuery, ApiError>,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let SearchQuery {
+        query,
+        room_id,
+        limit,
+        before,
+    } = query?;
+    let (found, next) = state
+        .store
+        .search(auth.user.id, query.fts(), room_id, before, limit)
+        .await?;
+    let results: Vec<serde_json::Value> = found
+        .iter()
+        .map(|m| json!({"message": m, "hits": query.hits(&m.content)}))
+        .collect();
     Ok(warp::reply::json(
         &json!({"results": results, "next": next}),
     ))

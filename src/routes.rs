@@ -88,6 +88,7 @@ pub const TABLE: &[Route] = &[
         Access::Member,
     ),
     route("GET", "/api/v1/mentions/", Access::User),
+    route("GET", "/api/v1/search/", Access::User),
     route("PATCH", "/api/v1/messages/{message_id}/", Access::User),
     route("DELETE", "/api/v1/messages/{message_id}/", Access::User),
     route(

@@ -219,6 +219,17 @@ pub trait ChatStore: Send + Sync {
         now: i64,
         on_commit: OnCommit<Changed>,
     ) -> Fut<'_, Changed>;
+    /// A page of the messages matching `fts` (an expression made by
+    /// [`crate::search::Query::fts`]) in the rooms `user` is in now (or only `room`), newest
+    /// first, below `before`; and the next page's cursor.
+    fn search(
+        &self,
+        user: UserId,
+        fts: String,
+        room: Option<String>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Fut<'_, (Vec<Message>, Option<MessageId>)>;
     /// A page of the messages that mention `user` in rooms they are in now, newest first, below
     /// `before`; and the next page's cursor.
     fn mentions_of(

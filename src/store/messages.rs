@@ -744,6 +744,52 @@ pub fn mentions_of(
     Ok((out, next))
 }
 
+/// Up to `limit` messages matching the FTS5 expression `fts` (made by
+/// [`crate::search::Query::fts`], never by a user) in the rooms `user` is a member of now (or
+/// only `room`, if it is one of them), newest first, below `before`; and the next page's
+/// cursor.
+pub fn search(
+    conn: &Connection,
+    user: UserId,
+    fts: &str,
+    room: Option<&str>,
+    before: Option<MessageId>,
+    limit: u32,
+) -> Result<(Vec<Message>, Option<MessageId>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id, r.id, r.public_id FROM messages_fts f
+         JOIN messages m ON m.id = f.rowid
+         JOIN room_members rm ON rm.room_id = m.room_id AND rm.user_id = ?1
+         JOIN rooms r ON r.id = m.room_id
+         WHERE messages_fts MATCH ?2 AND f.rowid < ?3 AND m.deleted = 0
+           AND (?4 IS NULL OR r.public_id = ?4)
+         ORDER BY f.rowid DESC LIMIT +?5",
+    )?;
+    let bound = before.map_or(i64::MAX, |b| b.0);
+    let found = stmt
+        .query_map(params![user, fts, bound, room, i64::from(limit) + 1], |r| {
+            Ok((
+                r.get::<_, MessageId>(0)?,
+                RoomRef {
+                    id: r.get(1)?,
+                    public_id: r.get(2)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = found.len() > limit as usize;
+    let mut out = Vec::new();
+    for (id, room) in found.into_iter().take(limit as usize) {
+        let marks = read_marks(conn, room.id)?;
+        if let Some(mut message) = get(conn, &room, id, &marks)? {
+            message.seen_by(Some(user));
+            out.push(message);
+        }
+    }
+    let next = more.then(|| out.last().map(|m| m.id)).flatten();
+    Ok((out, next))
+}
+
 /// What a read mark moved to.
 pub struct ReadMark {
     pub room: RoomRef,

@@ -712,6 +712,8 @@ mod tests {
         messages::reactions(&conn, m.id).unwrap();
         messages::set_mentions(&conn, &room, m.id, "hi @b").unwrap();
         messages::mentions_of(&conn, b.id, None, 50).unwrap();
+        messages::search(&conn, b.id, "\"hi\"", None, None, 50).unwrap();
+        messages::search(&conn, b.id, "\"hi\"*", Some("room"), Some(m.id), 50).unwrap();
         messages::mentions_of(&conn, b.id, Some(m.id), 50).unwrap();
         messages::page(&conn, &room, Page::Before(None), 50).unwrap();
         messages::page(&conn, &room, Page::Before(Some(m.id)), 50).unwrap();
@@ -753,6 +755,10 @@ mod tests {
         let statements = std::mem::take(&mut *TRACED.lock().unwrap());
         assert!(statements.len() > 15, "tracing recorded {statements:?}");
         for sql in statements {
+            // A trigger firing is traced as a comment naming it.
+            if sql.trim_start().starts_with("--") {
+                continue;
+            }
             if !sql.trim_start().to_uppercase().starts_with("SELECT")
                 && !sql.to_uppercase().contains("WHERE")
             {
@@ -768,9 +774,11 @@ mod tests {
                 .collect::<rusqlite::Result<_>>()
                 .unwrap();
             for step in &details {
-                // A SELECT without FROM "scans" its one constant row.
+                // A SELECT without FROM "scans" its one constant row, and a full-text MATCH
+                // "scans" the matches its index finds.
+                let fine = step == "SCAN CONSTANT ROW" || step.contains("VIRTUAL TABLE INDEX");
                 assert!(
-                    !step.starts_with("SCAN ") || step == "SCAN CONSTANT ROW",
+                    !step.starts_with("SCAN ") || fine,
                     "full scan in {sql}: {details:?}"
                 );
             }

@@ -330,6 +330,19 @@ impl ChatStore for Store {
         Box::pin(self.write_then(move |c| edits::delete(c, id, by, now), on_commit))
     }
 
+    fn search(
+        &self,
+        user: UserId,
+        fts: String,
+        room: Option<String>,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Fut<'_, (Vec<Message>, Option<MessageId>)> {
+        Box::pin(
+            self.read(move |c| messages::search(c, user, &fts, room.as_deref(), before, limit)),
+        )
+    }
+
     fn mentions_of(
         &self,
         user: UserId,

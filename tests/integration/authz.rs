@@ -56,6 +56,7 @@ fn routes() -> Vec<Route> {
         r("GET", "/api/v1/chats/", None, 200),
         r("GET", "/api/v1/tokens/", None, 200),
         r("GET", "/api/v1/mentions/", None, 200),
+        r("GET", "/api/v1/search/?q=secret", None, 200),
         r("GET", "/api/v1/chat/{room}/", None, 404),
         r("GET", "/api/v1/chat/{room}/?after=0", None, 404),
         r(

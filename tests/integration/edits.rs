@@ -753,3 +753,168 @@ async fn mentions_name_members_count_as_unread_and_are_listed_newest_first() {
         assert_eq!(status, 400, "{bad}");
     }
 }
+
+/// `GET /api/v1/search/`.
+async fn search(s: &TestServer, user: &TestUser, query: &str) -> (u16, Value) {
+    let url = reqwest::Url::parse_with_params(&s.url("/api/v1/search/"), [("q", query)]).unwrap();
+    let res = s
+        .http
+        .get(url)
+        .header("Authorization", format!("Token {}", user.token))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn search_finds_words_phrases_and_prefixes_in_the_callers_rooms_only() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let theirs = s.room(&carol, &[&alice], Some("carol and alice")).await;
+    let old = post(&s, &alice, &room, "The deployment is on Friday").await;
+    let cafe = post(&s, &bob, &room, "Meet at the Café, big deal").await;
+    let hidden = post(&s, &carol, &theirs, "deployment secrets").await;
+
+    let ids = |page: &Value| -> Vec<i64> {
+        page["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["message"]["id"].as_i64().unwrap())
+            .collect()
+    };
+    // Bob sees only his room; alice, in both, sees both, newest first.
+    let (status, page) = search(&s, &bob, "deployment").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(&page), [old["id"].as_i64().unwrap()]);
+    assert_eq!(page["results"][0]["hits"], json!([[4, 14]]));
+    let (_, page) = search(&s, &alice, "deploy*").await;
+    assert_eq!(
+        ids(&page),
+        [hidden["id"].as_i64().unwrap(), old["id"].as_i64().unwrap()]
+    );
+    // Without case or diacritics; phrases in order only.
+    let (_, page) = search(&s, &bob, "cafe \"big deal\"").await;
+    assert_eq!(ids(&page), [cafe["id"].as_i64().unwrap()]);
+    assert_eq!(page["results"][0]["hits"], json!([[12, 16], [18, 26]]));
+    let (_, page) = search(&s, &bob, "\"deal big\"").await;
+    assert_eq!(ids(&page), Vec::<i64>::new());
+
+    // Edits are found by their new text; deletions are not found at all.
+    edit(
+        &s,
+        &alice,
+        old["id"].as_i64().unwrap(),
+        "The launch is on Monday",
+    )
+    .await;
+    assert_eq!(
+        ids(&search(&s, &bob, "deployment").await.1),
+        Vec::<i64>::new()
+    );
+    assert_eq!(ids(&search(&s, &bob, "launch").await.1).len(), 1);
+    delete(&s, &bob, cafe["id"].as_i64().unwrap()).await;
+    assert_eq!(ids(&search(&s, &bob, "cafe").await.1), Vec::<i64>::new());
+    // Leaving a room leaves its messages behind.
+    s.call(
+        "DELETE",
+        &format!("/api/v1/chat/{theirs}/members/{}/", alice.id),
+        Some(&alice.token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids(&search(&s, &alice, "secrets").await.1),
+        Vec::<i64>::new()
+    );
+
+    // Hostile queries get results or a 400, never a 500.
+    let long = "a".repeat(10_000);
+    for q in [
+        "\"",
+        "*",
+        "NEAR(",
+        "OR OR",
+        "content:launch",
+        "launch AND",
+        "(",
+        "^launch",
+        "\"launch",
+        "-",
+        "launch*)",
+        "NOT launch",
+        "{launch}",
+        "\u{0}",
+        &long,
+        "",
+        "   ",
+    ] {
+        let (status, body) = search(&s, &bob, q).await;
+        assert!(status == 200 || status == 400, "{q:?}: {status} {body}");
+        if status == 400 {
+            assert_eq!(body["error"]["code"], "validation_error", "{q:?}");
+        }
+    }
+    // Syntax is only text: a column filter is two words, brackets are punctuation.
+    assert_eq!(ids(&search(&s, &bob, "content:launch").await.1).len(), 0);
+    assert_eq!(ids(&search(&s, &bob, "(launch) OR").await.1).len(), 0);
+    assert_eq!(ids(&search(&s, &bob, "(launch)").await.1).len(), 1);
+}
+
+#[tokio::test]
+async fn search_pages_by_cursor_and_can_keep_to_one_room() {
+    let s = fast_server().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let one = s.room(&alice, &[&bob], Some("one")).await;
+    let two = s.room(&alice, &[&bob], Some("two")).await;
+    let mut in_one = Vec::new();
+    for i in 0..7 {
+        in_one.push(
+            post(&s, &alice, &one, &format!("report {i}")).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+        post(&s, &alice, &two, &format!("report {i}")).await;
+    }
+    in_one.reverse();
+    let mut seen = Vec::new();
+    let mut next: Option<i64> = None;
+    loop {
+        let mut params = vec![
+            ("q", "report".to_string()),
+            ("room_id", one.clone()),
+            ("limit", "3".to_string()),
+        ];
+        if let Some(n) = next {
+            params.push(("before", n.to_string()));
+        }
+        let url = reqwest::Url::parse_with_params(&s.url("/api/v1/search/"), &params).unwrap();
+        let page: Value = s
+            .http
+            .get(url)
+            .header("Authorization", format!("Token {}", bob.token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(
+            page["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["message"]["id"].as_i64().unwrap()),
+        );
+        match page["next"].as_i64() {
+            Some(n) => next = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, in_one);
+}

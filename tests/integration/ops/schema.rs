@@ -129,6 +129,36 @@ async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact
         )
         .await;
     assert_eq!((status, new["id"].as_i64()), (201, Some(4)));
+    // The old messages are in the search index the upgrade built, and replay by position: an
+    // edit of one takes the position after the newest message.
+    let (_, found) = s.get("/api/v1/search/?q=second", &token).await;
+    assert_eq!(found["results"][0]["message"]["id"], 2, "{found}");
+    let (status, edited) = s
+        .call(
+            "PATCH",
+            "/api/v1/messages/1/",
+            Some(&token),
+            Some(json!({"content": "first, edited"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{edited}");
+    let (mut ws, hello) = s
+        .ws_all(
+            &common::TestUser {
+                id: 1,
+                username: "Alice".into(),
+                token: token.clone(),
+            },
+            "&since=3",
+        )
+        .await;
+    assert_eq!(hello["last_seq"], 5);
+    assert_eq!(ws.next_json().await["message"]["content"], "fourth");
+    let change = ws.next_json().await;
+    assert_eq!(
+        (change["type"].as_str(), change["seq"].as_i64()),
+        (Some("message_updated"), Some(5))
+    );
     s.stop().await;
 
     // The upgraded database has the current schema, exactly as a fresh one.
