@@ -158,3 +158,13 @@ BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', OLD.id, OLD.content);
     INSERT INTO messages_fts (rowid, content) VALUES (NEW.id, NEW.content);
 END;
+
+-- migration: 7
+
+-- Group admins: a group's creator is one; admins make others admins, rename the group, remove
+-- members and delete anyone's messages. Direct rooms have none.
+ALTER TABLE room_members ADD COLUMN admin INTEGER NOT NULL DEFAULT 0;
+UPDATE room_members SET admin = 1
+ WHERE EXISTS (SELECT 1 FROM rooms r
+               WHERE r.id = room_members.room_id AND r.is_direct = 0
+                 AND r.creator_id = room_members.user_id);

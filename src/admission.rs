@@ -130,11 +130,16 @@ impl Admission {
     /// shed.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Arc<Conn>, Refused> {
         let key = ip_key(ip);
+        // Connections looked at while the lock is held: dropping the last handle of one runs
+        // `release`, which takes the lock, so they are dropped only after it is let go.
+        let mut looked_at = Vec::new();
         let mut inner = self.lock();
         let at_share = inner.per_ip.get(&key).copied().unwrap_or(0) >= self.max_per_ip;
-        let refused = if at_share && !self.shed_idle(&mut inner, Some(key)) {
+        let refused = if at_share && !self.shed_idle(&mut inner, Some(key), &mut looked_at) {
             Some(Refused::PerIp)
-        } else if inner.open.len() as u32 >= self.max_total && !self.shed_idle(&mut inner, None) {
+        } else if inner.open.len() as u32 >= self.max_total
+            && !self.shed_idle(&mut inner, None, &mut looked_at)
+        {
             Some(Refused::Total)
         } else {
             None
@@ -142,6 +147,7 @@ impl Admission {
         if let Some(why) = refused {
             inner.refused += 1;
             drop(inner);
+            drop(looked_at);
             METRICS.refused(match why {
                 Refused::PerIp => Bound::TcpPerIp,
                 Refused::Total => Bound::TcpTotal,
@@ -168,6 +174,8 @@ impl Admission {
             counted: AtomicBool::new(true),
         });
         inner.open.insert(id, Arc::downgrade(&conn));
+        drop(inner);
+        drop(looked_at);
         Ok(conn)
     }
 
@@ -175,14 +183,17 @@ impl Admission {
     /// all): over all, a 64th of the cap at once, so that a stream of new connections at the
     /// cap does not search on every accept; of one address, the one. Their slots are free at
     /// once. False if none is idle.
-    fn shed_idle(&self, inner: &mut Inner, of: Option<IpAddr>) -> bool {
-        let mut idle: Vec<(u64, Arc<Conn>)> = inner
-            .open
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|c| c.is_idle() && of.is_none_or(|ip| c.ip == ip))
-            .map(|c| (c.idle_since.load(Ordering::Relaxed), c))
-            .collect();
+    /// Every connection upgraded on the way ends up in `keep`, for the caller to drop once
+    /// the lock is released.
+    fn shed_idle(&self, inner: &mut Inner, of: Option<IpAddr>, keep: &mut Vec<Arc<Conn>>) -> bool {
+        let mut idle: Vec<(u64, Arc<Conn>)> = Vec::new();
+        for conn in inner.open.values().filter_map(Weak::upgrade) {
+            if conn.is_idle() && of.is_none_or(|ip| conn.ip == ip) {
+                idle.push((conn.idle_since.load(Ordering::Relaxed), conn));
+            } else {
+                keep.push(conn);
+            }
+        }
         if idle.is_empty() {
             return false;
         }
@@ -210,8 +221,11 @@ impl Admission {
         for _ in 0..batch {
             METRICS.refused(Bound::TcpShedIdle);
         }
-        drop(idle);
-        self.pressure_begins("closing idle keep-alive connections to make room");
+        keep.extend(idle.into_iter().map(|(_, conn)| conn));
+        // One address at its share is that address's matter, not pressure on the server.
+        if of.is_none() {
+            self.pressure_begins("closing idle keep-alive connections to make room");
+        }
         true
     }
 
@@ -344,6 +358,36 @@ mod tests {
         assert!(socket.shed.notified().now_or_never().is_none());
         assert!(METRICS.refused_count(Bound::TcpShedIdle) > 0);
         drop((busy, socket, new));
+    }
+
+    /// Connections come and go on other threads while the cap sheds: a handle the shedder
+    /// looked at may become the last one, and dropping it must not take the lock it holds.
+    #[test]
+    fn shedding_while_connections_close_elsewhere_never_deadlocks() {
+        let a = Admission::new(8, 8, 1 << 20, 0);
+        let (done, finished) = std::sync::mpsc::channel();
+        for t in 0..4u8 {
+            let a = a.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u32 {
+                    if let Ok(conn) = a.admit(ip(t)) {
+                        if i % 3 == 0 {
+                            conn.busy();
+                            conn.done(false);
+                        }
+                        drop(conn);
+                    }
+                }
+                let _ = done.send(());
+            });
+        }
+        for _ in 0..4 {
+            finished
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .expect("admitting and closing connections deadlocked");
+        }
+        assert_eq!(a.open(), 0);
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::metrics::{Bound, METRICS};
 use crate::model::{Message, MessageId, Refusal, Room, RoomId, User, UserId};
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
-use crate::store::api::{CreatedRoom, MemberAdded, MemberRemoved, NewMessage, NewRoom};
+use crate::store::api::{
+    CreatedRoom, Managed, MemberAdded, MemberRemoved, NewMessage, NewRoom, RoomChange,
+};
 use crate::store::edits::Changed;
 use crate::store::messages::ReadMark;
 use crate::store::rooms::RoomRef;
@@ -408,8 +410,8 @@ pub async fn create_room(
         caps: room_caps(state),
     };
     // Taken up front, so that concurrent creations cannot all slip past the limit; given
-    // back when no room was made (the pair's direct room existed, or it was refused). Past
-    // the limit, asking for an existing direct room still finds it.
+    // back when the pair's direct room existed. Past the limit, asking for an existing direct
+    // room still finds it.
     if let Err(wait) = state.limits.rooms_created.take(&me) {
         let other = new.members.iter().find(|m| **m != me).copied();
         if new.name.is_none()
@@ -425,13 +427,9 @@ pub async fn create_room(
         });
     }
     let created = state.store.create_room(new, now_ms()).await;
-    if !matches!(
-        created,
-        Ok(CreatedRoom {
-            created: Some(_),
-            ..
-        })
-    ) {
+    // Finding the pair's direct room made nothing; a refusal still cost the attempt, so that
+    // asking again and again for what the caps refuse is rate-limited too.
+    if matches!(created, Ok(CreatedRoom { created: None, .. })) {
         state.limits.rooms_created.give_back(&me);
     }
     let CreatedRoom {
@@ -444,6 +442,45 @@ pub async fn create_room(
         }
     }
     Ok((room, created.is_some()))
+}
+
+/// An admin of a group renames it or makes a member an admin; the room hears of a change
+/// (`room_updated`). Renaming follows the rules of a new room's name.
+pub async fn manage_room(
+    state: &AppState,
+    room: RoomRef,
+    by: UserId,
+    change: RoomChange,
+) -> Result<Room, ApiError> {
+    let change = match change {
+        RoomChange::Rename(name) => {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+                return Err(ApiError::validation(
+                    "name",
+                    format!("must be 1 to {MAX_NAME_CHARS} characters"),
+                ));
+            }
+            RoomChange::Rename(name)
+        }
+        other => other,
+    };
+    let hub = state.hub.clone();
+    let on_commit = Box::new(move |m: &Managed| {
+        if m.changed {
+            let frame = ServerFrame::RoomUpdated {
+                room_id: &m.room.public_id,
+                name: m.view.name.as_deref(),
+                admins: &m.view.admins,
+            };
+            hub.publish(
+                m.room.id,
+                Event::new(m.room.id, EventKind::RoomUpdated, &frame),
+            );
+        }
+    });
+    let managed = state.store.manage_room(room, by, change, on_commit).await?;
+    Ok(managed.view)
 }
 
 /// The room caps of the configuration.

@@ -158,7 +158,7 @@ impl From<Refusal> for ApiError {
             Refusal::Unauthenticated => ApiError::Unauthorized,
             Refusal::NotFound => ApiError::NotFound,
             Refusal::DirectRoom => ApiError::Forbidden("direct rooms have exactly two members"),
-            Refusal::NotCreator => ApiError::Forbidden("only the room's creator may remove others"),
+            Refusal::NotAdmin => ApiError::Forbidden("only an admin of the group may do that"),
             Refusal::NoSuchUser => ApiError::validation("user_id", "no such user"),
             Refusal::UnknownUsers(ids) => {
                 let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
@@ -178,7 +178,7 @@ impl From<Refusal> for ApiError {
             }
             Refusal::NotAuthor => ApiError::Forbidden("only its author may edit a message"),
             Refusal::MayNotDelete => ApiError::Forbidden(
-                "only its author, or the creator of a group, may delete a message",
+                "only its author, or an admin of the group, may delete a message",
             ),
             Refusal::MessageDeleted => ApiError::Conflict("the message was deleted"),
             Refusal::YouHaveTooManyRooms => ApiError::Conflict(

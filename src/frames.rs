@@ -63,6 +63,12 @@ pub enum ServerFrame<'a> {
         user: &'a User,
         added: bool,
     },
+    /// A group's name or admins changed.
+    RoomUpdated {
+        room_id: &'a str,
+        name: Option<&'a str>,
+        admins: &'a [UserId],
+    },
     /// The receiving user now belongs to this room (all-rooms sockets only).
     Room {
         room_id: &'a str,

@@ -69,12 +69,13 @@ pub fn may_add(room: RoomFacts, by_is_member: bool, user_is_active: bool) -> Res
 
 /// `by` removes `user` from a room: anyone may leave any room (a direct room too: that
 /// declines it for good, as nobody can be added to a direct room and asking for the pair's
-/// room again finds this one), and a group's creator may remove anyone. Both must be members.
+/// room again finds this one), and a group's admins may remove anyone. Both must be members.
 pub fn may_remove(
     room: RoomFacts,
     by: UserId,
     user: UserId,
     both_members: bool,
+    by_is_admin: bool,
 ) -> Result<(), Refusal> {
     if !both_members {
         Err(Refusal::NotFound)
@@ -82,8 +83,22 @@ pub fn may_remove(
         Ok(())
     } else if room.is_direct {
         Err(Refusal::DirectRoom)
-    } else if user != by && room.creator != Some(by) {
-        Err(Refusal::NotCreator)
+    } else if !by_is_admin {
+        Err(Refusal::NotAdmin)
+    } else {
+        Ok(())
+    }
+}
+
+/// `by` manages a room (renames it, makes a member an admin): only an admin of a group may; a
+/// non-member learns nothing.
+pub fn may_manage(room: RoomFacts, by_is_member: bool, by_is_admin: bool) -> Result<(), Refusal> {
+    if !by_is_member {
+        Err(Refusal::NotFound)
+    } else if room.is_direct {
+        Err(Refusal::DirectRoom)
+    } else if !by_is_admin {
+        Err(Refusal::NotAdmin)
     } else {
         Ok(())
     }
@@ -143,22 +158,26 @@ mod tests {
     }
 
     #[test]
-    fn anyone_leaves_a_group_and_only_its_creator_removes_others() {
-        let (creator, member, other) = (UserId(1), UserId(2), UserId(3));
-        assert_eq!(may_remove(GROUP, member, member, true), Ok(()));
-        assert_eq!(may_remove(GROUP, creator, other, true), Ok(()));
+    fn anyone_leaves_a_group_and_only_its_admins_remove_others() {
+        let (admin, member, other) = (UserId(1), UserId(2), UserId(3));
+        assert_eq!(may_remove(GROUP, member, member, true, false), Ok(()));
+        assert_eq!(may_remove(GROUP, admin, other, true, true), Ok(()));
         assert_eq!(
-            may_remove(GROUP, member, other, true),
-            Err(Refusal::NotCreator)
+            may_remove(GROUP, member, other, true, false),
+            Err(Refusal::NotAdmin)
         );
-        assert_eq!(may_remove(DIRECT, member, member, true), Ok(()));
+        assert_eq!(may_remove(DIRECT, member, member, true, false), Ok(()));
         assert_eq!(
-            may_remove(DIRECT, creator, member, true),
+            may_remove(DIRECT, admin, member, true, true),
             Err(Refusal::DirectRoom)
         );
         assert_eq!(
-            may_remove(GROUP, creator, other, false),
+            may_remove(GROUP, admin, other, false, true),
             Err(Refusal::NotFound)
         );
+        assert_eq!(may_manage(GROUP, true, true), Ok(()));
+        assert_eq!(may_manage(GROUP, true, false), Err(Refusal::NotAdmin));
+        assert_eq!(may_manage(DIRECT, true, true), Err(Refusal::DirectRoom));
+        assert_eq!(may_manage(GROUP, false, true), Err(Refusal::NotFound));
     }
 }

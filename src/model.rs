@@ -238,6 +238,8 @@ pub struct Room {
     pub unread_count: i64,
     /// Unread messages that mention the caller.
     pub mention_count: i64,
+    /// The group's admins (none for a direct room).
+    pub admins: Vec<UserId>,
 }
 
 #[cfg(test)]
@@ -375,8 +377,8 @@ pub enum Refusal {
     NotFound,
     /// Direct rooms have exactly two members.
     DirectRoom,
-    /// Only the room's creator may remove others.
-    NotCreator,
+    /// Only a group's admins may remove others, rename it or make admins.
+    NotAdmin,
     /// The user to add is not an active account.
     NoSuchUser,
     /// Members of a new room that are not active accounts.
@@ -391,7 +393,7 @@ pub enum Refusal {
     TooManyReactions,
     /// Only a message's author may edit it.
     NotAuthor,
-    /// Only a message's author, or a group's creator, may delete it.
+    /// Only a message's author, or an admin of its group, may delete it.
     MayNotDelete,
     /// The message was deleted: nothing of it is left to edit.
     MessageDeleted,

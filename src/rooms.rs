@@ -13,6 +13,7 @@ use crate::filters::{FromQuery, Params, json_body, query, with_state};
 use crate::model::Auth;
 use crate::model::UserId;
 use crate::state::AppState;
+use crate::store::api::RoomChange;
 use crate::store::rooms::RoomCursor;
 
 pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
@@ -43,7 +44,24 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(remove_member)
         .map(Reply::into_response);
+    let rename = warp::path!("api" / "v1" / "chat" / String)
+        .and(warp::patch())
+        .and(authenticated(state))
+        .and(json_body(state.config.limits.max_body_bytes))
+        .and(with_state(state))
+        .then(rename)
+        .map(Reply::into_response);
+    let make_admin = warp::path!("api" / "v1" / "chat" / String / "admins" / String)
+        .and(warp::put())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(make_admin)
+        .map(Reply::into_response);
     list.or(create)
+        .unify()
+        .or(rename)
+        .unify()
+        .or(make_admin)
         .unify()
         .or(add)
         .unify()
@@ -145,7 +163,41 @@ async fn add_member(
     Ok(warp::reply::with_status(warp::reply::json(&view), status))
 }
 
-/// `DELETE /api/v1/chat/<room_id>/members/<user_id>/`: a member leaves, or the creator removes
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    name: String,
+}
+
+/// `PATCH /api/v1/chat/<room_id>/`: an admin renames a group.
+async fn rename(
+    room_id: String,
+    auth: Auth,
+    body: Rename,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let room = chat::room_for_member(&state, room_id, &auth.user).await?;
+    let view = chat::manage_room(&state, room, auth.user.id, RoomChange::Rename(body.name)).await?;
+    Ok(warp::reply::json(&view))
+}
+
+/// `PUT /api/v1/chat/<room_id>/admins/<user_id>/`: an admin makes a member an admin.
+async fn make_admin(
+    room_id: String,
+    user_id: String,
+    auth: Auth,
+    state: AppState,
+) -> Result<impl Reply, ApiError> {
+    let room = chat::room_for_member(&state, room_id, &auth.user).await?;
+    let user = user_id
+        .parse::<i64>()
+        .map(UserId)
+        .map_err(|_| ApiError::NotFound)?;
+    let view = chat::manage_room(&state, room, auth.user.id, RoomChange::MakeAdmin(user)).await?;
+    Ok(warp::reply::json(&view))
+}
+
+/// `DELETE /api/v1/chat/<room_id>/members/<user_id>/`: a member leaves, or an admin removes
 /// someone. The removed user's sockets to the room close at once.
 async fn remove_member(
     room_id: String,

@@ -81,6 +81,12 @@ pub const TABLE: &[Route] = &[
     route("POST", "/api/v1/chats/", Access::User),
     route("GET", "/api/v1/chat/{room_id}/", Access::Member),
     route("POST", "/api/v1/chat/{room_id}/", Access::Member),
+    route("PATCH", "/api/v1/chat/{room_id}/", Access::Member),
+    route(
+        "PUT",
+        "/api/v1/chat/{room_id}/admins/{user_id}/",
+        Access::Member,
+    ),
     route("POST", "/api/v1/chat/{room_id}/members/", Access::Member),
     route(
         "DELETE",

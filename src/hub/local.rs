@@ -15,7 +15,10 @@ use super::{Event, Hub, HubFut, Joined, Subscription};
 use crate::model::{RoomId, UserId};
 
 struct RoomEntry {
-    tx: broadcast::Sender<Event>,
+    /// The channel of the room's sockets: made by the first, so that a room followed only by
+    /// all-rooms sockets costs no queue (a user in thousands of rooms would otherwise hold a
+    /// queue of `capacity` events for each).
+    tx: Option<broadcast::Sender<Event>>,
     /// Per user: open room sockets, plus one if the user's all-rooms socket is registered.
     online: HashMap<UserId, u32>,
     /// Users whose all-rooms channel receives this room's events.
@@ -43,17 +46,17 @@ pub struct LocalHub {
 }
 
 impl Registry {
-    fn room(&mut self, room: RoomId, capacity: usize) -> &mut RoomEntry {
+    fn room(&mut self, room: RoomId) -> &mut RoomEntry {
         self.rooms.entry(room).or_insert_with(|| RoomEntry {
-            tx: broadcast::channel(capacity).0,
+            tx: None,
             online: HashMap::new(),
             user_subs: HashSet::new(),
         })
     }
 
     /// Counts one more presence of `user` in `room`; true if it is the first.
-    fn online_up(&mut self, room: RoomId, user: UserId, capacity: usize) -> bool {
-        let count = self.room(room, capacity).online.entry(user).or_insert(0);
+    fn online_up(&mut self, room: RoomId, user: UserId) -> bool {
+        let count = self.room(room).online.entry(user).or_insert(0);
         *count += 1;
         *count == 1
     }
@@ -74,6 +77,10 @@ impl Registry {
             }
             None => false,
         };
+        // The room's last socket gone, its queue goes too.
+        if entry.tx.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+            entry.tx = None;
+        }
         if entry.online.is_empty() && entry.user_subs.is_empty() {
             self.rooms.remove(&room);
         }
@@ -81,15 +88,15 @@ impl Registry {
     }
 
     /// Routes `room`'s events to `user`'s channel; true if the user came online there.
-    fn register(&mut self, room: RoomId, user: UserId, capacity: usize) -> bool {
+    fn register(&mut self, room: RoomId, user: UserId) -> bool {
         let Some(u) = self.users.get_mut(&user) else {
             return false;
         };
         if !u.rooms.insert(room) {
             return false;
         }
-        self.room(room, capacity).user_subs.insert(user);
-        self.online_up(room, user, capacity)
+        self.room(room).user_subs.insert(user);
+        self.online_up(room, user)
     }
 
     /// Stops routing `room`'s events to `user`; true if the user went offline there.
@@ -124,8 +131,13 @@ impl LocalHub {
 
     fn subscribe_room(&self, room: RoomId, user: UserId) -> Joined {
         let mut registry = self.lock();
-        let first = registry.online_up(room, user, self.capacity);
-        let events = Subscription::new(registry.room(room, self.capacity).tx.subscribe());
+        let first = registry.online_up(room, user);
+        let capacity = self.capacity;
+        let tx = registry
+            .room(room)
+            .tx
+            .get_or_insert_with(|| broadcast::channel(capacity).0);
+        let events = Subscription::new(tx.subscribe());
         Joined {
             events,
             first,
@@ -176,7 +188,9 @@ impl Hub for LocalHub {
                     delivered += u.tx.send(event.clone()).unwrap_or(0);
                 }
             }
-            delivered += entry.tx.send(event).unwrap_or(0);
+            if let Some(tx) = &entry.tx {
+                delivered += tx.send(event).unwrap_or(0);
+            }
             crate::metrics::METRICS.deliveries.add(delivered as u64);
         }
     }
@@ -208,7 +222,7 @@ impl Hub for LocalHub {
     }
 
     fn follow(&self, room: RoomId, user: UserId) -> bool {
-        self.lock().register(room, user, self.capacity)
+        self.lock().register(room, user)
     }
 
     fn unfollow(&self, room: RoomId, user: UserId) -> bool {

@@ -56,6 +56,8 @@ pub enum EventKind {
     },
     /// The receiving user was added to a room (user channels only).
     Room,
+    /// A group was renamed or got an admin.
+    RoomUpdated,
 }
 
 impl EventKind {

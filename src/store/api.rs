@@ -91,6 +91,22 @@ pub struct Head {
     pub seq: Seq,
 }
 
+/// What an admin changes about a group.
+#[derive(Debug, Clone)]
+pub enum RoomChange {
+    /// A new name (validated).
+    Rename(String),
+    /// Makes a member an admin.
+    MakeAdmin(UserId),
+}
+
+/// A group after an admin's change, as the admin sees it, and whether anything changed.
+pub struct Managed {
+    pub room: RoomRef,
+    pub view: Room,
+    pub changed: bool,
+}
+
 /// One page of what a socket missed.
 pub struct ReplayPage {
     pub changes: Vec<Replayed>,
@@ -164,8 +180,17 @@ pub trait ChatStore: Send + Sync {
         now: i64,
         on_commit: OnCommit<MemberAdded>,
     ) -> Fut<'_, MemberAdded>;
-    /// `by` removes `user` (themselves from any room, or anyone from a group `by` created).
-    /// Refused `NotFound`, `DirectRoom`, `NotCreator`.
+    /// An admin of the group changes it. Refused `NotFound` (not a member, or making a
+    /// non-member an admin), `DirectRoom`, `NotAdmin`.
+    fn manage_room(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        change: RoomChange,
+        on_commit: OnCommit<Managed>,
+    ) -> Fut<'_, Managed>;
+    /// `by` removes `user` (themselves from any room, or anyone from a group `by` is an admin
+    /// of). Refused `NotFound`, `DirectRoom`, `NotAdmin`.
     fn remove_member(
         &self,
         room: RoomRef,

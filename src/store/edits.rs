@@ -22,15 +22,15 @@ struct Target {
     sender: UserId,
     content: String,
     deleted: bool,
-    /// The room's creator, for a group; `None` for a direct room.
-    group_creator: Option<UserId>,
+    /// Whether the acting user is an admin of the message's group.
+    by_is_admin: bool,
 }
 
 /// The message `id` as `by` may see it: `NotFound` unless `by` is a member of its room now.
 fn target(conn: &Connection, id: MessageId, by: UserId) -> Result<Target> {
     conn.prepare_cached(
         "SELECT r.id, r.public_id, m.sender_id, m.content, m.deleted,
-                CASE WHEN r.is_direct THEN NULL ELSE r.creator_id END
+                NOT r.is_direct AND rm.admin
          FROM messages m
          JOIN rooms r ON r.id = m.room_id
          JOIN room_members rm ON rm.room_id = m.room_id AND rm.user_id = ?2
@@ -45,7 +45,7 @@ fn target(conn: &Connection, id: MessageId, by: UserId) -> Result<Target> {
             sender: r.get(2)?,
             content: r.get(3)?,
             deleted: r.get(4)?,
-            group_creator: r.get(5)?,
+            by_is_admin: r.get(5)?,
         })
     })
     .optional()?
@@ -104,12 +104,12 @@ pub fn edit(
     current(conn, t.room, id, Some(seq))
 }
 
-/// `by` deletes message `id`: its author may, and so may a group's creator. The message stays
+/// `by` deletes message `id`: its author may, and so may a group's admins. The message stays
 /// as a tombstone; its content, its reactions, its mentions and what it replied to are gone
 /// from the database.
 pub fn delete(conn: &Connection, id: MessageId, by: UserId, now: i64) -> Result<Changed> {
     let t = target(conn, id, by)?;
-    if t.sender != by && t.group_creator != Some(by) {
+    if t.sender != by && !t.by_is_admin {
         return Err(Refusal::MayNotDelete.into());
     }
     if t.deleted {

@@ -56,11 +56,13 @@ pub fn insert(conn: &Connection, new: &NewRoom<'_>, now: i64) -> Result<RoomRef>
     .execute(params![new.public_id, new.name, is_direct, key, new.creator, now])?;
     let id = RoomId(conn.last_insert_rowid());
     let mut add = conn.prepare_cached(
-        "INSERT INTO room_members (room_id, user_id, joined, added_by) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO room_members (room_id, user_id, joined, added_by, admin)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for member in new.members {
         let added_by = (*member != new.creator).then_some(new.creator);
-        add.execute(params![id, member, now, added_by])?;
+        let admin = !is_direct && *member == new.creator;
+        add.execute(params![id, member, now, added_by, admin])?;
     }
     Ok(RoomRef {
         id,
@@ -132,6 +134,7 @@ pub fn view(conn: &Connection, room: &RoomRef, user: UserId) -> Result<Room> {
         last_message,
         unread_count,
         mention_count,
+        admins: admins(conn, room.id)?,
     })
 }
 
@@ -215,6 +218,43 @@ pub fn info(conn: &Connection, room: RoomId) -> Result<RoomFacts> {
                 creator: r.get(1)?,
             })
         })?)
+}
+
+/// The admins of `room`, by id.
+pub fn admins(conn: &Connection, room: RoomId) -> Result<Vec<UserId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id FROM room_members WHERE room_id = ?1 AND admin = 1 ORDER BY user_id",
+    )?;
+    let rows = stmt.query_map([room], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Whether `user` is an admin of `room`.
+pub fn is_admin(conn: &Connection, room: RoomId, user: UserId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM room_members WHERE room_id = ?1 AND user_id = ?2 AND admin = 1",
+        )?
+        .query_row(params![room, user], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Makes `user` an admin of `room`; false if they were one already (or are not a member).
+pub fn make_admin(conn: &Connection, room: RoomId, user: UserId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE room_members SET admin = 1 WHERE room_id = ?1 AND user_id = ?2 AND admin = 0",
+        )?
+        .execute(params![room, user])?
+        > 0)
+}
+
+/// Renames `room`.
+pub fn rename(conn: &Connection, room: RoomId, name: &str) -> Result<()> {
+    conn.prepare_cached("UPDATE rooms SET name = ?2 WHERE id = ?1")?
+        .execute(params![room, name])?;
+    Ok(())
 }
 
 pub fn is_member(conn: &Connection, room: RoomId, user: UserId) -> Result<bool> {

@@ -4,8 +4,8 @@
 use rusqlite::Connection;
 
 use super::api::{
-    ChatStore, CreatedRoom, Fut, Head, Joined, MemberAdded, MemberRemoved, NewMessage, NewRoom,
-    OnCommit, Refusal, ReplayPage, Sending,
+    ChatStore, CreatedRoom, Fut, Head, Joined, Managed, MemberAdded, MemberRemoved, NewMessage,
+    NewRoom, OnCommit, Refusal, ReplayPage, RoomChange, Sending,
 };
 use super::edits::{self, Changed};
 use super::messages::{self, Page, ReadMark};
@@ -244,10 +244,46 @@ impl ChatStore for Store {
                 let facts = rooms::info(c, room.id)?;
                 let both =
                     rooms::is_member(c, room.id, by)? && rooms::is_member(c, room.id, user_id)?;
-                membership::may_remove(facts, by, user_id, both)?;
+                let admin = rooms::is_admin(c, room.id, by)?;
+                membership::may_remove(facts, by, user_id, both, admin)?;
                 let user = users::get(c, user_id)?.ok_or(Refusal::NotFound)?;
                 rooms::remove_member(c, room.id, user_id)?;
                 Ok(MemberRemoved { room, user })
+            },
+            on_commit,
+        ))
+    }
+
+    fn manage_room(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        change: RoomChange,
+        on_commit: OnCommit<Managed>,
+    ) -> Fut<'_, Managed> {
+        Box::pin(self.write_then(
+            move |c| {
+                let facts = rooms::info(c, room.id)?;
+                let member = rooms::is_member(c, room.id, by)?;
+                let admin = rooms::is_admin(c, room.id, by)?;
+                membership::may_manage(facts, member, admin)?;
+                let changed = match &change {
+                    RoomChange::Rename(name) => {
+                        rooms::rename(c, room.id, name)?;
+                        true
+                    }
+                    RoomChange::MakeAdmin(user) => {
+                        if !rooms::is_member(c, room.id, *user)? {
+                            return Err(Refusal::NotFound.into());
+                        }
+                        rooms::make_admin(c, room.id, *user)?
+                    }
+                };
+                Ok(Managed {
+                    view: rooms::view(c, &room, by)?,
+                    room,
+                    changed,
+                })
             },
             on_commit,
         ))

@@ -72,6 +72,13 @@ fn routes() -> Vec<Route> {
             404,
         ),
         r("DELETE", "/api/v1/chat/{room}/members/{member}/", None, 404),
+        r(
+            "PATCH",
+            "/api/v1/chat/{room}/",
+            Some(json!({"name": "mine now"})),
+            404,
+        ),
+        r("PUT", "/api/v1/chat/{room}/admins/{me}/", None, 404),
         r("PATCH", "/api/v1/messages/{message}/update/", None, 404),
         r(
             "PATCH",

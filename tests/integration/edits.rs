@@ -918,3 +918,96 @@ async fn search_pages_by_cursor_and_can_keep_to_one_room() {
     }
     assert_eq!(seen, in_one);
 }
+
+#[tokio::test]
+async fn group_admins_rename_promote_remove_and_delete_and_nobody_else_does() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let dave = s.user("dave").await;
+    let group = s.room(&alice, &[&bob, &carol], Some("plans")).await;
+    let direct = s.room(&alice, &[&dave], None).await;
+    let (_, rooms) = s.get("/api/v1/chats/", &bob.token).await;
+    assert_eq!(
+        rooms[0]["admins"],
+        json!([alice.id]),
+        "the creator is the admin"
+    );
+    let (mut watcher, _) = s.ws(&group, &carol, "").await;
+
+    let rename = |who: &TestUser, room: &str, name: &str| {
+        let (s, who, room, name) = (&s, who.clone(), room.to_string(), name.to_string());
+        async move {
+            s.call(
+                "PATCH",
+                &format!("/api/v1/chat/{room}/"),
+                Some(&who.token),
+                Some(json!({ "name": name })),
+            )
+            .await
+        }
+    };
+    // Not an admin: refused, nothing changes.
+    assert_eq!(rename(&bob, &group, "bob's").await.0, 403);
+    let promote = |who: &TestUser, user: i64| {
+        let (s, who, group) = (&s, who.clone(), group.clone());
+        async move {
+            s.call(
+                "PUT",
+                &format!("/api/v1/chat/{group}/admins/{user}/"),
+                Some(&who.token),
+                None,
+            )
+            .await
+        }
+    };
+    assert_eq!(promote(&bob, bob.id).await.0, 403);
+    let msg = post(&s, &carol, &group, "carol's note").await;
+    assert_eq!(delete(&s, &bob, msg["id"].as_i64().unwrap()).await.0, 403);
+
+    // The admin renames; the room hears it.
+    let (status, room) = rename(&alice, &group, "  plans for May ").await;
+    assert_eq!(
+        (status, room["name"].as_str()),
+        (200, Some("plans for May"))
+    );
+    let e = watcher.next_of("room_updated").await;
+    assert_eq!(
+        (e["name"].as_str(), e["room_id"].as_str()),
+        (Some("plans for May"), Some(group.as_str()))
+    );
+    for bad in ["", "   ", &"x".repeat(101)] {
+        assert_eq!(rename(&alice, &group, bad).await.0, 400, "{bad:?}");
+    }
+    // Direct rooms have no admins and no names.
+    assert_eq!(rename(&alice, &direct, "us").await.0, 403);
+
+    // Bob becomes an admin: now he may remove carol and delete her messages.
+    let (status, room) = promote(&alice, bob.id).await;
+    assert_eq!(
+        (status, room["admins"].clone()),
+        (200, json!([alice.id, bob.id]))
+    );
+    assert_eq!(
+        watcher.next_of("room_updated").await["admins"],
+        json!([alice.id, bob.id])
+    );
+    assert_eq!(
+        promote(&alice, dave.id).await.0,
+        404,
+        "dave is not a member"
+    );
+    let (status, tomb) = delete(&s, &bob, msg["id"].as_i64().unwrap()).await;
+    assert_eq!((status, tomb["deleted"].as_bool()), (200, Some(true)));
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/chat/{group}/members/{}/", carol.id),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(watcher.closed().await, Some(4003));
+}
