@@ -7,7 +7,8 @@
 //! docs/CONTRACT.md target, and writes every figure and every fan-out step as JSON.
 //!
 //! Full suite (by hand, ~20 minutes): `bench/run`. Smoke (CI, under 2 minutes):
-//! `bench/run --smoke`.
+//! `bench/run --smoke`. The abuse scenario is not in the default list: `bench/run --scenarios
+//! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`).
 //!
 //! # Layout
 //! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
@@ -16,7 +17,10 @@
 //! - `child`: starting and stopping the servers under test.
 //! - `sys`: CPU time, RSS and open files from `/proc`; the open-files limit.
 //! - `report`: medians, ratios, targets, the table and the JSON.
+//! - `abuse`: the abuse scenario, resource-exhaustion attacks on fresh servers with the default
+//!   abuse limits, and its picture of RSS over time.
 
+mod abuse;
 mod child;
 mod load;
 mod net;

@@ -24,7 +24,12 @@ static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
 /// Connects to `server` from the next loopback source address in turn.
 pub async fn connect_tcp(server: SocketAddr) -> Result<TcpStream> {
     let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCE_ADDRESSES;
-    let source = Ipv4Addr::new(127, 0, 0, 2 + n as u8);
+    connect_tcp_from(server, Ipv4Addr::new(127, 0, 0, 2 + n as u8)).await
+}
+
+/// Connects to `server` from one given loopback source address: a client that must be seen
+/// by the server as one address (an attacker's, a probe's), outside the rotating range.
+pub async fn connect_tcp_from(server: SocketAddr, source: Ipv4Addr) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
     // Lets a new socket reuse a port whose previous connection is still in TIME_WAIT.
     socket.set_reuseaddr(true)?;
@@ -41,7 +46,16 @@ pub type Ws = WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket to `path` (with its query string) on `server`.
 pub async fn connect_ws(server: SocketAddr, path: &str) -> Result<Ws> {
-    let stream = connect_tcp(server).await?;
+    handshake(connect_tcp(server).await?, server, path).await
+}
+
+/// Opens a WebSocket from one given loopback source address. A refused handshake's error
+/// holds the server's response (`tungstenite::Error::Http`), for its status and `Retry-After`.
+pub async fn connect_ws_from(server: SocketAddr, path: &str, source: Ipv4Addr) -> Result<Ws> {
+    handshake(connect_tcp_from(server, source).await?, server, path).await
+}
+
+async fn handshake(stream: TcpStream, server: SocketAddr, path: &str) -> Result<Ws> {
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .write_buffer_size(0);
@@ -60,7 +74,15 @@ pub struct Http {
 
 impl Http {
     pub async fn connect(server: SocketAddr) -> Result<Http> {
-        let stream = connect_tcp(server).await?;
+        Http::over(connect_tcp(server).await?, server).await
+    }
+
+    /// A connection from one given loopback source address.
+    pub async fn connect_from(server: SocketAddr, source: Ipv4Addr) -> Result<Http> {
+        Http::over(connect_tcp_from(server, source).await?, server).await
+    }
+
+    async fn over(stream: TcpStream, server: SocketAddr) -> Result<Http> {
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.await;

@@ -156,6 +156,367 @@ const HEADLINES: &[Headline] = &[
     h("idle", "rss_at_end_mib", "RSS after the suite, MiB", None),
 ];
 
+/// The abuse scenario's figures, each attack on a fresh server with the default limits. A
+/// target is a bound of SECURITY.md's "Abuse bounds" at its default, so it holds at any size.
+const ABUSE_HEADLINES: &[Headline] = &[
+    h("abuse_rooms", "rss_peak_mib", "rooms: peak RSS, MiB", None),
+    h(
+        "abuse_rooms",
+        "fds_peak",
+        "rooms: peak open descriptors",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "probe_p99_before_ms",
+        "rooms: probe p99 ms before",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "probe_p99_ms",
+        "rooms: probe p99 ms during",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "probe_p99_ratio",
+        "rooms: probe p99 during / before",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "new_client_failures",
+        "rooms: a new client unanswered after it",
+        Some(Target::AtMost(0.0)),
+    ),
+    h(
+        "abuse_rooms",
+        "attempts_per_s",
+        "rooms: creations tried per s",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "created_201",
+        "rooms: created (201)",
+        Some(Target::AtMost(50.0)),
+    ),
+    h("abuse_rooms", "refused_429", "rooms: refused 429", None),
+    h("abuse_rooms", "refused_403", "rooms: refused 403", None),
+    h("abuse_rooms", "other", "rooms: other answers", None),
+    h(
+        "abuse_rooms",
+        "refusals_added_by_one_user",
+        "rooms: max_rooms_added_by_one_user refusals (server count)",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "refusals_rooms_created",
+        "rooms: rooms_created_per_user refusals (server count)",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "victim_list_p99_ms",
+        "rooms: victim's room list p99 ms",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "victim_list_bytes",
+        "rooms: victim's room list bytes",
+        None,
+    ),
+    h(
+        "abuse_rooms",
+        "victim_list_rooms",
+        "rooms: rooms in the victim's list",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "rss_peak_mib",
+        "descriptors: peak RSS, MiB",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "fds_peak",
+        "descriptors: peak open descriptors",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "probe_p99_before_ms",
+        "descriptors: probe p99 ms before",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "probe_p99_ms",
+        "descriptors: probe p99 ms during",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "probe_p99_ratio",
+        "descriptors: probe p99 during / before",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "new_client_failures",
+        "descriptors: a new client unanswered after it",
+        Some(Target::AtMost(0.0)),
+    ),
+    h(
+        "abuse_fds",
+        "connections_opened",
+        "descriptors: connections opened",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "answered_200",
+        "descriptors: answered 200",
+        None,
+    ),
+    h("abuse_fds", "refused_429", "descriptors: refused 429", None),
+    h(
+        "abuse_fds",
+        "closed_by_server",
+        "descriptors: closed by the server",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "idle_connections_shed",
+        "descriptors: idle connections shed (server count)",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "refusals_tcp_per_ip",
+        "descriptors: max_tcp_connections_per_ip refusals (server count)",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "fds_above_start_peak",
+        "descriptors: peak descriptors above the start (cap 2000 per address)",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "held_at_end",
+        "descriptors: still open at the end",
+        None,
+    ),
+    h(
+        "abuse_fds",
+        "timeouts",
+        "descriptors: requests unanswered in 10 s",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "rss_peak_mib",
+        "presence: peak RSS, MiB",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "fds_peak",
+        "presence: peak open descriptors",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "probe_p99_before_ms",
+        "presence: probe p99 ms before",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "probe_p99_ms",
+        "presence: probe p99 ms during",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "probe_p99_ratio",
+        "presence: probe p99 during / before",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "new_client_failures",
+        "presence: a new client unanswered after it",
+        Some(Target::AtMost(0.0)),
+    ),
+    h(
+        "abuse_presence",
+        "connects_accepted",
+        "presence: connects accepted",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "connects_refused_429",
+        "presence: connects refused 429",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "refusals_ws_per_user",
+        "presence: ws_connects_per_user refusals (server count)",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "refusals_ws_per_ip",
+        "presence: ws_connects_per_ip refusals (server count)",
+        None,
+    ),
+    h(
+        "abuse_presence",
+        "presence_per_observer",
+        "presence: presence frames per observer",
+        Some(Target::AtMost(1.0)),
+    ),
+    h(
+        "abuse_presence",
+        "presence_per_observer_per_s",
+        "presence: presence frames per observer per s",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "rss_peak_mib",
+        "signups: peak RSS, MiB",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "fds_peak",
+        "signups: peak open descriptors",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "probe_p99_before_ms",
+        "signups: probe p99 ms before",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "probe_p99_ms",
+        "signups: probe p99 ms during",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "probe_p99_ratio",
+        "signups: probe p99 during / before",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "new_client_failures",
+        "signups: a new client unanswered after it",
+        Some(Target::AtMost(0.0)),
+    ),
+    h(
+        "abuse_signups",
+        "attempts_per_s",
+        "signups: signups tried per s",
+        None,
+    ),
+    h(
+        "abuse_signups",
+        "created_201",
+        "signups: created (201)",
+        Some(Target::AtMost(20.0)),
+    ),
+    h("abuse_signups", "refused_429", "signups: refused 429", None),
+    h(
+        "abuse_replay",
+        "rss_peak_mib",
+        "replays: peak RSS, MiB",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "fds_peak",
+        "replays: peak open descriptors",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "probe_p99_before_ms",
+        "replays: probe p99 ms before",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "probe_p99_ms",
+        "replays: probe p99 ms during",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "probe_p99_ratio",
+        "replays: probe p99 during / before",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "new_client_failures",
+        "replays: a new client unanswered after it",
+        Some(Target::AtMost(0.0)),
+    ),
+    h(
+        "abuse_replay",
+        "messages_per_s",
+        "replays: messages replayed per s",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "messages_replayed",
+        "replays: messages replayed",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "sockets_complete",
+        "replays: sockets that got every message",
+        None,
+    ),
+    h("abuse_replay", "refused_429", "replays: refused 429", None),
+    h("abuse_replay", "closes_4000", "replays: closed 4000", None),
+    h(
+        "abuse_replay",
+        "refusals_replay_length",
+        "replays: max_replay_messages closes (server count)",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "refusals_replays_per_user",
+        "replays: max_replays_per_user refusals (server count)",
+        None,
+    ),
+    h(
+        "abuse_replay",
+        "most_on_one_connection",
+        "replays: most messages on one connection",
+        Some(Target::AtMost(10_000.0)),
+    ),
+];
+
 /// One row of the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -193,11 +554,19 @@ fn values(figures: &[Figure], server: &str, scenario: &str, metric: &str) -> Vec
         .collect()
 }
 
+fn is_abuse(scenario: &str) -> bool {
+    scenario.starts_with("abuse_")
+}
+
 /// Medians per server, ratios and verdicts. In smoke mode the sizes are not docs/CONTRACT.md's, so
-/// nothing is judged against the targets.
+/// nothing is judged against the targets, except the abuse bounds, which hold at any size. The
+/// abuse rows are there only when the abuse scenario ran.
 pub fn summarize(figures: &[Figure], smoke: bool) -> Vec<Row> {
+    let abuse_ran = figures.iter().any(|f| is_abuse(f.scenario));
+    let abuse: &[Headline] = if abuse_ran { ABUSE_HEADLINES } else { &[] };
     HEADLINES
         .iter()
+        .chain(abuse)
         .map(|hl| {
             let chat_runs = values(figures, "chat", hl.scenario, hl.metric);
             let bare_runs = values(figures, "bare", hl.scenario, hl.metric);
@@ -206,7 +575,7 @@ pub fn summarize(figures: &[Figure], smoke: bool) -> Vec<Row> {
                 (Some(c), Some(b)) if b != 0.0 => Some(c / b),
                 _ => None,
             };
-            let met = match (smoke, hl.target, chat) {
+            let met = match (smoke && !is_abuse(hl.scenario), hl.target, chat) {
                 (true, _, _) | (_, None, _) | (_, _, None) => None,
                 (false, Some(Target::AtLeast(t)), Some(c)) => Some(c >= t),
                 (false, Some(Target::AtMost(t)), Some(c)) => Some(c <= t),
@@ -246,7 +615,16 @@ fn target_text(t: Option<Target>) -> String {
     }
 }
 
-/// The summary as a Markdown table.
+fn met_text(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "",
+    }
+}
+
+/// The summary as Markdown tables: docs/CONTRACT.md's figures (left out when only the abuse
+/// scenario ran), then the abuse scenario's, if it ran.
 pub fn render(rows: &[Row], machine: &str, runs: usize, smoke: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -254,17 +632,44 @@ pub fn render(rows: &[Row], machine: &str, runs: usize, smoke: bool) -> String {
         "\nchat-bench results: {} sizes, median of {runs} run(s), {machine}\n",
         if smoke { "smoke" } else { "full" }
     );
+    let (abuse, suite): (Vec<&Row>, Vec<&Row>) = rows.iter().partition(|r| is_abuse(r.scenario));
+    let suite_ran = suite.iter().any(|r| r.chat.is_some() || r.bare.is_some());
+    if suite_ran || abuse.is_empty() {
+        render_suite(&mut s, &suite);
+    }
+    if !abuse.is_empty() {
+        if suite_ran {
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "| abuse attack (fresh chat-server, default limits): figure | chat-server | bound | held | runs |"
+        );
+        let _ = writeln!(s, "|---|---:|---|---|---|");
+        for r in abuse {
+            let runs: Vec<String> = r.chat_runs.iter().map(|v| num(Some(*v))).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                r.label,
+                num(r.chat),
+                target_text(r.target),
+                met_text(r.met),
+                runs.join(", ")
+            );
+        }
+    }
+    s
+}
+
+fn render_suite(s: &mut String, rows: &[&Row]) {
     let _ = writeln!(
         s,
         "| figure | chat-server | bare | chat/bare | target | met | chat-server runs |"
     );
     let _ = writeln!(s, "|---|---:|---:|---:|---|---|---|");
     for r in rows {
-        let met = match r.met {
-            Some(true) => "yes",
-            Some(false) => "NO",
-            None => "",
-        };
+        let met = met_text(r.met);
         let runs: Vec<String> = r.chat_runs.iter().map(|v| num(Some(*v))).collect();
         let _ = writeln!(
             s,
@@ -278,17 +683,29 @@ pub fn render(rows: &[Row], machine: &str, runs: usize, smoke: bool) -> String {
             runs.join(", ")
         );
     }
-    s
 }
 
 /// Figures of chat-server that must be zero whatever the load: lost or duplicated messages,
-/// refused durable posts, failed history pages.
+/// refused durable posts, failed history pages; under the abuse scenario's attacks, a failed
+/// request of the probe or the victim, a dropped observer, a gap in a replay, a server that
+/// answers no new client afterwards or does not stop on SIGTERM.
 pub fn correctness_problems(figures: &[Figure]) -> Vec<String> {
     figures
         .iter()
         .filter(|f| {
             f.server == "chat"
-                && matches!(f.metric, "missing" | "duplicates" | "errors")
+                && matches!(
+                    f.metric,
+                    "missing"
+                        | "duplicates"
+                        | "errors"
+                        | "probe_errors"
+                        | "victim_errors"
+                        | "observers_dropped"
+                        | "gaps"
+                        | "new_client_failures"
+                        | "shutdown_failures"
+                )
                 && f.value != 0.0
         })
         .map(|f| {

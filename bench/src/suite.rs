@@ -1,6 +1,7 @@
 //! The scenarios of docs/CONTRACT.md section 3, run against one server: setup through the API,
 //! seeding the history room, then fan-out, latency, connect storm, idle memory, durable posts
-//! and history paging, each recorded as named figures.
+//! and history paging, each recorded as named figures. The abuse scenario (`abuse`) runs on
+//! servers of its own.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use hyper::Method;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::abuse::{self, AbuseSizes};
 use crate::child::{Kind, Server, free_port, write_chat_config};
 use crate::load::{self, Fleet, Publishers, Room, Step};
 use crate::net::Http;
@@ -39,6 +41,8 @@ pub struct Sizes {
     pub paging_connections: usize,
     pub paging_secs: f64,
     pub connect_concurrency: usize,
+    /// The abuse scenario's sizes.
+    pub abuse: AbuseSizes,
 }
 
 impl Sizes {
@@ -64,6 +68,7 @@ impl Sizes {
             paging_connections: 16,
             paging_secs: 10.0,
             connect_concurrency: 500,
+            abuse: AbuseSizes::full(),
         }
     }
 
@@ -87,6 +92,7 @@ impl Sizes {
             paging_connections: 4,
             paging_secs: 1.0,
             connect_concurrency: 100,
+            abuse: AbuseSizes::smoke(),
         }
     }
 }
@@ -102,6 +108,9 @@ pub enum Scenario {
     Durable,
     /// History paging in the seeded room.
     History,
+    /// Five resource-exhaustion attacks, each on a fresh chat-server with the default abuse
+    /// limits (not run against the bare server, which has none).
+    Abuse,
 }
 
 /// One measured number.
@@ -122,14 +131,20 @@ pub struct RunOutput {
     pub details: Vec<Value>,
 }
 
-struct Recorder<'a> {
+/// Records figures and details of one run against one server, printing each figure.
+pub(crate) struct Recorder<'a> {
     server: Kind,
     run: usize,
     out: &'a mut RunOutput,
 }
 
 impl Recorder<'_> {
-    fn figure(&mut self, scenario: &'static str, metric: &'static str, value: f64) {
+    /// The run this recorder records (1, 2, ...).
+    pub(crate) fn run(&self) -> usize {
+        self.run
+    }
+
+    pub(crate) fn figure(&mut self, scenario: &'static str, metric: &'static str, value: f64) {
         eprintln!("  {:<16} {:<28} {value:>14.3}", scenario, metric);
         self.out.figures.push(Figure {
             server: self.server.name(),
@@ -140,7 +155,7 @@ impl Recorder<'_> {
         });
     }
 
-    fn detail(&mut self, scenario: &str, value: impl Serialize) {
+    pub(crate) fn detail(&mut self, scenario: &str, value: impl Serialize) {
         self.out.details.push(json!({
             "server": self.server.name(),
             "run": self.run,
@@ -310,26 +325,29 @@ fn bare_layout(sizes: &Sizes) -> Layout {
 }
 
 async fn start(kind: Kind, env: &Env, db: &Path) -> Result<Server> {
-    let port = free_port()?;
     match kind {
-        Kind::Chat => {
-            let config = write_chat_config(&env.work_dir)?;
-            let args = [
-                "--config".to_string(),
-                config.display().to_string(),
-                "--db".to_string(),
-                db.display().to_string(),
-                "--port".to_string(),
-                port.to_string(),
-            ];
-            Server::start(kind, &env.chat_bin, &args, port).await
-        }
+        Kind::Chat => start_chat(env, &write_chat_config(&env.work_dir)?, db).await,
         Kind::Bare => {
+            let port = free_port()?;
             let mut args = vec!["--port".to_string(), port.to_string()];
             args.extend(env.bare_args.iter().cloned());
             Server::start(kind, &env.bare_bin, &args, port).await
         }
     }
+}
+
+/// Starts chat-server with the config file `config` and the database `db` on a free port.
+pub(crate) async fn start_chat(env: &Env, config: &Path, db: &Path) -> Result<Server> {
+    let port = free_port()?;
+    let args = [
+        "--config".to_string(),
+        config.display().to_string(),
+        "--db".to_string(),
+        db.display().to_string(),
+        "--port".to_string(),
+        port.to_string(),
+    ];
+    Server::start(Kind::Chat, &env.chat_bin, &args, port).await
 }
 
 /// Waits (at most 30 s) until the server uses under 5% of a core: the end of a burst of
@@ -474,7 +492,8 @@ async fn fanout(
     wait_for_fds(pid, fds + 4).await
 }
 
-/// Runs every scenario against one server.
+/// Runs every selected scenario against one server: the scenarios of docs/CONTRACT.md on one
+/// server process, then the abuse scenario on fresh ones.
 pub async fn run_server(
     kind: Kind,
     run: usize,
@@ -488,11 +507,35 @@ pub async fn run_server(
         run,
         out: &mut out,
     };
+    eprintln!("[run {run}] {} server", kind.name());
+    if scenarios.iter().any(|s| *s != Scenario::Abuse) {
+        run_suite(&mut rec, kind, sizes, env, scenarios).await?;
+    }
+    if scenarios.contains(&Scenario::Abuse) {
+        match kind {
+            Kind::Chat => abuse::run(&mut rec, env, &sizes.abuse)
+                .await
+                .context("abuse")?,
+            Kind::Bare => {
+                eprintln!("  abuse: skipped for the bare server (it has no abuse limits)")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The scenarios of docs/CONTRACT.md against one server process, after setting it up.
+async fn run_suite(
+    rec: &mut Recorder<'_>,
+    kind: Kind,
+    sizes: &Sizes,
+    env: &Env,
+    scenarios: &[Scenario],
+) -> Result<()> {
     let db = env.work_dir.join(format!("bench-{}.db", kind.name()));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
-    eprintln!("[run {run}] {} server", kind.name());
     let (server, layout) = match kind {
         Kind::Chat => {
             let server = start(kind, env, &db).await?;
@@ -524,7 +567,7 @@ pub async fn run_server(
 
     if scenarios.contains(&Scenario::Rooms) {
         fanout(
-            &mut rec,
+            rec,
             &server,
             sizes,
             &layout.many,
@@ -540,7 +583,7 @@ pub async fn run_server(
     }
     if scenarios.contains(&Scenario::Big) {
         fanout(
-            &mut rec,
+            rec,
             &server,
             sizes,
             std::slice::from_ref(&layout.big),
@@ -600,6 +643,5 @@ pub async fn run_server(
     }
 
     rec.figure("idle", "rss_at_end_mib", sys::rss_kib(pid)? as f64 / 1024.0);
-    server.stop().await?;
-    Ok(out)
+    server.stop().await
 }
