@@ -763,3 +763,103 @@ async fn a_message_is_edited_and_deleted_and_the_other_side_sees_it_live() {
     alice.close().await;
     bob.close().await;
 }
+
+/// In a group, Bob mentions Alice: her list shows it, the message stands out, a hidden tab
+/// notifies her; she replies to it, they react, and each sees the other's reply and reaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mentions_replies_and_reactions_between_two_browsers() {
+    let Some(tools) = browser::tools("mentions_replies_and_reactions_between_two_browsers") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let group = room(&server, &alice_token, &[bob_id], Some("Plans")).await;
+    server
+        .post_message(&group, &bob_token, "@alice can you check the plan?")
+        .await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    let bob = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    log_in(&bob, &server, "bob").await;
+    let item = format!("#rooms .room-item[data-room-id='{group}']");
+    alice.visible(&format!("{item} .badge.mention")).await;
+    alice.click(&item).await;
+    bob.click(&item).await;
+    alice.visible("#message-list .msg.mentions-me").await;
+
+    // Alice's tab goes to the background, with notifications allowed: a new mention notifies.
+    alice
+        .js(
+            "window.shown = []; \
+             window.Notification = function (title, opts) { window.shown.push([title, opts.body]); }; \
+             window.Notification.permission = 'granted'; \
+             Object.defineProperty(document, 'hidden', { get: () => true }); return true;",
+            vec![],
+        )
+        .await;
+    bob.type_into("#input", &format!("@alice ping{}", enter()))
+        .await;
+    let shown = alice
+        .wait_for(
+            "a notification",
+            "return window.shown.length ? window.shown : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, json!([["Bob in Plans", "@alice ping"]]));
+
+    // She replies to the first message; Bob sees the quote.
+    alice.click("#message-list .msg.theirs .reply").await;
+    alice.visible("#replying").await;
+    alice
+        .type_into("#input", &format!("Checked, looks good{}", enter()))
+        .await;
+    bob.wait_for(
+        "the reply with its quote",
+        "const q = [...document.querySelectorAll('#message-list .msg .quote-text')]; \
+         return q.some(e => e.textContent === '@alice can you check the plan?');",
+        vec![],
+    )
+    .await;
+
+    // Bob reacts to her reply; Alice sees it and adds hers by clicking it.
+    bob.click("#message-list .msg.theirs:last-of-type .react[data-emoji='\u{1F44D}']")
+        .await;
+    alice
+        .wait_for(
+            "bob's reaction",
+            "const r = document.querySelector('#message-list .msg.mine .reaction'); \
+             return r && r.textContent === '\u{1F44D} 1';",
+            vec![],
+        )
+        .await;
+    alice.click("#message-list .msg.mine .reaction").await;
+    bob.wait_for(
+        "two reactions",
+        "const r = document.querySelector('#message-list .msg.theirs .reaction'); \
+         return r && r.textContent === '\u{1F44D} 2';",
+        vec![],
+    )
+    .await;
+    let (_, page) = server
+        .call(
+            "GET",
+            &format!("/api/v1/chat/{group}/"),
+            Some(&alice_token),
+            None,
+        )
+        .await;
+    let reply = &page["results"][0];
+    assert_eq!(reply["content"], "Checked, looks good");
+    assert_eq!(
+        reply["reactions"],
+        json!([{"emoji": "\u{1F44D}", "count": 2, "me": true}])
+    );
+    assert_eq!(reply["reply_to"]["sender"], "bob");
+    let _ = alice_id;
+    alice.close().await;
+    bob.close().await;
+}

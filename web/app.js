@@ -14,6 +14,8 @@
   const TYPING_IDLE_MS = 4000;
   const TYPING_SHOWN_MS = 6000;
   const RESEND_AFTER_MS = 4000;
+  /** The reactions offered on every message. */
+  const QUICK_REACTIONS = ['\u{1F44D}', '\u{2764}\u{FE0F}', '\u{1F602}', '\u{1F389}'];
   const GROUP_GAP_MS = 5 * 60 * 1000;
   const PING_EVERY_MS = 25000;
   const SILENT_LIMIT_MS = 60000;
@@ -415,8 +417,11 @@
     $('me-handle').textContent = `@${user.username}`;
     clearInterval(state.roomsTimer);
     state.roomsTimer = setInterval(() => {
-      if (document.visibilityState === 'visible' || state.restDown) refreshRooms();
+      // A hidden tab keeps looking only to notify of mentions and direct messages.
+      const notifying = 'Notification' in window && Notification.permission === 'granted';
+      if (document.visibilityState === 'visible' || state.restDown || notifying) refreshRooms();
     }, ROOMS_EVERY_MS);
+    renderNotifyPrompt();
     refreshRooms().then(route, route);
   }
 
@@ -446,6 +451,7 @@
     // limits.rooms_page_max); older ones come back to the top when they get a message.
     state.roomsInFlight = api('GET', '/chats/?limit=500')
       .then((rooms) => {
+        notifyFromRooms(state.rooms, rooms);
         state.rooms = rooms;
         if (state.view) {
           const fresh = rooms.find((r) => r.room_id === state.view.room.room_id);
@@ -457,6 +463,44 @@
       .catch(() => {})
       .finally(() => { state.roomsInFlight = null; });
     return state.roomsInFlight;
+  }
+
+  // ---------------------------------------------------------------- notifications
+
+  /** Whether `message` mentions the signed-in user. */
+  function mentionsMe(message) {
+    return Boolean(state.me && message.mentions && message.mentions.includes(state.me.id));
+  }
+
+  /** Shows a browser notification for a message that mentions you or is sent to you
+   * directly, while the tab is hidden and if you allowed notifications. */
+  function notifyMessage(room, message) {
+    if (!document.hidden || !('Notification' in window) || Notification.permission !== 'granted') return;
+    if (!state.me || message.sender_id === state.me.id || message.deleted) return;
+    if (!room.is_direct && !mentionsMe(message)) return;
+    const title = room.is_direct ? senderName(room, message) : `${senderName(room, message)} in ${roomTitle(room)}`;
+    try {
+      const n = new Notification(title, { body: message.content.slice(0, 200), tag: `m${message.id}` });
+      n.onclick = () => { window.focus(); location.hash = `#/c/${room.room_id}`; };
+    } catch (_) {
+      /* some browsers only notify from a service worker */
+    }
+  }
+
+  /** After a refresh of the room list: notifies of new messages in rooms not open. */
+  function notifyFromRooms(before, after) {
+    const openId = state.view ? state.view.room.room_id : null;
+    for (const room of after) {
+      if (room.room_id === openId || !room.last_message) continue;
+      const old = before.find((r) => r.room_id === room.room_id);
+      const seen = old && old.last_message ? old.last_message.id : 0;
+      if (!old || room.last_message.id > seen) notifyMessage(room, room.last_message);
+    }
+  }
+
+  function renderNotifyPrompt() {
+    const wanted = 'Notification' in window && Notification.permission === 'default';
+    show($('notify'), Boolean(state.me && wanted));
   }
 
   function roomTitle(room) {
@@ -517,6 +561,9 @@
             : null),
         h('span', { class: 'room-line' },
           h('span', { class: 'room-preview', text: previewText(room) }),
+          !open && room.mention_count
+            ? h('span', { class: 'badge mention', 'aria-label': `${room.mention_count} mentioning you`, text: '@' })
+            : null,
           unread
             ? h('span', { class: 'badge', 'aria-label': `${unread} unread`, text: unread > 99 ? '99+' : String(unread) })
             : null)));
@@ -588,6 +635,7 @@
       this.messages = new Map(); // id -> message
       this.lastSeq = 0; // highest position in the sequence of changes seen on the socket
       this.editing = null; // id of the message being edited in the composer
+      this.replying = null; // the message the next one answers
       this.pending = []; // messages sent but not acknowledged, in order
       this.nodes = new Map(); // render key -> { el, sig }
       this.loaded = false;
@@ -891,6 +939,7 @@
       }
       const atBottom = this.atBottom();
       const isNew = this.store(message);
+      if (isNew) notifyMessage(this.room, message);
       if (this.typers.delete(message.sender_id)) this.renderTyping();
       this.render(mine || atBottom ? 'bottom' : 'auto');
       if (isNew && !mine && !atBottom) show($('jump'), true);
@@ -950,8 +999,11 @@
       const content = text.trim();
       if (!content) return false;
       if (this.editing !== null) return this.finishEdit(content);
+      const replyTo = this.replying;
+      this.cancelReply();
       const pending = {
         client_id: randomId(),
+        reply_to_id: replyTo ? replyTo.id : null,
         content,
         sender_id: state.me.id,
         sender: state.me.username,
@@ -967,11 +1019,40 @@
       return true;
     }
 
+    // -- replying and reacting
+
+    startReply(id) {
+      const m = this.messages.get(id);
+      if (!m || m.deleted) return;
+      this.cancelEdit();
+      this.replying = m;
+      $('replying-text').textContent = `Replying to ${senderName(this.room, m)}: ${m.content.slice(0, 100)}`;
+      show($('replying'), true);
+      $('input').focus();
+    }
+
+    cancelReply() {
+      this.replying = null;
+      show($('replying'), false);
+    }
+
+    async react(id, emoji, on) {
+      try {
+        const updated = await api(on ? 'PUT' : 'DELETE', `/messages/${id}/reactions/${encodeURIComponent(emoji)}/`);
+        if (this.stopped) return;
+        this.store(updated);
+        this.render('auto');
+      } catch (e) {
+        toast(e.message || 'Could not react.');
+      }
+    }
+
     // -- editing and deleting
 
     startEdit(id) {
       const m = this.messages.get(id);
       if (!m || m.deleted) return;
+      this.cancelReply();
       this.editing = id;
       $('input').value = m.content;
       autosize();
@@ -1020,7 +1101,9 @@
     }
 
     trySend(p) {
-      if (this.send({ action: 'message', content: p.content, client_id: p.client_id })) {
+      const frame = { action: 'message', content: p.content, client_id: p.client_id };
+      if (p.reply_to_id) frame.reply_to = p.reply_to_id;
+      if (this.send(frame)) {
         p.sentAt = Date.now();
       }
     }
@@ -1168,7 +1251,7 @@
         let status = '';
         if (mine) status = m.pending ? 'pending' : (m.id <= readUpTo || m.is_read ? 'read' : 'sent');
         const key = m.pending ? `p:${m.client_id}` : `m:${m.id}`;
-        const sig = `${cont}|${status}|${m.updated}|${m.deleted}|${this.editing === m.id}`;
+        const sig = `${cont}|${status}|${m.updated}|${m.deleted}|${this.editing === m.id}|${JSON.stringify(m.reactions || [])}`;
         wanted.push(this.node(key, sig, () => this.messageNode(m, { cont, mine, status, group })));
         prev = m;
       }
@@ -1216,24 +1299,46 @@
       if (group && !mine && !cont) {
         bubble.append(h('span', { class: `sender t${colorIndex(m.sender_id)}`, text: senderName(this.room, m) }));
       }
+      if (m.reply_to) {
+        bubble.append(h('span', { class: 'quote' },
+          h('span', { class: 'quote-sender', text: m.reply_to.sender }),
+          h('span', { class: 'quote-text', text: m.reply_to.excerpt || 'Deleted message' })));
+      }
       if (m.deleted) {
         bubble.append(h('span', { class: 'text deleted', text: 'This message was deleted.' }), meta);
       } else {
         bubble.append(h('span', { class: 'text', text: m.content }), meta);
       }
-      const actions = mine && !m.pending && !m.deleted
+      if (!m.deleted && m.reactions && m.reactions.length) {
+        bubble.append(h('span', { class: 'reactions' }, m.reactions.map((r) => h('button', {
+          type: 'button',
+          class: `reaction${r.me ? ' me' : ''}`,
+          'aria-pressed': r.me ? 'true' : 'false',
+          title: r.me ? 'Take back your reaction' : 'React',
+          dataset: { emoji: r.emoji },
+          onclick: () => this.react(m.id, r.emoji, !r.me),
+        }, `${r.emoji} ${r.count}`))));
+      }
+      const actions = !m.pending && !m.deleted
         ? h('div', { class: 'msg-actions' },
           h('button', {
-            type: 'button', class: 'link small edit', text: 'Edit', onclick: () => this.startEdit(m.id),
+            type: 'button', class: 'link small reply', text: 'Reply', onclick: () => this.startReply(m.id),
           }),
-          h('button', {
+          h('span', { class: 'quick-reactions' }, QUICK_REACTIONS.map((e) => h('button', {
+            type: 'button', class: 'link small react', 'aria-label': `React ${e}`, dataset: { emoji: e },
+            onclick: () => this.react(m.id, e, true),
+          }, e))),
+          mine ? h('button', {
+            type: 'button', class: 'link small edit', text: 'Edit', onclick: () => this.startEdit(m.id),
+          }) : null,
+          mine ? h('button', {
             type: 'button', class: 'link small delete', text: 'Delete', onclick: () => this.deleteMessage(m.id),
-          }))
+          }) : null)
         : null;
       return h('li', {
-        class: `msg ${mine ? 'mine' : 'theirs'}${cont ? ' cont' : ''}${m.deleted ? ' is-deleted' : ''}${this.editing === m.id ? ' is-editing' : ''}`,
+        class: `msg ${mine ? 'mine' : 'theirs'}${cont ? ' cont' : ''}${m.deleted ? ' is-deleted' : ''}${this.editing === m.id ? ' is-editing' : ''}${mentionsMe(m) ? ' mentions-me' : ''}`,
         dataset: m.pending ? { clientId: m.client_id, status } : { id: String(m.id), status: status || 'theirs' },
-      }, actions, bubble);
+      }, bubble, actions);
     }
   }
 
@@ -1375,15 +1480,20 @@
     $('back').addEventListener('click', () => { location.hash = ''; });
     $('leave').addEventListener('click', onLeave);
     $('editing-cancel').addEventListener('click', () => state.view && state.view.cancelEdit());
+    $('replying-cancel').addEventListener('click', () => state.view && state.view.cancelReply());
+    $('notify').addEventListener('click', () => {
+      Notification.requestPermission().then(renderNotifyPrompt, renderNotifyPrompt);
+    });
     $('composer').addEventListener('submit', (e) => {
       e.preventDefault();
       sendFromComposer();
       $('input').focus();
     });
     $('input').addEventListener('keydown', (e) => {
-      if (e.key === 'Escape' && state.view && state.view.editing !== null) {
+      if (e.key === 'Escape' && state.view && (state.view.editing !== null || state.view.replying)) {
         e.preventDefault();
         state.view.cancelEdit();
+        state.view.cancelReply();
         return;
       }
       if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
