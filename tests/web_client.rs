@@ -772,7 +772,7 @@ async fn mentions_replies_and_reactions_between_two_browsers() {
         return;
     };
     let server = Server::start(config(None), any_port());
-    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (_, alice_token) = server.user("alice", "Alice").await;
     let (bob_id, bob_token) = server.user("bob", "Bob").await;
     let group = room(&server, &alice_token, &[bob_id], Some("Plans")).await;
     server
@@ -859,7 +859,60 @@ async fn mentions_replies_and_reactions_between_two_browsers() {
         json!([{"emoji": "\u{1F44D}", "count": 2, "me": true}])
     );
     assert_eq!(reply["reply_to"]["sender"], "bob");
-    let _ = alice_id;
     alice.close().await;
     bob.close().await;
+}
+
+/// Enter in the sidebar's search box searches the messages of your rooms; the hits are marked
+/// and a result opens its conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_box_finds_messages_and_opens_their_conversation() {
+    let Some(tools) = browser::tools("the_search_box_finds_messages_and_opens_their_conversation")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let (_, carol_token) = server.user("carol", "Carol").await;
+    let ours = room(&server, &bob_token, &[alice_id], None).await;
+    let theirs = room(&server, &carol_token, &[alice_id], Some("Elsewhere")).await;
+    server
+        .post_message(&ours, &bob_token, "The quarterly report is ready")
+        .await;
+    server
+        .post_message(&theirs, &carol_token, "Reports are due Friday")
+        .await;
+    server.post_message(&ours, &bob_token, "Lunch?").await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .type_into("#room-filter", &format!("report*{}", enter()))
+        .await;
+    alice
+        .wait_for(
+            "two results",
+            "return document.querySelectorAll('#search-list .search-hit').length === 2;",
+            vec![],
+        )
+        .await;
+    let marked = alice
+        .js(
+            "return [...document.querySelectorAll('#search-list mark')].map(m => m.textContent);",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        marked,
+        json!(["Reports", "report"]),
+        "newest first, hits marked"
+    );
+    alice
+        .click(&format!("#search-list .search-hit[data-room-id='{ours}']"))
+        .await;
+    alice.wait_message("The quarterly report is ready").await;
+    assert_eq!(alice.room_id().await, ours);
+    alice.close().await;
 }

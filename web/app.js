@@ -467,6 +467,57 @@
 
   // ---------------------------------------------------------------- notifications
 
+  // ---------------------------------------------------------------- message search
+
+  /** `text` with the `[start, end)` character ranges in `hits` marked, as nodes. */
+  function highlighted(text, hits) {
+    const chars = [...text];
+    const out = [];
+    let at = 0;
+    for (const [start, end] of hits) {
+      if (start < at || end > chars.length) continue;
+      if (start > at) out.push(chars.slice(at, start).join(''));
+      out.push(h('mark', { text: chars.slice(start, end).join('') }));
+      at = end;
+    }
+    if (at < chars.length) out.push(chars.slice(at).join(''));
+    return out;
+  }
+
+  async function searchMessages(q) {
+    const seq = (state.searchSeq = (state.searchSeq || 0) + 1);
+    show($('search-results'), true);
+    $('search-summary').textContent = 'Searching…';
+    $('search-list').replaceChildren();
+    let page;
+    try {
+      page = await api('GET', `/search/?${new URLSearchParams({ q, limit: '50' })}`);
+    } catch (e) {
+      if (seq === state.searchSeq) $('search-summary').textContent = e.message || 'Search failed.';
+      return;
+    }
+    if (seq !== state.searchSeq) return;
+    const n = page.results.length;
+    $('search-summary').textContent = n ? `${n}${page.next ? '+' : ''} found` : 'Nothing found.';
+    $('search-list').replaceChildren(...page.results.map(({ message, hits }) => {
+      const room = state.rooms.find((r) => r.room_id === message.room_id);
+      const where = room ? roomTitle(room) : '';
+      return h('li', null, h('button', {
+        type: 'button',
+        class: 'search-hit',
+        dataset: { roomId: message.room_id, id: String(message.id) },
+        onclick: () => { location.hash = `#/c/${message.room_id}`; },
+      },
+      h('span', { class: 'search-where muted small', text: `${message.sender} · ${where} · ${shortWhen(message.created)}` }),
+      h('span', { class: 'search-text' }, highlighted(message.content, hits))));
+    }));
+  }
+
+  function closeSearch() {
+    state.searchSeq = (state.searchSeq || 0) + 1;
+    show($('search-results'), false);
+  }
+
   /** Whether `message` mentions the signed-in user. */
   function mentionsMe(message) {
     return Boolean(state.me && message.mentions && message.mentions.includes(state.me.id));
@@ -1475,7 +1526,17 @@
     $('room-filter').addEventListener('input', (e) => {
       state.filter = e.target.value.trim();
       renderRooms();
+      if (!state.filter) closeSearch();
     });
+    $('room-filter').addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && state.filter) {
+        e.preventDefault();
+        searchMessages(state.filter);
+      } else if (e.key === 'Escape') {
+        closeSearch();
+      }
+    });
+    $('search-close').addEventListener('click', closeSearch);
 
     $('back').addEventListener('click', () => { location.hash = ''; });
     $('leave').addEventListener('click', onLeave);
