@@ -916,3 +916,93 @@ async fn the_search_box_finds_messages_and_opens_their_conversation() {
     assert_eq!(alice.room_id().await, ours);
     alice.close().await;
 }
+
+/// Typing `@` suggests the room's members and Enter takes one; Up on an empty composer edits
+/// your last message; a reply's quote scrolls to the message it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mention_autocomplete_up_to_edit_and_quotes_that_lead_to_the_original() {
+    let Some(tools) =
+        browser::tools("mention_autocomplete_up_to_edit_and_quotes_that_lead_to_the_original")
+    else {
+        return;
+    };
+    let mut config = config(None);
+    config.limits.send_rate_per_sec = 10_000.0;
+    config.limits.send_burst = 10_000;
+    let server = Server::start(config, any_port());
+    let (_, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let (carol_id, _) = server.user("carol", "Carol").await;
+    let group = room(&server, &alice_token, &[bob_id, carol_id], Some("Team")).await;
+    let first = server
+        .post_message(&group, &bob_token, "Where is the spec?")
+        .await;
+    // Enough later messages that the first is far up.
+    for i in 0..120 {
+        server
+            .post_message(&group, &bob_token, &format!("filler {i}"))
+            .await;
+    }
+    let (status, _) = server
+        .call(
+            "POST",
+            &format!("/api/v1/chat/{group}/"),
+            Some(&alice_token),
+            Some(json!({"content": "Here it is", "reply_to": first["id"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{group}']"))
+        .await;
+    alice.wait_message("Here it is").await;
+
+    // @ca suggests Carol; Enter puts her name in, and the message mentions her.
+    alice.type_into("#input", "thanks @ca").await;
+    alice
+        .visible("#mention-list .mention-option[data-username='carol']")
+        .await;
+    alice.keys(&enter()).await;
+    let draft = alice
+        .js("return document.getElementById('input').value;", vec![])
+        .await;
+    assert_eq!(draft, "thanks @carol ");
+    alice.keys(&enter()).await;
+    alice.wait_message("thanks @carol").await;
+    let (_, page) = server
+        .call(
+            "GET",
+            &format!("/api/v1/chat/{group}/?limit=1"),
+            Some(&alice_token),
+            None,
+        )
+        .await;
+    assert_eq!(page["results"][0]["mentions"], json!([carol_id]));
+
+    // Up on the empty composer edits it.
+    alice.keys("\u{E013}").await;
+    alice.visible("#editing").await;
+    let draft = alice
+        .js("return document.getElementById('input').value;", vec![])
+        .await;
+    assert_eq!(draft, "thanks @carol");
+
+    alice.keys("\u{E00C}").await; // Escape
+    // The quote of her reply leads to Bob's question, loading older history on the way.
+    alice.click("#message-list .msg .quote").await;
+    alice
+        .wait_for(
+            "the original in view",
+            "const el = document.querySelector(`#message-list .msg[data-id='${arguments[0]}']`); \
+             if (!el) return false; const r = el.getBoundingClientRect(); \
+             const box = document.getElementById('messages').getBoundingClientRect(); \
+             return r.top >= box.top && r.bottom <= box.bottom;",
+            vec![first["id"].clone()],
+        )
+        .await;
+    alice.close().await;
+}

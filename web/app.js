@@ -506,11 +506,21 @@
         type: 'button',
         class: 'search-hit',
         dataset: { roomId: message.room_id, id: String(message.id) },
-        onclick: () => { location.hash = `#/c/${message.room_id}`; },
+        onclick: () => openMessage(message.room_id, message.id),
       },
       h('span', { class: 'search-where muted small', text: `${message.sender} · ${where} · ${shortWhen(message.created)}` }),
       h('span', { class: 'search-text' }, highlighted(message.content, hits))));
     }));
+  }
+
+  /** Opens room `roomId` and shows message `id` in context. */
+  function openMessage(roomId, id) {
+    if (state.view && state.view.room.room_id === roomId) {
+      state.view.reveal(id);
+      return;
+    }
+    state.revealNext = { roomId, id };
+    location.hash = `#/c/${roomId}`;
   }
 
   function closeSearch() {
@@ -661,6 +671,10 @@
     show($('room-view'), true);
     renderRooms();
     state.view.start();
+    if (state.revealNext && state.revealNext.roomId === room.room_id) {
+      state.view.revealAfterLoad = state.revealNext.id;
+    }
+    state.revealNext = null;
     if (window.matchMedia('(min-width: 721px)').matches || document.activeElement === document.body) {
       $('input').focus();
     }
@@ -871,6 +885,12 @@
       for (const m of page.results) this.store(m);
       this.render('bottom');
       this.renderHistoryTop();
+      if (this.revealAfterLoad) {
+        const id = this.revealAfterLoad;
+        this.revealAfterLoad = null;
+        this.reveal(id);
+        return;
+      }
       // A short first page leaves nothing to scroll: fetch more until the screen is full.
       if (this.hasMore && $('messages').scrollTop < 200) this.loadOlder();
     }
@@ -1070,6 +1090,22 @@
       return true;
     }
 
+    /** Scrolls to message `id`, loading older pages until it is there (at most 20), and
+     * marks it for a moment. */
+    async reveal(id) {
+      for (let i = 0; i < 20 && !this.messages.has(id) && this.hasMore && !this.stopped; i += 1) {
+        await this.loadOlder();
+      }
+      const el = $('message-list').querySelector(`.msg[data-id="${id}"]`);
+      if (!el) {
+        toast('That message is no longer here.');
+        return;
+      }
+      el.scrollIntoView({ block: 'center' });
+      el.classList.add('flash');
+      setTimeout(() => el.classList.remove('flash'), 2000);
+    }
+
     // -- replying and reacting
 
     startReply(id) {
@@ -1099,6 +1135,16 @@
     }
 
     // -- editing and deleting
+
+    /** Edits your newest message that can still be edited; false if there is none. */
+    editLast() {
+      const mine = [...this.messages.values()]
+        .filter((m) => m.sender_id === state.me.id && !m.deleted)
+        .sort((a, b) => b.id - a.id);
+      if (!mine.length) return false;
+      this.startEdit(mine[0].id);
+      return true;
+    }
 
     startEdit(id) {
       const m = this.messages.get(id);
@@ -1351,9 +1397,12 @@
         bubble.append(h('span', { class: `sender t${colorIndex(m.sender_id)}`, text: senderName(this.room, m) }));
       }
       if (m.reply_to) {
-        bubble.append(h('span', { class: 'quote' },
-          h('span', { class: 'quote-sender', text: m.reply_to.sender }),
-          h('span', { class: 'quote-text', text: m.reply_to.excerpt || 'Deleted message' })));
+        const original = m.reply_to.id;
+        bubble.append(h('button', {
+          type: 'button', class: 'quote', title: 'Show the message this answers', onclick: () => this.reveal(original),
+        },
+        h('span', { class: 'quote-sender', text: m.reply_to.sender }),
+        h('span', { class: 'quote-text', text: m.reply_to.excerpt || 'Deleted message' })));
       }
       if (m.deleted) {
         bubble.append(h('span', { class: 'text deleted', text: 'This message was deleted.' }), meta);
@@ -1407,6 +1456,74 @@
       input.value = '';
       autosize();
     }
+  }
+
+  // ---------------------------------------------------------------- mention autocomplete
+
+  const mentioning = { matches: [], at: 0, start: -1 };
+
+  /** The `@name` being typed just before the caret, if any: its start and text. */
+  function mentionAtCaret() {
+    const input = $('input');
+    const before = input.value.slice(0, input.selectionStart);
+    const m = /(^|[^\w@.+-])@([\w@.+-]*)$/u.exec(before);
+    return m ? { start: before.length - m[2].length - 1, text: m[2].toLowerCase() } : null;
+  }
+
+  function updateMentionList() {
+    const typed = state.view ? mentionAtCaret() : null;
+    const members = typed ? state.view.room.members.filter((u) => u.id !== state.me.id
+      && (u.username.toLowerCase().startsWith(typed.text)
+        || displayName(u).toLowerCase().startsWith(typed.text))) : [];
+    mentioning.matches = members.slice(0, 8);
+    mentioning.at = 0;
+    mentioning.start = typed ? typed.start : -1;
+    renderMentionList();
+  }
+
+  function renderMentionList() {
+    const list = $('mention-list');
+    list.replaceChildren(...mentioning.matches.map((u, i) => h('li', {
+      class: `mention-option${i === mentioning.at ? ' active' : ''}`,
+      role: 'option',
+      'aria-selected': i === mentioning.at ? 'true' : 'false',
+      dataset: { username: u.username },
+      onmousedown: (e) => { e.preventDefault(); pickMention(i); },
+    }, h('strong', { text: displayName(u) }), ` @${u.username}`)));
+    show(list, mentioning.matches.length > 0);
+  }
+
+  function pickMention(i) {
+    const u = mentioning.matches[i];
+    if (!u) return;
+    const input = $('input');
+    const caret = input.selectionStart;
+    const text = `@${u.username} `;
+    input.value = input.value.slice(0, mentioning.start) + text + input.value.slice(caret);
+    const at = mentioning.start + text.length;
+    input.setSelectionRange(at, at);
+    mentioning.matches = [];
+    renderMentionList();
+    autosize();
+  }
+
+  /** Arrow keys, Enter and Tab choose from the open list; Escape closes it. True if used. */
+  function mentionKeys(e) {
+    if (!mentioning.matches.length) return false;
+    if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+      const n = mentioning.matches.length;
+      mentioning.at = (mentioning.at + (e.key === 'ArrowDown' ? 1 : n - 1)) % n;
+      renderMentionList();
+    } else if (e.key === 'Enter' || e.key === 'Tab') {
+      pickMention(mentioning.at);
+    } else if (e.key === 'Escape') {
+      mentioning.matches = [];
+      renderMentionList();
+    } else {
+      return false;
+    }
+    e.preventDefault();
+    return true;
   }
 
   // ---------------------------------------------------------------- new chat dialog
@@ -1551,6 +1668,11 @@
       $('input').focus();
     });
     $('input').addEventListener('keydown', (e) => {
+      if (mentionKeys(e)) return;
+      if (e.key === 'ArrowUp' && state.view && !$('input').value && state.view.editing === null) {
+        if (state.view.editLast()) e.preventDefault();
+        return;
+      }
       if (e.key === 'Escape' && state.view && (state.view.editing !== null || state.view.replying)) {
         e.preventDefault();
         state.view.cancelEdit();
@@ -1564,6 +1686,7 @@
     });
     $('input').addEventListener('input', () => {
       autosize();
+      updateMentionList();
       if (state.view) state.view.onInput();
     });
     $('load-older').addEventListener('click', () => state.view && state.view.loadOlder());
