@@ -237,7 +237,12 @@ pub fn insert(
         Some(answered) => Some(replied(conn, room, answered)?.ok_or(Refusal::NoSuchReply)?),
         None => None,
     };
-    let mentions = set_mentions(conn, room, id, content)?;
+    // A new message has no mentions to replace: without an `@` there is nothing to write.
+    let mentions = if content.contains('@') {
+        set_mentions(conn, room, id, content)?
+    } else {
+        Vec::new()
+    };
     let message = Message {
         id,
         room_id: room.public_id.clone(),
@@ -476,11 +481,10 @@ fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
 }
 
 /// The page statement of [`page_json`], before its `WHERE`: the sender's name is not joined.
+/// A reply's quote is looked up only for the rows that have one, like reactions, so the
+/// common page reads nothing but its own rows.
 const PAGE_JSON_SELECT: &str = "SELECT m.id, m.sender_id, m.content, m.created, m.updated, \
-     m.client_id, m.edited, m.deleted, m.reply_to, pu.username, \
-     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions, m.mentions \
-     FROM messages m LEFT JOIN messages p ON p.id = m.reply_to \
-     LEFT JOIN users pu ON pu.id = p.sender_id";
+     m.client_id, m.edited, m.deleted, m.reply_to, m.reactions, m.mentions FROM messages m";
 
 /// The same page as [`page`] as `viewer` sees it, written into `out` as a JSON array of
 /// messages without building them first; returns whether more lie beyond it. A page has few
@@ -521,7 +525,7 @@ pub fn page_json(
                 names.len() - 1
             }
         };
-        let reactions = if row.get::<_, i64>(11)? > 0 {
+        let reactions = if row.get::<_, i64>(9)? > 0 {
             let mut r = reactions(conn, id)?;
             for one in &mut r {
                 one.me = one.users.contains(&viewer);
@@ -542,9 +546,12 @@ pub fn page_json(
             client_id: text(row, 5)?,
             edited: row.get::<_, Option<i64>>(6)?.map(Millis),
             deleted: row.get(7)?,
-            reply_to: reply_from_row(row, 8)?,
+            reply_to: match row.get::<_, Option<MessageId>>(8)? {
+                Some(answered) => replied(conn, room, answered)?,
+                None => None,
+            },
             reactions: &reactions,
-            mentions: mention_ids(text(row, 12)?),
+            mentions: mention_ids(text(row, 10)?),
         };
         message.write(out);
         written += 1;
