@@ -1006,3 +1006,58 @@ async fn mention_autocomplete_up_to_edit_and_quotes_that_lead_to_the_original() 
         .await;
     alice.close().await;
 }
+
+/// The room list follows the all-rooms socket: a message in a room that is not open moves it
+/// to the top with its unread badge at once, without fetching the list again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_list_is_kept_current_by_the_all_rooms_socket() {
+    let Some(tools) = browser::tools("the_room_list_is_kept_current_by_the_all_rooms_socket")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let (_, carol_token) = server.user("carol", "Carol").await;
+    let with_bob = room(&server, &bob_token, &[alice_id], None).await;
+    let with_carol = room(&server, &carol_token, &[alice_id], None).await;
+    server.post_message(&with_bob, &bob_token, "hi").await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .wait_for(
+            "bob's room first",
+            "return document.querySelector('#rooms .room-item')?.dataset.roomId === arguments[0];",
+            vec![json!(with_bob)],
+        )
+        .await;
+    // From here on, count the page's fetches of the list.
+    alice
+        .js(
+            "window.listFetches = 0; const f = window.fetch; \
+             window.fetch = (url, opts) => { if (String(url).includes('/chats/')) window.listFetches += 1; \
+             return f(url, opts); }; return true;",
+            vec![],
+        )
+        .await;
+    server
+        .post_message(&with_carol, &carol_token, "are you there?")
+        .await;
+    let item = format!("#rooms .room-item[data-room-id='{with_carol}']");
+    alice
+        .wait_for(
+            "carol's room on top with its badge",
+            "const top = document.querySelector('#rooms .room-item'); \
+             return top && top.dataset.roomId === arguments[0] \
+               && top.querySelector('.badge')?.textContent === '1' \
+               && top.textContent.includes('are you there?');",
+            vec![json!(with_carol)],
+        )
+        .await;
+    let fetches = alice.js("return window.listFetches;", vec![]).await;
+    assert_eq!(fetches, json!(0), "the socket, not a fetch, brought it");
+    alice.visible(&item).await;
+    alice.close().await;
+}

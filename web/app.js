@@ -9,7 +9,10 @@
   const API = '/api/v1';
   const SESSION_KEY = 'chat.session';
   const PAGE_SIZE = 50;
+  /** How often the room list is fetched while the all-rooms socket is down ... */
   const ROOMS_EVERY_MS = 4000;
+  /** ... and while it is up (a safety net: the socket keeps the list current). */
+  const ROOMS_SAFETY_MS = 60000;
   const TYPING_SEND_EVERY_MS = 2500;
   const TYPING_IDLE_MS = 4000;
   const TYPING_SHOWN_MS = 6000;
@@ -173,6 +176,7 @@
     view: null, // the open RoomView
     roomsTimer: null,
     roomsInFlight: null,
+    roomsFetchedAt: 0,
     restDown: false,
   };
 
@@ -400,6 +404,7 @@
     closeRoom();
     clearInterval(state.roomsTimer);
     state.roomsTimer = null;
+    closeRoomsSocket();
     $('rooms').replaceChildren();
     document.title = 'Chat';
     if (history.replaceState) history.replaceState(null, '', location.pathname);
@@ -417,10 +422,13 @@
     $('me-handle').textContent = `@${user.username}`;
     clearInterval(state.roomsTimer);
     state.roomsTimer = setInterval(() => {
-      // A hidden tab keeps looking only to notify of mentions and direct messages.
+      // The all-rooms socket keeps the list current; without it, the list is fetched.
+      const live = roomsSocket.helloed;
+      const due = Date.now() - state.roomsFetchedAt > (live ? ROOMS_SAFETY_MS : ROOMS_EVERY_MS);
       const notifying = 'Notification' in window && Notification.permission === 'granted';
-      if (document.visibilityState === 'visible' || state.restDown || notifying) refreshRooms();
+      if (due && (document.visibilityState === 'visible' || state.restDown || notifying)) refreshRooms();
     }, ROOMS_EVERY_MS);
+    connectRoomsSocket();
     renderNotifyPrompt();
     refreshRooms().then(route, route);
   }
@@ -449,6 +457,7 @@
     if (state.roomsInFlight) return state.roomsInFlight;
     // The most recent rooms, as many as one page holds (the server clamps the limit to its
     // limits.rooms_page_max); older ones come back to the top when they get a message.
+    state.roomsFetchedAt = Date.now();
     state.roomsInFlight = api('GET', '/chats/?limit=500')
       .then((rooms) => {
         notifyFromRooms(state.rooms, rooms);
@@ -463,6 +472,111 @@
       .catch(() => {})
       .finally(() => { state.roomsInFlight = null; });
     return state.roomsInFlight;
+  }
+
+  // ---------------------------------------------------------------- the all-rooms socket
+
+  /** `/ws/`: every room's events, which keep the room list current without polling. */
+  const roomsSocket = { ws: null, helloed: false, attempt: 0, timer: null, refreshTimer: null };
+
+  function connectRoomsSocket() {
+    if (!state.me || roomsSocket.ws) return;
+    clearTimeout(roomsSocket.timer);
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/?token=${encodeURIComponent(state.token)}`);
+    roomsSocket.ws = ws;
+    ws.addEventListener('message', (event) => {
+      if (roomsSocket.ws !== ws) return;
+      let frame;
+      try { frame = JSON.parse(event.data); } catch (_) { return; }
+      onRoomsFrame(frame);
+    });
+    ws.addEventListener('close', () => {
+      if (roomsSocket.ws !== ws) return;
+      roomsSocket.ws = null;
+      roomsSocket.helloed = false;
+      if (!state.me) return;
+      const delay = Math.min(30000, 1000 * 2 ** roomsSocket.attempt) * (1 + Math.random() * 0.3);
+      roomsSocket.attempt += 1;
+      roomsSocket.timer = setTimeout(connectRoomsSocket, delay);
+    });
+  }
+
+  function closeRoomsSocket() {
+    clearTimeout(roomsSocket.timer);
+    clearTimeout(roomsSocket.refreshTimer);
+    const ws = roomsSocket.ws;
+    roomsSocket.ws = null;
+    roomsSocket.helloed = false;
+    if (ws) ws.close(1000, 'signed out');
+  }
+
+  /** Fetches the list soon, once for a burst of events that need it. */
+  function refreshRoomsSoon() {
+    clearTimeout(roomsSocket.refreshTimer);
+    roomsSocket.refreshTimer = setTimeout(refreshRooms, 300);
+  }
+
+  function onRoomsFrame(frame) {
+    const room = frame.room_id ? state.rooms.find((r) => r.room_id === frame.room_id) : null;
+    const open = state.view && frame.room_id === state.view.room.room_id;
+    switch (frame.type) {
+      case 'hello':
+        // Anything missed while the socket was down is in the list as fetched now.
+        if (roomsSocket.attempt > 0 || roomsSocket.helloed) refreshRooms();
+        roomsSocket.helloed = true;
+        roomsSocket.attempt = 0;
+        return;
+      case 'message': {
+        const m = frame.message;
+        const to = state.rooms.find((r) => r.room_id === m.room_id);
+        if (!to) { refreshRoomsSoon(); return; }
+        if (to.last_message && to.last_message.id >= m.id) return;
+        to.last_message = m;
+        const mine = m.sender_id === state.me.id;
+        const isOpen = state.view && state.view.room.room_id === to.room_id;
+        if (!mine && !isOpen) {
+          to.unread_count += 1;
+          if (mentionsMe(m)) to.mention_count += 1;
+          notifyMessage(to, m);
+        }
+        state.rooms = [to, ...state.rooms.filter((r) => r !== to)];
+        renderRooms();
+        return;
+      }
+      case 'message_updated':
+        if (room && room.last_message && room.last_message.id === frame.message.id) {
+          room.last_message = frame.message;
+          renderRooms();
+        }
+        // A deletion may change what is unread.
+        if (frame.message.deleted && !open) refreshRoomsSoon();
+        return;
+      case 'read':
+        if (frame.user_id === state.me.id && !open) refreshRoomsSoon();
+        return;
+      case 'room':
+        refreshRoomsSoon();
+        return;
+      case 'member':
+        if (frame.user.id === state.me.id && !frame.added) {
+          state.rooms = state.rooms.filter((r) => r.room_id !== frame.room_id);
+          renderRooms();
+        } else {
+          refreshRoomsSoon();
+        }
+        return;
+      case 'room_updated':
+        if (room) {
+          room.name = frame.name;
+          room.admins = frame.admins;
+          renderRooms();
+          if (open) state.view.updateRoom(room);
+        }
+        return;
+      default:
+        return undefined;
+    }
   }
 
   // ---------------------------------------------------------------- notifications
