@@ -727,6 +727,104 @@ pub async fn paging(
     })
 }
 
+/// What one phase of the search scenario measured: word queries that find one message and a
+/// word in every message, in turn; or prefix queries.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Searching {
+    pub connections: usize,
+    pub searches: u64,
+    pub errors: u64,
+    pub searches_per_s: f64,
+    pub latency: Percentiles,
+    /// A word that is in one message of the room.
+    pub rare_word: Percentiles,
+    /// A word that is in every message: the newest page of them.
+    pub common_word: Percentiles,
+    /// `consec*`, which every message matches (in the prefix phase).
+    pub prefix: Percentiles,
+    pub server_cpu_s: f64,
+    pub seconds: f64,
+}
+
+/// `connections` keep-alive clients, each searching the seeded room's member's rooms in a
+/// closed loop: a message's own number (one hit) and `lorem` (every message) in turn, or, with
+/// `prefixes`, `consec*` (every message).
+pub async fn searching(
+    server: SocketAddr,
+    server_pid: u32,
+    room: &Room,
+    rows: i64,
+    connections: usize,
+    duration: Duration,
+    prefixes: bool,
+) -> Result<Searching> {
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        clients.push(Http::connect(server).await?);
+    }
+    let cpu_before = sys::cpu_seconds(server_pid)?;
+    let began = Instant::now();
+    let deadline = began + duration;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut http)| {
+            let token = room.tokens[0].clone();
+            tokio::spawn(async move {
+                let mut kinds = [new_histogram(), new_histogram(), new_histogram()];
+                let (mut searches, mut errors) = (0u64, 0u64);
+                let mut turn = c;
+                while Instant::now() < deadline {
+                    let kind = if prefixes { 2 } else { turn % 2 };
+                    turn += 1;
+                    let q = match kind {
+                        0 => rand::random_range(0..rows.max(1)).to_string(),
+                        1 => "lorem".to_string(),
+                        _ => "consec%2A".to_string(),
+                    };
+                    let uri = format!("/api/v1/search/?q={q}&limit=20");
+                    let sent = Instant::now();
+                    let (status, body) =
+                        http.request(Method::GET, &uri, Some(&token), None).await?;
+                    kinds[kind].saturating_record(sent.elapsed().as_micros() as u64);
+                    // Every query finds something in the seeded room.
+                    if status.is_success() && body.windows(10).any(|w| w == b"\"message\":") {
+                        searches += 1;
+                    } else {
+                        errors += 1;
+                    }
+                }
+                Ok::<_, anyhow::Error>((kinds, searches, errors))
+            })
+        })
+        .collect();
+    let mut all = new_histogram();
+    let mut kinds = [new_histogram(), new_histogram(), new_histogram()];
+    let (mut searches, mut errors) = (0, 0);
+    for task in tasks {
+        let (k, s, e) = task.await??;
+        for (mine, theirs) in kinds.iter_mut().zip(&k) {
+            mine.add(theirs).expect("same bounds");
+            all.add(theirs).expect("same bounds");
+        }
+        searches += s;
+        errors += e;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    Ok(Searching {
+        connections,
+        searches,
+        errors,
+        searches_per_s: searches as f64 / seconds,
+        latency: Percentiles::of(&all),
+        rare_word: Percentiles::of(&kinds[0]),
+        common_word: Percentiles::of(&kinds[1]),
+        prefix: Percentiles::of(&kinds[2]),
+        server_cpu_s: sys::cpu_seconds(server_pid)? - cpu_before,
+        seconds,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,7 +55,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "rooms,big,durable,history"
+        default_value = "rooms,big,durable,history,search"
     )]
     scenarios: Vec<Scenario>,
     /// The chat-server binary [default: next to this one]

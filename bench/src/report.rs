@@ -129,6 +129,36 @@ const HEADLINES: &[Headline] = &[
         Some(Target::AtMost(2.0)),
     ),
     h(
+        "search",
+        "searches_per_s",
+        "search, word queries: searches/s",
+        None,
+    ),
+    h(
+        "search",
+        "rare_word_p99_ms",
+        "search: a word in one message, p99 ms",
+        Some(Target::AtMost(20.0)),
+    ),
+    h(
+        "search",
+        "common_word_p99_ms",
+        "search: a word in every message, p99 ms",
+        Some(Target::AtMost(20.0)),
+    ),
+    h(
+        "search_prefix",
+        "searches_per_s",
+        "search, prefix queries: searches/s",
+        None,
+    ),
+    h(
+        "search_prefix",
+        "p99_ms",
+        "search: a prefix every message matches, p99 ms",
+        None,
+    ),
+    h(
         "connect_rooms",
         "seconds",
         "connect storm, many rooms: s",

@@ -108,6 +108,8 @@ pub enum Scenario {
     Durable,
     /// History paging in the seeded room.
     History,
+    /// Full-text search over the seeded room's messages (chat-server only).
+    Search,
     /// Five resource-exhaustion attacks, each on a fresh chat-server with the default abuse
     /// limits (not run against the bare server, which has none).
     Abuse,
@@ -640,6 +642,35 @@ async fn run_suite(
         rec.figure("history", "p99_ms", p.latency.p99_ms);
         rec.figure("history", "errors", p.errors as f64);
         rec.detail("history", &p);
+    }
+
+    if scenarios.contains(&Scenario::Search) && kind == Kind::Chat {
+        // Word queries, the target's load; then prefixes, a phase of their own.
+        for prefixes in [false, true] {
+            let q = load::searching(
+                server.addr,
+                pid,
+                &layout.history,
+                sizes.history_rows,
+                sizes.paging_connections,
+                Duration::from_secs_f64(sizes.paging_secs),
+                prefixes,
+            )
+            .await
+            .context("search")?;
+            if prefixes {
+                rec.figure("search_prefix", "searches_per_s", q.searches_per_s);
+                rec.figure("search_prefix", "p99_ms", q.prefix.p99_ms);
+                rec.figure("search_prefix", "errors", q.errors as f64);
+                rec.detail("search_prefix", &q);
+            } else {
+                rec.figure("search", "searches_per_s", q.searches_per_s);
+                rec.figure("search", "rare_word_p99_ms", q.rare_word.p99_ms);
+                rec.figure("search", "common_word_p99_ms", q.common_word.p99_ms);
+                rec.figure("search", "errors", q.errors as f64);
+                rec.detail("search", &q);
+            }
+        }
     }
 
     rec.figure("idle", "rss_at_end_mib", sys::rss_kib(pid)? as f64 / 1024.0);
