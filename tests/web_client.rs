@@ -844,6 +844,7 @@ async fn mentions_replies_and_reactions_between_two_browsers() {
         vec![],
     )
     .await;
+    bob.screenshot("desktop-reactions").await;
     let (_, page) = server
         .call(
             "GET",
@@ -898,6 +899,7 @@ async fn the_search_box_finds_messages_and_opens_their_conversation() {
             vec![],
         )
         .await;
+    alice.screenshot("desktop-search").await;
     let marked = alice
         .js(
             "return [...document.querySelectorAll('#search-list mark')].map(m => m.textContent);",
