@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use hyper::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -722,6 +722,174 @@ pub async fn paging(
         } else {
             0.0
         },
+        server_cpu_s: sys::cpu_seconds(server_pid)? - cpu_before,
+        seconds,
+    })
+}
+
+/// What the mixed scenario measured: every operation acknowledged, and what of it the history
+/// shows at the end.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Mixed {
+    pub rooms: usize,
+    pub posts: u64,
+    pub edits: u64,
+    pub reactions: u64,
+    pub reads: u64,
+    pub errors: u64,
+    pub ops_per_s: f64,
+    pub latency: Percentiles,
+    /// Acknowledged posts, edits and reactions the history does not show.
+    pub lost: u64,
+    pub server_cpu_s: f64,
+    pub seconds: f64,
+}
+
+/// In each of `rooms` (two members each), a closed loop over REST: the first member posts;
+/// every 2nd post edits the one before, every 3rd the second member reacts to it, every 4th
+/// the second member marks it read. Then the room's history is read back and compared with
+/// what was acknowledged.
+pub async fn mixed(
+    server: SocketAddr,
+    server_pid: u32,
+    rooms: &[Room],
+    duration: Duration,
+) -> Result<Mixed> {
+    let mut clients = Vec::new();
+    for _ in rooms {
+        clients.push(Http::connect(server).await?);
+    }
+    let cpu_before = sys::cpu_seconds(server_pid)?;
+    let began = Instant::now();
+    let deadline = began + duration;
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .zip(rooms.iter().cloned())
+        .map(|(mut http, room)| {
+            tokio::spawn(async move {
+                let (a, b) = (room.tokens[0].clone(), room.tokens[1].clone());
+                let post_path = format!("/api/v1/chat/{}/", room.id);
+                let mut latency = new_histogram();
+                let mut counts = [0u64; 5]; // posts, edits, reactions, reads, errors
+                // What the history must show at the end: id -> (content, reacted).
+                let mut expected: Vec<(i64, String, bool)> = Vec::new();
+                let mut call = async |http: &mut Http,
+                                      method: Method,
+                                      path: &str,
+                                      token: &str,
+                                      body: Option<Value>|
+                       -> Result<Option<Value>> {
+                    let sent = Instant::now();
+                    let (status, bytes) = http
+                        .request(method, path, Some(token), body.as_ref())
+                        .await?;
+                    latency.saturating_record(sent.elapsed().as_micros() as u64);
+                    Ok(status
+                        .is_success()
+                        .then(|| serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+                };
+                let mut i = 0usize;
+                while Instant::now() < deadline {
+                    i += 1;
+                    let content = format!("mixed {i} lorem ipsum");
+                    let body = json!({ "content": content });
+                    let Some(m) = call(&mut http, Method::POST, &post_path, &a, Some(body)).await?
+                    else {
+                        counts[4] += 1;
+                        continue;
+                    };
+                    let id = m["id"].as_i64().unwrap_or(0);
+                    counts[0] += 1;
+                    expected.push((id, content, false));
+                    if i.is_multiple_of(2) && expected.len() >= 2 {
+                        let k = expected.len() - 2;
+                        let edited = format!("{} edited", expected[k].1);
+                        let path = format!("/api/v1/messages/{}/", expected[k].0);
+                        let body = json!({ "content": edited });
+                        match call(&mut http, Method::PATCH, &path, &a, Some(body)).await? {
+                            Some(_) => {
+                                expected[k].1 = edited;
+                                counts[1] += 1;
+                            }
+                            None => counts[4] += 1,
+                        }
+                    }
+                    if i.is_multiple_of(3) {
+                        let path = format!("/api/v1/messages/{id}/reactions/%F0%9F%91%8D/");
+                        match call(&mut http, Method::PUT, &path, &b, None).await? {
+                            Some(_) => {
+                                if let Some(last) = expected.last_mut() {
+                                    last.2 = true;
+                                }
+                                counts[2] += 1;
+                            }
+                            None => counts[4] += 1,
+                        }
+                    }
+                    if i.is_multiple_of(4) {
+                        let path = format!("/api/v1/messages/{id}/update/");
+                        match call(&mut http, Method::PATCH, &path, &b, None).await? {
+                            Some(_) => counts[3] += 1,
+                            None => counts[4] += 1,
+                        }
+                    }
+                }
+                // The history, oldest first, against what was acknowledged.
+                let mut shown = std::collections::HashMap::new();
+                let mut after = 0i64;
+                loop {
+                    let path = format!("/api/v1/chat/{}/?limit=200&after={after}", room.id);
+                    let Some(page) = call(&mut http, Method::GET, &path, &a, None).await? else {
+                        break;
+                    };
+                    let results = page["results"].as_array().cloned().unwrap_or_default();
+                    for m in &results {
+                        let reacted = m["reactions"].as_array().is_some_and(|r| !r.is_empty());
+                        let content = m["content"].as_str().unwrap_or_default().to_string();
+                        shown.insert(m["id"].as_i64().unwrap_or(0), (content, reacted));
+                    }
+                    match results.last() {
+                        Some(last) if page["has_more"] == true => {
+                            after = last["id"].as_i64().unwrap_or(after);
+                        }
+                        _ => break,
+                    }
+                }
+                let lost = expected
+                    .iter()
+                    .filter(|(id, content, reacted)| {
+                        shown
+                            .get(id)
+                            .is_none_or(|(c, r)| c != content || (*reacted && !r))
+                    })
+                    .count() as u64;
+                Ok::<_, anyhow::Error>((latency, counts, lost))
+            })
+        })
+        .collect();
+    let mut latency = new_histogram();
+    let mut counts = [0u64; 5];
+    let mut lost = 0;
+    for task in tasks {
+        let (h, c, l) = task.await??;
+        latency.add(&h).expect("same bounds");
+        for (total, n) in counts.iter_mut().zip(c) {
+            *total += n;
+        }
+        lost += l;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    let ops: u64 = counts[..4].iter().sum();
+    Ok(Mixed {
+        rooms: rooms.len(),
+        posts: counts[0],
+        edits: counts[1],
+        reactions: counts[2],
+        reads: counts[3],
+        errors: counts[4],
+        ops_per_s: ops as f64 / seconds,
+        latency: Percentiles::of(&latency),
+        lost,
         server_cpu_s: sys::cpu_seconds(server_pid)? - cpu_before,
         seconds,
     })

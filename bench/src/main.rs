@@ -55,7 +55,7 @@ struct Cli {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "rooms,big,durable,history,search"
+        default_value = "rooms,big,durable,history,mixed,search"
     )]
     scenarios: Vec<Scenario>,
     /// The chat-server binary [default: next to this one]

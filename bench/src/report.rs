@@ -129,6 +129,19 @@ const HEADLINES: &[Headline] = &[
         Some(Target::AtMost(2.0)),
     ),
     h(
+        "mixed",
+        "ops_per_s",
+        "mixed posts, edits, reactions, reads: operations/s",
+        None,
+    ),
+    h("mixed", "p99_ms", "mixed: p99 ms", None),
+    h(
+        "mixed",
+        "lost",
+        "mixed: acknowledged changes lost",
+        Some(Target::AtMost(0.0)),
+    ),
+    h(
         "search",
         "searches_per_s",
         "search, word queries: searches/s",
@@ -734,6 +747,7 @@ pub fn correctness_problems(figures: &[Figure]) -> Vec<String> {
                         | "observers_dropped"
                         | "gaps"
                         | "new_client_failures"
+                        | "lost"
                         | "shutdown_failures"
                 )
                 && f.value != 0.0

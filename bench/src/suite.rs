@@ -110,6 +110,9 @@ pub enum Scenario {
     History,
     /// Full-text search over the seeded room's messages (chat-server only).
     Search,
+    /// Posts, edits, reactions and read marks together, checked against the history at the
+    /// end (chat-server only).
+    Mixed,
     /// Five resource-exhaustion attacks, each on a fresh chat-server with the default abuse
     /// limits (not run against the bare server, which has none).
     Abuse,
@@ -642,6 +645,23 @@ async fn run_suite(
         rec.figure("history", "p99_ms", p.latency.p99_ms);
         rec.figure("history", "errors", p.errors as f64);
         rec.detail("history", &p);
+    }
+
+    if scenarios.contains(&Scenario::Mixed) && kind == Kind::Chat {
+        let m = load::mixed(
+            server.addr,
+            pid,
+            &layout.durable,
+            Duration::from_secs_f64(sizes.durable_secs),
+        )
+        .await
+        .context("mixed")?;
+        rec.figure("mixed", "ops_per_s", m.ops_per_s);
+        rec.figure("mixed", "p99_ms", m.latency.p99_ms);
+        rec.figure("mixed", "errors", m.errors as f64);
+        rec.figure("mixed", "lost", m.lost as f64);
+        rec.detail("mixed", &m);
+        settle(pid).await?;
     }
 
     if scenarios.contains(&Scenario::Search) && kind == Kind::Chat {
