@@ -245,7 +245,7 @@ pub trait ChatStore: Send + Sync {
         on_commit: OnCommit<Changed>,
     ) -> Fut<'_, Changed>;
     /// A page of the messages matching `fts` (an expression made by
-    /// [`crate::search::Query::fts`]) in the rooms `user` is in now (or only `room`), newest
+    /// the search query parser) in the rooms `user` is in now (or only `room`), newest
     /// first, below `before`; and the next page's cursor.
     fn search(
         &self,

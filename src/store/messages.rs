@@ -752,7 +752,7 @@ pub fn mentions_of(
 }
 
 /// Up to `limit` messages matching the FTS5 expression `fts` (made by
-/// [`crate::search::Query::fts`], never by a user) in the rooms `user` is a member of now (or
+/// the search query parser, never by a user) in the rooms `user` is a member of now (or
 /// only `room`, if it is one of them), newest first, below `before`; and the next page's
 /// cursor.
 pub fn search(
