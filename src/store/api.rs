@@ -10,7 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use super::edits::Changed;
-use super::messages::{Page, ReadMark, Replayed};
+use super::messages::{Page, ReadMark};
+use super::replay::Replayed;
 use super::rooms::{RoomCursor, RoomRef};
 use super::tokens::TokenRow;
 use super::users::{Credentials, NewUser, UserQuery};
@@ -273,7 +274,7 @@ pub trait ChatStore: Send + Sync {
         on: bool,
         on_commit: OnCommit<Changed>,
     ) -> Fut<'_, Changed>;
-    /// The changes after `after`, in position order (see [`super::messages::changes`]): of
+    /// The changes after `after`, in position order (see [`super::replay::changes`]): of
     /// `room` if the user is still a member of it (`None` if not), or of all the user's rooms.
     fn replay_page(
         &self,

@@ -1,8 +1,5 @@
 //! SQL for messages: idempotent insert, history pages, read marks.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -14,13 +11,13 @@ use crate::model::{Message, MessageId, Millis, Reaction, ReplyTo, RoomId, Seq, U
 /// Each member's read mark in a room: everything up to and including the id is read.
 pub type ReadMarks = Vec<(UserId, MessageId)>;
 
-const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, u.username, m.content, m.created, m.updated, \
+pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, u.username, m.content, m.created, m.updated, \
      m.client_id, m.edited, m.deleted, m.id, m.reply_to, pu.username, \
      CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions, m.mentions";
 
 /// What [`MESSAGE_COLUMNS`] are selected from: the message, its sender, and the message it
 /// replies to with that one's sender.
-const MESSAGE_FROM: &str = "FROM messages m JOIN users u ON u.id = m.sender_id \
+pub(super) const MESSAGE_FROM: &str = "FROM messages m JOIN users u ON u.id = m.sender_id \
      LEFT JOIN messages p ON p.id = m.reply_to LEFT JOIN users pu ON pu.id = p.sender_id";
 
 fn is_read(marks: &ReadMarks, sender: UserId, id: MessageId) -> bool {
@@ -70,7 +67,7 @@ pub fn reactions(conn: &Connection, id: MessageId) -> rusqlite::Result<Vec<React
     Ok(out)
 }
 
-fn message_from_row(
+pub(super) fn message_from_row(
     conn: &Connection,
     row: &Row<'_>,
     room: &RoomRef,
@@ -558,243 +555,6 @@ pub fn page_json(
     }
     out.push(b']');
     Ok(false)
-}
-
-/// One replayed change: the message as it is now, at the position of the change, and whether
-/// the change was its creation.
-#[derive(Debug, Clone)]
-pub struct Replayed {
-    pub seq: Seq,
-    pub created: bool,
-    pub message: Message,
-}
-
-/// Where a room's changes come from: its messages by id (their creations), and its rows of
-/// `changes` by position (every later change).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Source {
-    Created,
-    Changed,
-}
-
-impl Source {
-    /// The position of the next change of this source in `room` after `after`.
-    fn head(self, conn: &Connection, room: RoomId, after: Seq) -> Result<Option<Seq>> {
-        let sql = match self {
-            Source::Created => {
-                "SELECT id FROM messages WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT 1"
-            }
-            Source::Changed => {
-                "SELECT seq FROM changes WHERE room_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 1"
-            }
-        };
-        Ok(conn
-            .prepare_cached(sql)?
-            .query_row(params![room, after], |r| r.get(0))
-            .optional()?)
-    }
-
-    /// This source's changes in `room` at positions `from..until`, up to `limit`, in order.
-    fn run(
-        self,
-        conn: &Connection,
-        room: &RoomRef,
-        marks: &ReadMarks,
-        (from, until): (Seq, Seq),
-        limit: usize,
-        out: &mut Vec<Replayed>,
-    ) -> Result<()> {
-        let sql = match self {
-            Source::Created => format!(
-                "SELECT {MESSAGE_COLUMNS}, m.id {MESSAGE_FROM}
-                 WHERE m.room_id = ?1 AND m.id >= ?2 AND m.id < ?3 ORDER BY m.id LIMIT +?4"
-            ),
-            Source::Changed => format!(
-                "SELECT {MESSAGE_COLUMNS}, c.seq FROM changes c JOIN messages m ON m.id = c.message_id
-                 JOIN users u ON u.id = m.sender_id
-                 LEFT JOIN messages p ON p.id = m.reply_to LEFT JOIN users pu ON pu.id = p.sender_id
-                 WHERE c.room_id = ?1 AND c.seq >= ?2 AND c.seq < ?3 ORDER BY c.seq LIMIT +?4"
-            ),
-        };
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(params![room.id, from, until, limit as i64], |row| {
-            let seq: Seq = row.get(15)?;
-            let mut message = message_from_row(conn, row, room, marks)?;
-            message.seq = seq;
-            Ok(Replayed {
-                seq,
-                created: self == Source::Created,
-                message,
-            })
-        })?;
-        for r in rows {
-            out.push(r?);
-        }
-        Ok(())
-    }
-}
-
-/// Every change in `rooms` after `after`, in position order, up to `limit`; and whether more
-/// follow.
-///
-/// A k-way merge over two streams per room, each read through an index: the room's messages
-/// by id (their creations) and its `changes` rows by position (edits, deletions, reactions).
-/// Each stream is represented by its next position after the cursor, and the stream holding
-/// the smallest gives a run up to the next stream's head. Work and memory follow the page, not
-/// the number of rooms or what lies beyond the page: a user in thousands of rooms costs two
-/// index seeks per room and one query per run.
-fn merged_changes(
-    conn: &Connection,
-    rooms: &[RoomRef],
-    after: Seq,
-    limit: u32,
-) -> Result<(Vec<Replayed>, bool)> {
-    let mut heads = BinaryHeap::new();
-    for (i, room) in rooms.iter().enumerate() {
-        for source in [Source::Created, Source::Changed] {
-            if let Some(head) = source.head(conn, room.id, after)? {
-                heads.push(Reverse((head, i, source)));
-            }
-        }
-    }
-    let wanted = limit as usize + 1;
-    let mut merged: Vec<Replayed> = Vec::new();
-    let mut marks: Vec<Option<ReadMarks>> = vec![None; rooms.len()];
-    while merged.len() < wanted {
-        let Some(Reverse((head, i, source))) = heads.pop() else {
-            break;
-        };
-        let room = &rooms[i];
-        let until = heads
-            .peek()
-            .map_or(Seq(i64::MAX), |Reverse((next, _, _))| *next);
-        if marks[i].is_none() {
-            marks[i] = Some(read_marks(conn, room.id)?);
-        }
-        let room_marks = marks[i].as_ref().expect("just read");
-        let left = wanted - merged.len();
-        source.run(conn, room, room_marks, (head, until), left, &mut merged)?;
-        let Some(last) = merged.last().map(|r| r.seq) else {
-            break;
-        };
-        if let Some(next) = source.head(conn, room.id, last)? {
-            heads.push(Reverse((next, i, source)));
-        }
-    }
-    let more = merged.len() > limit as usize;
-    merged.truncate(limit as usize);
-    Ok((merged, more))
-}
-
-/// The changes of `room` after `after` (each message's creation, and each later edit, deletion
-/// or reaction change), in position order, each showing the message as it is now; up to
-/// `limit`, and whether more follow. Applying them in order brings a client that had seen
-/// everything up to `after` to exactly what the history shows, and after each one it has seen
-/// everything up to that one's position.
-pub fn changes(
-    conn: &Connection,
-    room: &RoomRef,
-    after: Seq,
-    limit: u32,
-) -> Result<(Vec<Replayed>, bool)> {
-    merged_changes(conn, std::slice::from_ref(room), after, limit)
-}
-
-/// [`changes`] across every room `user` belongs to.
-pub fn changes_for_user(
-    conn: &Connection,
-    user: UserId,
-    after: Seq,
-    limit: u32,
-) -> Result<(Vec<Replayed>, bool)> {
-    let rooms = super::rooms::refs_for(conn, user)?;
-    merged_changes(conn, &rooms, after, limit)
-}
-
-/// Up to `limit` of the messages that mention `user` in rooms they are a member of now, newest
-/// first, below `before`; and the cursor of the next page (the last id) if there is one.
-pub fn mentions_of(
-    conn: &Connection,
-    user: UserId,
-    before: Option<MessageId>,
-    limit: u32,
-) -> Result<(Vec<Message>, Option<MessageId>)> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT mn.message_id, r.id, r.public_id FROM mentions mn
-         JOIN room_members rm ON rm.room_id = mn.room_id AND rm.user_id = mn.user_id
-         JOIN rooms r ON r.id = mn.room_id
-         WHERE mn.user_id = ?1 AND mn.message_id < ?2
-         ORDER BY mn.message_id DESC LIMIT +?3",
-    )?;
-    let bound = before.map_or(i64::MAX, |b| b.0);
-    let found = stmt
-        .query_map(params![user, bound, i64::from(limit) + 1], |r| {
-            Ok((
-                r.get::<_, MessageId>(0)?,
-                RoomRef {
-                    id: r.get(1)?,
-                    public_id: r.get(2)?,
-                },
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = found.len() > limit as usize;
-    let mut out = Vec::new();
-    for (id, room) in found.into_iter().take(limit as usize) {
-        let marks = read_marks(conn, room.id)?;
-        if let Some(mut message) = get(conn, &room, id, &marks)? {
-            message.seen_by(Some(user));
-            out.push(message);
-        }
-    }
-    let next = more.then(|| out.last().map(|m| m.id)).flatten();
-    Ok((out, next))
-}
-
-/// Up to `limit` messages matching the FTS5 expression `fts` (made by
-/// the search query parser, never by a user) in the rooms `user` is a member of now (or
-/// only `room`, if it is one of them), newest first, below `before`; and the next page's
-/// cursor.
-pub fn search(
-    conn: &Connection,
-    user: UserId,
-    fts: &str,
-    room: Option<&str>,
-    before: Option<MessageId>,
-    limit: u32,
-) -> Result<(Vec<Message>, Option<MessageId>)> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.id, r.id, r.public_id FROM messages_fts f
-         JOIN messages m ON m.id = f.rowid
-         JOIN room_members rm ON rm.room_id = m.room_id AND rm.user_id = ?1
-         JOIN rooms r ON r.id = m.room_id
-         WHERE messages_fts MATCH ?2 AND f.rowid < ?3 AND m.deleted = 0
-           AND (?4 IS NULL OR r.public_id = ?4)
-         ORDER BY f.rowid DESC LIMIT +?5",
-    )?;
-    let bound = before.map_or(i64::MAX, |b| b.0);
-    let found = stmt
-        .query_map(params![user, fts, bound, room, i64::from(limit) + 1], |r| {
-            Ok((
-                r.get::<_, MessageId>(0)?,
-                RoomRef {
-                    id: r.get(1)?,
-                    public_id: r.get(2)?,
-                },
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = found.len() > limit as usize;
-    let mut out = Vec::new();
-    for (id, room) in found.into_iter().take(limit as usize) {
-        let marks = read_marks(conn, room.id)?;
-        if let Some(mut message) = get(conn, &room, id, &marks)? {
-            message.seen_by(Some(user));
-            out.push(message);
-        }
-    }
-    let next = more.then(|| out.last().map(|m| m.id)).flatten();
-    Ok((out, next))
 }
 
 /// What a read mark moved to.

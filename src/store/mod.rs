@@ -7,6 +7,11 @@
 //! A third thread copies the WAL into the database file ([`checkpoint`]), so commits do not
 //! wait for that.
 //!
+//! The SQL by subject: `users`, `tokens`, `rooms`, `messages` (storing, reading and paging
+//! messages), `edits` (edits, deletions, reactions: the later changes of a message), `replay`
+//! (every change after a position, for sockets that resume), `lookups` (mentions and search
+//! across a user's rooms) and `admin` (the operator's commands).
+//!
 //! `:memory:` maps to a named in-process database (SQLite's `memdb` VFS) so the writer and
 //! the readers share it.
 
@@ -14,7 +19,9 @@ pub mod admin;
 pub mod api;
 mod checkpoint;
 pub mod edits;
+pub mod lookups;
 pub mod messages;
+pub mod replay;
 pub mod rooms;
 mod sqlite;
 pub mod tokens;
@@ -635,7 +642,7 @@ mod tests {
             let mut seen = Vec::new();
             let mut after = Seq(0);
             loop {
-                let (page, more) = messages::changes_for_user(&conn, a.id, after, limit).unwrap();
+                let (page, more) = replay::changes_for_user(&conn, a.id, after, limit).unwrap();
                 assert!(page.len() <= limit as usize);
                 for r in &page {
                     // Each shows the message as it is now.
@@ -653,7 +660,7 @@ mod tests {
             }
             assert_eq!(seen, positions, "pages of {limit}");
         }
-        let (page, more) = messages::changes_for_user(&conn, a.id, positions[40], 10).unwrap();
+        let (page, more) = replay::changes_for_user(&conn, a.id, positions[40], 10).unwrap();
         assert_eq!(
             page.iter().map(|r| r.seq).collect::<Vec<_>>(),
             positions[41..51]
@@ -711,10 +718,10 @@ mod tests {
         messages::insert(&conn, &room, &a, "re", None, Some(m.id), 3).unwrap();
         messages::reactions(&conn, m.id).unwrap();
         messages::set_mentions(&conn, &room, m.id, "hi @b").unwrap();
-        messages::mentions_of(&conn, b.id, None, 50).unwrap();
-        messages::search(&conn, b.id, "\"hi\"", None, None, 50).unwrap();
-        messages::search(&conn, b.id, "\"hi\"*", Some("room"), Some(m.id), 50).unwrap();
-        messages::mentions_of(&conn, b.id, Some(m.id), 50).unwrap();
+        lookups::mentions_of(&conn, b.id, None, 50).unwrap();
+        lookups::search(&conn, b.id, "\"hi\"", None, None, 50).unwrap();
+        lookups::search(&conn, b.id, "\"hi\"*", Some("room"), Some(m.id), 50).unwrap();
+        lookups::mentions_of(&conn, b.id, Some(m.id), 50).unwrap();
         messages::page(&conn, &room, Page::Before(None), 50).unwrap();
         messages::page(&conn, &room, Page::Before(Some(m.id)), 50).unwrap();
         messages::page(&conn, &room, Page::After(MessageId(0)), 50).unwrap();
@@ -736,8 +743,8 @@ mod tests {
         rooms::joining(&conn, c.id, a.id).unwrap();
         rooms::count_for(&conn, c.id).unwrap();
         rooms::remove_member(&conn, room.id, c.id).unwrap();
-        messages::changes_for_user(&conn, b.id, Seq(0), 50).unwrap();
-        messages::changes(&conn, &room, Seq(0), 50).unwrap();
+        replay::changes_for_user(&conn, b.id, Seq(0), 50).unwrap();
+        replay::changes(&conn, &room, Seq(0), 50).unwrap();
         edits::edit(&conn, m.id, a.id, "hello", 5).unwrap();
         edits::delete(&conn, m.id, a.id, 6).unwrap();
         messages::next_seq(&conn).unwrap();

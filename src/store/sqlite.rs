@@ -13,6 +13,7 @@ use super::rooms::{self, RoomCursor, RoomRef};
 use super::tokens::{self, TokenRow};
 use super::users::{self, Credentials, NewUser, Taken, UserQuery};
 use super::{Result, Store, StoreError, admin};
+use super::{lookups, replay};
 use crate::membership::{self, RoomCaps};
 use crate::model::{Auth, Message, MessageId, Room, RoomId, Seq, User, UserId};
 
@@ -374,9 +375,7 @@ impl ChatStore for Store {
         before: Option<MessageId>,
         limit: u32,
     ) -> Fut<'_, (Vec<Message>, Option<MessageId>)> {
-        Box::pin(
-            self.read(move |c| messages::search(c, user, &fts, room.as_deref(), before, limit)),
-        )
+        Box::pin(self.read(move |c| lookups::search(c, user, &fts, room.as_deref(), before, limit)))
     }
 
     fn mentions_of(
@@ -385,7 +384,7 @@ impl ChatStore for Store {
         before: Option<MessageId>,
         limit: u32,
     ) -> Fut<'_, (Vec<Message>, Option<MessageId>)> {
-        Box::pin(self.read(move |c| messages::mentions_of(c, user, before, limit)))
+        Box::pin(self.read(move |c| lookups::mentions_of(c, user, before, limit)))
     }
 
     fn react(
@@ -411,8 +410,8 @@ impl ChatStore for Store {
             let (changes, more) = match room {
                 // Membership is read in the same snapshot as the page.
                 Some(room) if !rooms::is_member(c, room.id, user)? => return Ok(None),
-                Some(room) => messages::changes(c, &room, after, limit)?,
-                None => messages::changes_for_user(c, user, after, limit)?,
+                Some(room) => replay::changes(c, &room, after, limit)?,
+                None => replay::changes_for_user(c, user, after, limit)?,
             };
             Ok(Some(ReplayPage { changes, more }))
         }))

@@ -16,7 +16,7 @@ use crate::model::{MessageId, RoomId, Seq, User, UserId};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::api::{Head, ReplayPage};
-use crate::store::messages::Replayed;
+use crate::store::replay::Replayed;
 use crate::store::rooms::RoomRef;
 
 /// Most frames written per flush.
