@@ -166,9 +166,9 @@ const MAX_SLOWDOWN: Duration = Duration::from_secs(5);
 ///   429 for that pair only. Guesses from elsewhere do not touch it.
 /// - Per address: `per_ip` failures over all usernames, then 429.
 /// - Per username over all addresses, for addresses the account has not logged in from
-///   before (within [`KNOWN_FOR`], in this process): past `per_user_and_ip` failures each
+///   before (within `KNOWN_FOR`, 30 days, in this process): past `per_user_and_ip` failures each
 ///   attempt is slowed down by a delay that doubles with every failure (at most
-///   [`MAX_SLOWDOWN`]), and past `per_user` failures they are refused with 429. An address the
+///   `MAX_SLOWDOWN`, 5 s), and past `per_user` failures they are refused with 429. An address the
 ///   account logged in from successfully is exempt from both, so its owner keeps getting in
 ///   from the usual places however many addresses guess at the name.
 ///

@@ -4,7 +4,7 @@
 //! of read-only connections; writes go to one writer thread that owns the only write connection and
 //! commits whatever is queued in one transaction (group commit). A write's caller is answered,
 //! and its after-commit hook runs, only once the transaction has committed, in commit order.
-//! A third thread copies the WAL into the database file ([`checkpoint`]), so commits do not
+//! A third thread copies the WAL into the database file (the `checkpoint` module), so commits do not
 //! wait for that.
 //!
 //! The SQL by subject: `users`, `tokens`, `rooms`, `messages` (storing, reading and paging
