@@ -845,6 +845,24 @@ async fn mentions_replies_and_reactions_between_two_browsers() {
     )
     .await;
     bob.screenshot("desktop-reactions").await;
+    // Any of the picker's emoji: Bob adds a rocket from it.
+    bob.click("#message-list .msg.theirs:last-of-type .more-reactions")
+        .await;
+    bob.visible("#reaction-picker").await;
+    bob.click("#reaction-picker .pick[data-emoji='\u{1F680}']")
+        .await;
+    alice
+        .wait_for(
+            "the rocket",
+            "return [...document.querySelectorAll('#message-list .msg.mine .reaction')] \
+             .some(r => r.textContent === '\u{1F680} 1');",
+            vec![],
+        )
+        .await;
+    assert!(
+        !bob.is_visible("#reaction-picker").await,
+        "the picker closes"
+    );
     let (_, page) = server
         .call(
             "GET",
@@ -857,7 +875,10 @@ async fn mentions_replies_and_reactions_between_two_browsers() {
     assert_eq!(reply["content"], "Checked, looks good");
     assert_eq!(
         reply["reactions"],
-        json!([{"emoji": "\u{1F44D}", "count": 2, "me": true}])
+        json!([
+            {"emoji": "\u{1F44D}", "count": 2, "me": true},
+            {"emoji": "\u{1F680}", "count": 1, "me": false},
+        ])
     );
     assert_eq!(reply["reply_to"]["sender"], "bob");
     alice.close().await;

@@ -17,8 +17,15 @@
   const TYPING_IDLE_MS = 4000;
   const TYPING_SHOWN_MS = 6000;
   const RESEND_AFTER_MS = 4000;
-  /** The reactions offered on every message. */
+  /** The reactions offered on every message ... */
   const QUICK_REACTIONS = ['\u{1F44D}', '\u{2764}\u{FE0F}', '\u{1F602}', '\u{1F389}'];
+  /** ... and the picker's, behind its "+" (any one emoji also works over the API). */
+  const PICKER_REACTIONS = [
+    '\u{1F44D}', '\u{1F44E}', '\u{2764}\u{FE0F}', '\u{1F602}', '\u{1F923}', '\u{1F60A}',
+    '\u{1F60D}', '\u{1F914}', '\u{1F62E}', '\u{1F622}', '\u{1F621}', '\u{1F64F}',
+    '\u{1F44F}', '\u{1F64C}', '\u{1F4AA}', '\u{1F389}', '\u{1F525}', '\u{2728}',
+    '\u{1F680}', '\u{1F440}', '\u{2705}', '\u{274C}', '\u{1F4AF}', '\u{2615}',
+  ];
   const GROUP_GAP_MS = 5 * 60 * 1000;
   const PING_EVERY_MS = 25000;
   const SILENT_LIMIT_MS = 60000;
@@ -637,6 +644,10 @@
     location.hash = `#/c/${roomId}`;
   }
 
+  function closePicker() {
+    show($('reaction-picker'), false);
+  }
+
   function closeSearch() {
     state.searchSeq = (state.searchSeq || 0) + 1;
     show($('search-results'), false);
@@ -1237,6 +1248,20 @@
       show($('replying'), false);
     }
 
+    /** Opens the reaction picker for message `id` beside `anchor`. */
+    openPicker(id, anchor) {
+      const picker = $('reaction-picker');
+      picker.replaceChildren(...PICKER_REACTIONS.map((e) => h('button', {
+        type: 'button', class: 'pick', 'aria-label': `React ${e}`, dataset: { emoji: e },
+        onclick: () => { closePicker(); this.react(id, e, true); },
+      }, e)));
+      const box = anchor.getBoundingClientRect();
+      picker.style.left = `${Math.max(8, Math.min(box.left, window.innerWidth - 300))}px`;
+      picker.style.top = `${Math.max(8, box.top - 150)}px`;
+      show(picker, true);
+      picker.querySelector('button').focus();
+    }
+
     async react(id, emoji, on) {
       try {
         const updated = await api(on ? 'PUT' : 'DELETE', `/messages/${id}/reactions/${encodeURIComponent(emoji)}/`);
@@ -1541,7 +1566,11 @@
           h('span', { class: 'quick-reactions' }, QUICK_REACTIONS.map((e) => h('button', {
             type: 'button', class: 'link small react', 'aria-label': `React ${e}`, dataset: { emoji: e },
             onclick: () => this.react(m.id, e, true),
-          }, e))),
+          }, e)), h('button', {
+            type: 'button', class: 'link small more-reactions', 'aria-label': 'More reactions',
+            'aria-haspopup': 'true', title: 'More reactions',
+            onclick: (e) => this.openPicker(m.id, e.currentTarget),
+          }, '+')),
           mine ? h('button', {
             type: 'button', class: 'link small edit', text: 'Edit', onclick: () => this.startEdit(m.id),
           }) : null,
@@ -1768,6 +1797,10 @@
       }
     });
     $('search-close').addEventListener('click', closeSearch);
+    document.addEventListener('keydown', (e) => { if (e.key === 'Escape') closePicker(); });
+    document.addEventListener('mousedown', (e) => {
+      if (!$('reaction-picker').contains(e.target) && !e.target.closest('.more-reactions')) closePicker();
+    });
 
     $('back').addEventListener('click', () => { location.hash = ''; });
     $('leave').addEventListener('click', onLeave);
