@@ -122,6 +122,19 @@ async fn react_route(
     Ok(warp::reply::json(&message))
 }
 
+/// `?limit=` of a page of messages: 1 and up (default 50), at most 200 (larger is clamped).
+fn page_limit(query: &Params) -> Result<u32, ApiError> {
+    match query.get("limit") {
+        None => Ok(DEFAULT_PAGE),
+        Some(v) => Ok(v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
+            .min(MAX_PAGE)),
+    }
+}
+
 /// `?limit=&before=` of the mentions list.
 struct MentionsQuery {
     limit: u32,
@@ -130,15 +143,7 @@ struct MentionsQuery {
 
 impl FromQuery for MentionsQuery {
     fn from_query(query: &Params) -> Result<MentionsQuery, ApiError> {
-        let limit = match query.get("limit") {
-            None => DEFAULT_PAGE,
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
-                .min(MAX_PAGE),
-        };
+        let limit = page_limit(query)?;
         Ok(MentionsQuery {
             limit,
             before: query.non_negative("before")?.map(MessageId),
@@ -258,15 +263,7 @@ struct HistoryQuery {
 
 impl FromQuery for HistoryQuery {
     fn from_query(query: &Params) -> Result<HistoryQuery, ApiError> {
-        let limit = match query.get("limit") {
-            None => DEFAULT_PAGE,
-            Some(v) => v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
-                .min(MAX_PAGE),
-        };
+        let limit = page_limit(query)?;
         let before = query.non_negative("before")?.map(MessageId);
         let after = query.non_negative("after")?.map(MessageId);
         let page = match (before, after) {

@@ -8,6 +8,38 @@ use super::messages::{get, read_marks};
 use super::rooms::RoomRef;
 use crate::model::{Message, MessageId, UserId};
 
+/// A found message's id and room, from the columns `id, room id, room public id`.
+fn found_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(MessageId, RoomRef)> {
+    Ok((
+        r.get(0)?,
+        RoomRef {
+            id: r.get(1)?,
+            public_id: r.get(2)?,
+        },
+    ))
+}
+
+/// The first `limit` of `found` (fetched one past the page) as `user` sees them, and the
+/// cursor of the next page (the last id) if there is one.
+fn page_of(
+    conn: &Connection,
+    user: UserId,
+    found: Vec<(MessageId, RoomRef)>,
+    limit: u32,
+) -> Result<(Vec<Message>, Option<MessageId>)> {
+    let more = found.len() > limit as usize;
+    let mut out = Vec::new();
+    for (id, room) in found.into_iter().take(limit as usize) {
+        let marks = read_marks(conn, room.id)?;
+        if let Some(mut message) = get(conn, &room, id, &marks)? {
+            message.seen_by(Some(user));
+            out.push(message);
+        }
+    }
+    let next = more.then(|| out.last().map(|m| m.id)).flatten();
+    Ok((out, next))
+}
+
 /// Up to `limit` of the messages that mention `user` in rooms they are a member of now, newest
 /// first, below `before`; and the cursor of the next page (the last id) if there is one.
 pub fn mentions_of(
@@ -25,27 +57,9 @@ pub fn mentions_of(
     )?;
     let bound = before.map_or(i64::MAX, |b| b.0);
     let found = stmt
-        .query_map(params![user, bound, i64::from(limit) + 1], |r| {
-            Ok((
-                r.get::<_, MessageId>(0)?,
-                RoomRef {
-                    id: r.get(1)?,
-                    public_id: r.get(2)?,
-                },
-            ))
-        })?
+        .query_map(params![user, bound, i64::from(limit) + 1], found_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = found.len() > limit as usize;
-    let mut out = Vec::new();
-    for (id, room) in found.into_iter().take(limit as usize) {
-        let marks = read_marks(conn, room.id)?;
-        if let Some(mut message) = get(conn, &room, id, &marks)? {
-            message.seen_by(Some(user));
-            out.push(message);
-        }
-    }
-    let next = more.then(|| out.last().map(|m| m.id)).flatten();
-    Ok((out, next))
+    page_of(conn, user, found, limit)
 }
 
 /// Up to `limit` messages matching the FTS5 expression `fts` (made by
@@ -71,25 +85,10 @@ pub fn search(
     )?;
     let bound = before.map_or(i64::MAX, |b| b.0);
     let found = stmt
-        .query_map(params![user, fts, bound, room, i64::from(limit) + 1], |r| {
-            Ok((
-                r.get::<_, MessageId>(0)?,
-                RoomRef {
-                    id: r.get(1)?,
-                    public_id: r.get(2)?,
-                },
-            ))
-        })?
+        .query_map(
+            params![user, fts, bound, room, i64::from(limit) + 1],
+            found_row,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = found.len() > limit as usize;
-    let mut out = Vec::new();
-    for (id, room) in found.into_iter().take(limit as usize) {
-        let marks = read_marks(conn, room.id)?;
-        if let Some(mut message) = get(conn, &room, id, &marks)? {
-            message.seen_by(Some(user));
-            out.push(message);
-        }
-    }
-    let next = more.then(|| out.last().map(|m| m.id)).flatten();
-    Ok((out, next))
+    page_of(conn, user, found, limit)
 }
