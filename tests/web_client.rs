@@ -1051,9 +1051,9 @@ async fn the_room_list_is_kept_current_by_the_all_rooms_socket() {
     log_in(&alice, &server, "alice").await;
     alice
         .wait_for(
-            "bob's room first",
-            "return document.querySelector('#rooms .room-item')?.dataset.roomId === arguments[0];",
-            vec![json!(with_bob)],
+            "both rooms listed",
+            "return document.querySelectorAll('#rooms .room-item').length === 2;",
+            vec![],
         )
         .await;
     // From here on, count the page's fetches of the list.

@@ -325,15 +325,22 @@ async fn the_room_list_is_paged_by_cursor_newest_first() {
     let bob = s.user("bob").await;
     let mut made = Vec::new();
     for i in 0..7 {
-        let room = s.room(&alice, &[&bob], Some(&format!("g{i}"))).await;
-        // A message orders the rooms by activity: the last one written to comes first.
-        s.post(
-            &format!("/api/v1/chat/{room}/"),
-            &alice.token,
-            json!({"content": "hi"}),
-        )
-        .await;
-        made.push(room);
+        made.push(s.room(&alice, &[&bob], Some(&format!("g{i}"))).await);
+    }
+    // Activity a second apart, the last made the most recent (two rooms made within the same
+    // millisecond would otherwise tie, and a tie is broken by the random room id).
+    for (i, room) in made.iter().enumerate() {
+        let (room, at) = (room.clone(), 1_700_000_000_000i64 + 1000 * i as i64);
+        s.sqlite
+            .write(move |c| {
+                c.execute(
+                    "UPDATE rooms SET last_activity = ?2 WHERE public_id = ?1",
+                    rusqlite::params![room, at],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
     }
     made.reverse();
 
