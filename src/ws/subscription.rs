@@ -7,10 +7,10 @@ use super::dedup::Verdict;
 use super::protocol::Close;
 use super::session::{End, Resume, Session};
 use super::upgrade::Prefetched;
-use crate::chat::{message_event, message_updated_event, room_for_member};
+use crate::chat::room_for_member;
 use crate::error::ApiError;
 use crate::frames::{HelloRoom, ServerFrame};
-use crate::hub::{Event, EventKind, Missed, Subscription, presence_event};
+use crate::hub::{Event, EventKind, Frame, Missed, Subscription, presence_event};
 use crate::metrics::{Bound, METRICS};
 use crate::model::{MessageId, RoomId, Seq, User, UserId};
 use crate::state::AppState;
@@ -297,25 +297,31 @@ impl Session {
                 .follow
                 .replay_page(self.dedup.last_sent(), page)
                 .await?;
+            let count = changes.len();
             for Replayed {
                 seq,
                 created,
                 mut message,
-            } in changes.iter().cloned()
+            } in changes
             {
+                // Rendered for this socket's user (`me` of reactions), once.
                 message.seen_by(Some(self.follow.user.id));
-                message.seq = seq;
-                let room = RoomId(0); // the frame is all that is written
-                let event = if created {
-                    message_event(room, &message)
+                let frame = if created {
+                    ServerFrame::Message {
+                        seq,
+                        message: &message,
+                    }
                 } else {
-                    message_updated_event(room, &message)
+                    ServerFrame::MessageUpdated {
+                        seq,
+                        message: &message,
+                    }
                 };
-                self.out.feed(event.frame).await?;
+                self.out.feed(Frame::from(&frame)).await?;
                 self.dedup.sent(seq);
             }
             self.out.flush().await?;
-            sent += changes.len();
+            sent += count;
             if !more {
                 return Ok(());
             }
