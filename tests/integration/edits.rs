@@ -1011,3 +1011,40 @@ async fn group_admins_rename_promote_remove_and_delete_and_nobody_else_does() {
     assert_eq!(status, 204);
     assert_eq!(watcher.closed().await, Some(4003));
 }
+
+/// Edits and reactions are not new messages: they leave unread and mention counts as they
+/// were.
+#[tokio::test]
+async fn edits_and_reactions_do_not_count_as_unread() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], Some("g")).await;
+    let m = post(&s, &alice, &room, "hello @bob").await;
+    let id = m["id"].as_i64().unwrap();
+    let counts = |who: &TestUser| {
+        let (s, who) = (&s, who.clone());
+        async move {
+            let (_, rooms) = s.get("/api/v1/chats/", &who.token).await;
+            (
+                rooms[0]["unread_count"].as_i64().unwrap(),
+                rooms[0]["mention_count"].as_i64().unwrap(),
+            )
+        }
+    };
+    assert_eq!(counts(&bob).await, (1, 1));
+    assert_eq!(counts(&alice).await, (0, 0));
+    edit(&s, &alice, id, "hello again @bob").await;
+    react(&s, &bob, id, "\u{1F44D}", true).await;
+    react(&s, &alice, id, "\u{1F389}", true).await;
+    assert_eq!(
+        counts(&bob).await,
+        (1, 1),
+        "still one unread message for bob"
+    );
+    assert_eq!(
+        counts(&alice).await,
+        (0, 0),
+        "bob's reaction is nothing new to read"
+    );
+}
