@@ -575,6 +575,17 @@ mod tests {
         migrate(&mut conn).unwrap();
     }
 
+    /// A new account named `name`, for the tests that write rows directly.
+    fn new_user(name: &str) -> users::NewUser {
+        users::NewUser {
+            username: crate::account::Username::parse(name).unwrap(),
+            password_hash: "h".into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+        }
+    }
+
     /// The merge over a user's rooms gives every message changed after the cursor once, in
     /// the order of the changes, page by page, whatever the interleaving; rooms the user is not
     /// in are not in it.
@@ -582,13 +593,6 @@ mod tests {
     fn replay_across_rooms_is_one_ordered_merge() {
         use crate::model::{MessageId, Seq};
         let conn = open_memory_for_tests();
-        let new_user = |name: &str| users::NewUser {
-            username: crate::account::Username::parse(name).unwrap(),
-            password_hash: "h".into(),
-            first_name: String::new(),
-            last_name: String::new(),
-            email: String::new(),
-        };
         let a = users::insert(&conn, &new_user("a"), 0).unwrap().unwrap();
         let b = users::insert(&conn, &new_user("b"), 0).unwrap().unwrap();
         let c = users::insert(&conn, &new_user("c"), 0).unwrap().unwrap();
@@ -683,13 +687,6 @@ mod tests {
         use crate::model::{MessageId, Seq};
         use crate::store::messages::Page;
         let conn = open_memory_for_tests();
-        let new_user = |name: &str| users::NewUser {
-            username: crate::account::Username::parse(name).unwrap(),
-            password_hash: "h".into(),
-            first_name: String::new(),
-            last_name: String::new(),
-            email: String::new(),
-        };
         let a = users::insert(&conn, &new_user("a"), 0).unwrap().unwrap();
         let b = users::insert(&conn, &new_user("b"), 0).unwrap().unwrap();
         // Enough rows that the planner's choices are the real ones.
