@@ -168,3 +168,49 @@ UPDATE room_members SET admin = 1
  WHERE EXISTS (SELECT 1 FROM rooms r
                WHERE r.id = room_members.room_id AND r.is_direct = 0
                  AND r.creator_id = room_members.user_id);
+
+-- migration: 8
+
+-- The full-text index is written once per write transaction instead of once per message.
+-- FTS5 writes out what it holds in memory as a new index segment at every savepoint, and every
+-- write the server makes runs in one, so triggers that indexed each message made a segment of
+-- each message (and the merges of all of them). The triggers now only queue the change in
+-- `search_queue`; the server's writer applies the queue to the index just before it commits,
+-- so still in the transaction that made the change, and empties it (`store::search_index`).
+-- Whatever another program leaves queued is applied when the server starts or commits next.
+-- The index is made again without per-row token counts (`columnsize=0`: nothing ranks by
+-- them), and takes a deleted or edited message's old words out of its pages at once
+-- (`secure-delete`) instead of marking them deleted until a merge.
+DROP TRIGGER messages_fts_insert;
+DROP TRIGGER messages_fts_update;
+DROP TABLE messages_fts;
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content,
+    content = 'messages',
+    content_rowid = 'id',
+    columnsize = 0,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+INSERT INTO messages_fts (messages_fts, rank) VALUES ('secure-delete', 1);
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+CREATE TABLE search_queue (
+    seq        INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL,
+    content    TEXT    NOT NULL,
+    -- 1: take `content` out of the index for `message_id`; 0: put it in
+    remove     INTEGER NOT NULL
+);
+CREATE TRIGGER search_queue_insert AFTER INSERT ON messages
+BEGIN
+    INSERT INTO search_queue (message_id, content, remove) VALUES (NEW.id, NEW.content, 0);
+END;
+CREATE TRIGGER search_queue_update AFTER UPDATE OF content ON messages
+BEGIN
+    INSERT INTO search_queue (message_id, content, remove) VALUES (OLD.id, OLD.content, 1);
+    INSERT INTO search_queue (message_id, content, remove)
+        SELECT NEW.id, NEW.content, 0 WHERE NEW.content != '';
+END;
+CREATE TRIGGER search_queue_delete AFTER DELETE ON messages
+BEGIN
+    INSERT INTO search_queue (message_id, content, remove) VALUES (OLD.id, OLD.content, 1);
+END;

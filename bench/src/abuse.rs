@@ -1249,6 +1249,7 @@ fn seed_replay(
     if has("sequence", "last")? {
         tx.execute("UPDATE sequence SET last = max(last, ?1)", [last])?;
     }
+    crate::suite::index_seeded(&tx)?;
     tx.commit()?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok((first, last))

@@ -308,9 +308,28 @@ fn seed_history(db: &Path, room: &Room, rows: i64) -> Result<i64> {
         "UPDATE rooms SET last_message_id = ?2, last_activity = ?3 WHERE id = ?1",
         rusqlite::params![room_id, last_id, now_ms],
     )?;
+    index_seeded(&tx)?;
     tx.commit()?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
     Ok(last_id)
+}
+
+/// Applies the search index queue that messages written straight into SQLite filled (schemas
+/// from migration 8 on), as the server's writer does before each commit, so the server does
+/// not start by indexing them.
+pub fn index_seeded(tx: &rusqlite::Transaction) -> Result<()> {
+    let queued = tx
+        .prepare("SELECT 1 FROM sqlite_master WHERE name = 'search_queue'")?
+        .exists([])?;
+    if queued {
+        tx.execute_batch(
+            "INSERT INTO messages_fts (messages_fts, rowid, content)
+             SELECT CASE remove WHEN 1 THEN 'delete' END, message_id, content
+               FROM search_queue ORDER BY seq;
+             DELETE FROM search_queue;",
+        )?;
+    }
+    Ok(())
 }
 
 fn bare_layout(sizes: &Sizes) -> Layout {

@@ -10,7 +10,8 @@
 //! The SQL by subject: `users`, `tokens`, `rooms`, `messages` (storing, reading and paging
 //! messages), `edits` (edits, deletions, reactions: the later changes of a message), `replay`
 //! (every change after a position, for sockets that resume), `lookups` (mentions and search
-//! across a user's rooms) and `admin` (the operator's commands).
+//! across a user's rooms), `search_index` (keeping the full-text index in step) and `admin`
+//! (the operator's commands).
 //!
 //! `:memory:` maps to a named in-process database (SQLite's `memdb` VFS) so the writer and
 //! the readers share it.
@@ -23,6 +24,7 @@ pub mod lookups;
 pub mod messages;
 pub mod replay;
 pub mod rooms;
+pub mod search_index;
 mod sqlite;
 pub mod tokens;
 pub mod users;
@@ -188,6 +190,21 @@ fn log_rekey(report: &users::RekeyReport) {
     }
 }
 
+/// Indexes the changes of message text that another program (a restore, an operator's
+/// `sqlite3`, a benchmark's seeding) committed without applying them to the full-text index.
+fn index_leftovers(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let applied = search_index::apply_queue(&tx)?;
+    tx.commit()?;
+    if applied > 0 {
+        tracing::info!(
+            changes = applied,
+            "indexed message changes left for the search index"
+        );
+    }
+    Ok(())
+}
+
 /// Splits `schema.sql` at its `-- migration: N` markers.
 fn migrations() -> Result<Vec<(i64, &'static str)>> {
     let mut out = Vec::new();
@@ -276,6 +293,7 @@ impl Store {
         }
         apply_pragmas(&writer, memory)?;
         migrate(&mut writer)?;
+        index_leftovers(&mut writer)?;
         // Every statement the writer runs stays prepared (rusqlite keeps 16 by default).
         writer.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
 
@@ -501,11 +519,13 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let committed = conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map(drop)
-            .map_err(StoreError::from);
+        // The batch's changes of message text reach the full-text index in its transaction.
+        let committed = search_index::apply_queue(&conn).and_then(|_| {
+            conn.prepare_cached("COMMIT")
+                .and_then(|mut s| s.execute([]))
+                .map(drop)
+                .map_err(StoreError::from)
+        });
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
             let _ = conn.execute_batch("ROLLBACK");
