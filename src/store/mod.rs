@@ -193,6 +193,13 @@ fn log_rekey(report: &users::RekeyReport) {
 /// Indexes the changes of message text that another program (a restore, an operator's
 /// `sqlite3`, a benchmark's seeding) committed without applying them to the full-text index.
 fn index_leftovers(conn: &mut Connection) -> Result<()> {
+    // An empty queue leaves the index unopened until the first message.
+    let queued = conn
+        .prepare("SELECT 1 FROM search_queue LIMIT 1")?
+        .exists([])?;
+    if !queued {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let applied = search_index::apply_queue(&tx)?;
     tx.commit()?;

@@ -299,7 +299,8 @@ impl ChatStore for Store {
     ) -> Fut<'_, Vec<u8>> {
         Box::pin(self.read(move |c| {
             let (auth, room) = member_of(c, &digest, &public_id)?;
-            let mut body = Vec::with_capacity(256 + 300 * limit as usize);
+            // About a message's size with every field, so a page is written without regrowing.
+            let mut body = Vec::with_capacity(256 + 512 * limit as usize);
             body.extend_from_slice(b"{\"room_id\":");
             serde_json::to_writer(&mut body, &room.public_id)
                 .map_err(|e| StoreError::Other(e.to_string()))?;
