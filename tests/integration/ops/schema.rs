@@ -89,7 +89,7 @@ async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact
 
     let mut config = test_config();
     config.server.db = db.to_str().unwrap().to_string();
-    let s = TestServer::start_with(config).await;
+    let s = TestServer::start_with(config.clone()).await;
 
     // The old token still works; the room, its history and read marks survived.
     let (status, rooms) = s.get("/api/v1/chats/", &token).await;
@@ -179,6 +179,33 @@ async fn a_database_from_the_first_released_schema_upgrades_with_its_data_intact
     assert_eq!(violations, 0);
     let fresh = chat_server::store::open_memory_for_tests();
     assert_eq!(schema_objects(&conn), schema_objects(&fresh));
+
+    // A message another program writes straight into the database waits in the index's queue
+    // and is indexed when a server starts; the index then agrees with the messages.
+    conn.execute(
+        "INSERT INTO messages (room_id, sender_id, content, created, updated)
+         VALUES (1, 1, 'written by sqlite3', 0, 0)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let s = TestServer::start_with(config).await;
+    let (_, found) = s.get("/api/v1/search/?q=sqlite3", &token).await;
+    assert_eq!(
+        found["results"][0]["message"]["content"], "written by sqlite3",
+        "{found}"
+    );
+    s.stop().await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let queued: i64 = conn
+        .query_row("SELECT count(*) FROM search_queue", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(queued, 0);
+    conn.execute(
+        "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+        [],
+    )
+    .unwrap();
 }
 
 #[tokio::test]
