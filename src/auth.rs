@@ -18,7 +18,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::account::{self, Username};
 use crate::config::Signup;
 use crate::error::{ApiError, FieldErrors};
-use crate::filters::{FromQuery, Params, json_body, query, with_state};
+use crate::filters::{FromQuery, Params, form_or_json_body, query, with_state};
 use crate::metrics::{Bound, METRICS};
 use crate::model::{Auth, Millis};
 use crate::passwords::blocking;
@@ -99,21 +99,23 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let max = state.config.limits.max_body_bytes;
     let signup_route = warp::path!("api" / "v1" / "signup")
         .and(warp::post())
-        .and(json_body(max))
+        .and(form_or_json_body(max))
         .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
         .then(signup)
         .map(Reply::into_response);
     let login_route = warp::path!("api" / "v1" / "login")
         .and(warp::post())
-        .and(json_body(max))
+        .and(form_or_json_body(max))
         .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
         .then(|body, addr, state| login(body, addr, state, LoginShape::Full))
         .map(Reply::into_response);
     let token_route = warp::path!("api" / "v1" / "api-token-auth")
         .and(warp::post())
-        .and(json_body(max))
+        .or(warp::path!("api-token-auth").and(warp::post()))
+        .unify()
+        .and(form_or_json_body(max))
         .and(warp::ext::optional::<ClientAddr>())
         .and(with_state(state))
         .then(|body, addr, state| login(body, addr, state, LoginShape::TokenOnly))
@@ -164,6 +166,8 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 struct SignupBody {
     username: String,
     password: String,
+    /// The seed's clients call it `passwordTwo`.
+    #[serde(alias = "passwordTwo")]
     password2: Option<String>,
     #[serde(default)]
     first_name: String,
@@ -264,7 +268,8 @@ enum LoginShape {
     TokenOnly,
 }
 
-/// `POST /api/v1/login/` and `POST /api/v1/api-token-auth/`: exchanges credentials for a token.
+/// `POST /api/v1/login/` and `POST /api/v1/api-token-auth/` (also at `/api-token-auth/`, where
+/// the seed had it): exchanges credentials for a token.
 async fn login(
     body: LoginBody,
     addr: Option<ClientAddr>,
@@ -323,7 +328,9 @@ async fn login(
             "expires_at": Millis(expires_at),
             "user": user,
         }),
-        LoginShape::TokenOnly => json!({ "token": token }),
+        // `access` for a client of the seed, which read a JWT under that name and sends it
+        // back as `Authorization: Bearer <access>`: this token works there too.
+        LoginShape::TokenOnly => json!({ "token": token, "access": token }),
     };
     Ok(warp::reply::json(&body).into_response())
 }

@@ -26,7 +26,7 @@ const MAX_CLIENT_ID_CHARS: usize = 128;
 
 /// Our room ids are short alphanumeric strings; anything else cannot name a room and costs
 /// no query.
-fn plausible_room_id(id: &str) -> bool {
+pub fn plausible_room_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 

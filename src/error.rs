@@ -6,7 +6,7 @@ use std::convert::Infallible;
 
 use serde::Serialize;
 use warp::http::StatusCode;
-use warp::http::header::{HeaderValue, RETRY_AFTER};
+use warp::http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use warp::{Rejection, Reply};
 
 pub use crate::model::ErrorCode;
@@ -48,6 +48,9 @@ pub enum ApiError {
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
+    /// The message again where a client written for Django REST framework (the seed's)
+    /// looks for it.
+    detail: &'a str,
 }
 
 #[derive(Serialize)]
@@ -114,18 +117,26 @@ impl ApiError {
     /// The reply: the JSON error shape with its status (and `Retry-After` when rate limited).
     pub fn response(&self) -> warp::reply::Response {
         self.record();
+        let message = self.to_string();
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().as_str(),
-                message: self.to_string(),
+                message: message.clone(),
                 fields: match self {
                     ApiError::Validation(fields) => Some(fields),
                     _ => None,
                 },
             },
+            detail: &message,
         };
         let mut response =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if self.status() == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme that would work.
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
+        }
         if let ApiError::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()

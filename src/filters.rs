@@ -28,6 +28,32 @@ pub fn json_body<T: DeserializeOwned + Send>(
         })
 }
 
+/// Like [`json_body`], and also `application/x-www-form-urlencoded` (what an HTML form posts,
+/// and the seed's clients may send); bad form data is a 400 `invalid_json` too.
+pub fn form_or_json_body<T: DeserializeOwned + Send>(
+    max: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + use<T> {
+    warp::body::content_length_limit(max)
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::body::bytes())
+        .and_then(|content_type: Option<String>, body: Bytes| async move {
+            let form = content_type.is_some_and(|t| {
+                t.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
+            });
+            if form {
+                serde_urlencoded::from_bytes::<T>(&body).map_err(|e| {
+                    Rejection::from(ApiError::InvalidJson(format!("invalid form data: {e}")))
+                })
+            } else {
+                serde_json::from_slice::<T>(&body)
+                    .map_err(|e| Rejection::from(ApiError::InvalidJson(e.to_string())))
+            }
+        })
+}
+
 /// A request's query parameters, for [`FromQuery`] to read; a name given twice keeps its last
 /// value.
 pub struct Params(HashMap<String, String>);

@@ -45,6 +45,13 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(mark_read_route)
         .map(Reply::into_response);
+    // The seed's path for the same read receipt.
+    let seed_read = warp::path!("api" / "messages" / "v1" / String / "update")
+        .and(warp::patch())
+        .and(authenticated(state))
+        .and(with_state(state))
+        .then(mark_read_route)
+        .map(Reply::into_response);
     let edit = warp::path!("api" / "v1" / "messages" / String)
         .and(warp::patch())
         .and(authenticated(state))
@@ -92,6 +99,8 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(search)
         .unify()
         .or(read)
+        .unify()
+        .or(seed_read)
         .unify()
         .or(edit)
         .unify()
@@ -343,8 +352,9 @@ async fn post(
     ))
 }
 
-/// `PATCH /api/v1/messages/<message_id>/update/`: marks the message, and everything before it
-/// in its room, read by the caller.
+/// `PATCH /api/v1/messages/<message_id>/update/` (and the seed's
+/// `/api/messages/v1/<message_id>/update/`): marks the message, and everything before it in
+/// its room, read by the caller.
 async fn mark_read_route(
     message_id: String,
     auth: Auth,

@@ -71,6 +71,8 @@ pub const TABLE: &[Route] = &[
     route("POST", "/api/v1/signup/", Access::Anyone),
     route("POST", "/api/v1/login/", Access::Anyone),
     route("POST", "/api/v1/api-token-auth/", Access::Anyone),
+    // Where the seed had it.
+    route("POST", "/api-token-auth/", Access::Anyone),
     route("POST", "/api/v1/logout/", Access::User),
     route("GET", "/api/v1/tokens/", Access::User),
     route("DELETE", "/api/v1/tokens/", Access::User),
@@ -112,6 +114,12 @@ pub const TABLE: &[Route] = &[
         "/api/v1/messages/{message_id}/update/",
         Access::User,
     ),
+    // The seed's path of the same read receipt.
+    route(
+        "PATCH",
+        "/api/messages/v1/{message_id}/update/",
+        Access::User,
+    ),
     route("GET", "/api/v1/openapi.json", Access::Anyone),
     route("GET", "/ws/chat/{room_id}/", Access::Member),
     route("GET", "/ws/", Access::User),
@@ -120,6 +128,19 @@ pub const TABLE: &[Route] = &[
     Route {
         method: "GET",
         path: "/assets/{file}",
+        access: Access::Anyone,
+        api: false,
+    },
+    // The seed's pages, redirected to the web client's views.
+    Route {
+        method: "GET",
+        path: "/chats/",
+        access: Access::Anyone,
+        api: false,
+    },
+    Route {
+        method: "GET",
+        path: "/chat/{room_id}/",
         access: Access::Anyone,
         api: false,
     },

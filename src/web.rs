@@ -9,7 +9,7 @@
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::HeaderValue;
-use warp::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use warp::http::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
 
 use crate::state::AppState;
 
@@ -23,7 +23,8 @@ const APP_JS: &str = include_str!("../web/app.js");
 const APP_CSS: &str = include_str!("../web/app.css");
 const ICON_SVG: &str = include_str!("../web/icon.svg");
 
-/// `GET /`, `GET /assets/<file>`: the embedded client.
+/// `GET /`, `GET /assets/<file>`: the embedded client; `GET /chats/` and `GET /chat/<room_id>/`
+/// (where the seed served its pages) redirect to its room list and to that room.
 pub fn routes(_state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
     let index = warp::path::end()
         .and(warp::get())
@@ -39,7 +40,39 @@ pub fn routes(_state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
                     _ => Err(warp::reject::not_found()),
                 }
             });
-    index.or(asset).unify().boxed()
+    // The seed's own pages, its room list and one room, open the same views of this client.
+    let seed_rooms = warp::path!("chats")
+        .and(warp::get())
+        .map(|| redirect("/".to_string()));
+    let seed_room =
+        warp::path!("chat" / String)
+            .and(warp::get())
+            .and_then(|room_id: String| async move {
+                // Room ids are letters and digits; anything else is no room of ours, and is kept
+                // out of the `Location` header.
+                if !crate::chat::plausible_room_id(&room_id) {
+                    return Err(warp::reject::not_found());
+                }
+                Ok(redirect(format!("/#/c/{room_id}")))
+            });
+    index
+        .or(asset)
+        .unify()
+        .or(seed_rooms)
+        .unify()
+        .or(seed_room)
+        .unify()
+        .boxed()
+}
+
+/// A `302 Found` to `location` on this server.
+fn redirect(location: String) -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(Default::default());
+    *response.status_mut() = warp::http::StatusCode::FOUND;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
 }
 
 fn page(body: &'static str, content_type: &'static str) -> warp::reply::Response {

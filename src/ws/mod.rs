@@ -30,6 +30,7 @@
 
 mod actions;
 mod dedup;
+mod events;
 mod outbox;
 mod pipeline;
 mod protocol;

@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::events::Events;
 use super::protocol::Close;
 use super::session::{End, Socket};
 use crate::hub::Frame;
@@ -27,6 +28,8 @@ pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Outbox {
     socket: Socket,
     write_timeout: Duration,
+    /// The kinds of frame the client asked for; the others are dropped here.
+    events: Events,
     /// When the frames buffered but not yet flushed are due; `None` when nothing waits.
     flush_due: Option<Pin<Box<Sleep>>>,
 }
@@ -40,10 +43,11 @@ async fn until(due: &mut Option<Pin<Box<Sleep>>>) {
 }
 
 impl Outbox {
-    pub(crate) fn new(socket: Socket, write_timeout: Duration) -> Outbox {
+    pub(crate) fn new(socket: Socket, write_timeout: Duration, events: Events) -> Outbox {
         Outbox {
             socket,
             write_timeout,
+            events,
             flush_due: None,
         }
     }
@@ -65,6 +69,9 @@ impl Outbox {
 
     /// Buffers `frame` without flushing.
     pub(crate) async fn feed(&mut self, frame: Frame) -> Result<(), End> {
+        if !self.events.allow(frame.as_str()) {
+            return Ok(());
+        }
         self.timed(|socket| socket.feed(WsMessage::Text(frame.into_text())))
             .await
     }
@@ -85,6 +92,11 @@ impl Outbox {
 
     /// Writes `message` and everything buffered before it.
     pub(crate) async fn write(&mut self, message: WsMessage) -> Result<(), End> {
+        if let WsMessage::Text(text) = &message
+            && !self.events.allow(text.as_str())
+        {
+            return Ok(());
+        }
         self.timed(|socket| socket.send(message)).await?;
         self.flush_due = None;
         Ok(())

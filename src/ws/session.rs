@@ -54,14 +54,13 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) async fn run(
         state: AppState,
-        socket: Socket,
+        out: Outbox,
         user: User,
         scope: Scope,
         resume: Option<Resume>,
         prefetched: Option<Prefetched>,
         slot: ConnectionSlot,
     ) {
-        let write = Duration::from_secs(state.config.limits.ws_write_timeout_secs);
         let room_socket = matches!(scope, Scope::Room(_));
         let mut session = Session {
             dedup: Dedup::new(
@@ -70,7 +69,7 @@ impl Session {
                 resume.as_ref().map_or(Seq(0), |r| r.since),
             ),
             follow: Following { state, user, scope },
-            out: Outbox::new(socket, write),
+            out,
             pipeline: Pipeline::new(room_socket),
             last_heard: Instant::now(),
             slot,

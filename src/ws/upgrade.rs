@@ -11,6 +11,7 @@ use warp::http::header::{HeaderMap, HeaderValue};
 use warp::http::{Response, StatusCode};
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::admission::ConnTicket;
 use crate::auth::{authenticate_token, ip_key, token_from_header};
@@ -26,6 +27,8 @@ use crate::state::ClientAddr;
 use crate::store::api::Head;
 use crate::store::rooms::RoomRef;
 
+use super::events::Events;
+use super::outbox::Outbox;
 use super::session::{Resume, Session};
 use super::subscription::Scope;
 
@@ -62,6 +65,7 @@ pub(crate) struct Peer {
 pub(crate) struct UpgradeQuery {
     token: Option<String>,
     since: Result<Option<Seq>, ApiError>,
+    events: Result<Events, ApiError>,
 }
 
 impl FromQuery for UpgradeQuery {
@@ -69,6 +73,7 @@ impl FromQuery for UpgradeQuery {
         Ok(UpgradeQuery {
             token: params.get("token").map(str::to_string),
             since: params.non_negative("since").map(|s| s.map(Seq)),
+            events: params.get("events").map_or(Ok(Events::ALL), Events::parse),
         })
     }
 }
@@ -87,6 +92,7 @@ pub(crate) async fn upgrade(
     let UpgradeQuery {
         token: in_query,
         since,
+        events,
     } = query?;
     // Before anything reaches the database: one address opening sockets in a loop is
     // refused here, whoever it claims to be.
@@ -110,6 +116,7 @@ pub(crate) async fn upgrade(
         return Err(ApiError::Forbidden("origin not allowed"));
     }
     let since = since?;
+    let events = events?;
     let (Some(key), Some(on_upgrade)) = (websocket_key(&headers), on_upgrade) else {
         return Err(ApiError::UpgradeRequired(
             "this endpoint speaks WebSocket only",
@@ -157,7 +164,9 @@ pub(crate) async fn upgrade(
                     Some(config),
                 )
                 .await;
-                Session::run(state, socket, user, scope, resume, prefetched, slot).await;
+                let write = Duration::from_secs(state.config.limits.ws_write_timeout_secs);
+                let out = Outbox::new(socket, write, events);
+                Session::run(state, out, user, scope, resume, prefetched, slot).await;
                 // The connection counts under the TCP caps until the session is over.
                 drop(conn);
             }

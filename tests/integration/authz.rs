@@ -80,6 +80,7 @@ fn routes() -> Vec<Route> {
         ),
         r("PUT", "/api/v1/chat/{room}/admins/{me}/", None, 404),
         r("PATCH", "/api/v1/messages/{message}/update/", None, 404),
+        r("PATCH", "/api/messages/v1/{message}/update/", None, 404),
         r(
             "PATCH",
             "/api/v1/messages/{message}/",

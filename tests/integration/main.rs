@@ -16,3 +16,4 @@ mod logs;
 mod ops;
 mod realtime;
 mod security;
+mod seed;
