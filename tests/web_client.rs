@@ -1084,3 +1084,40 @@ async fn the_room_list_is_kept_current_by_the_all_rooms_socket() {
     alice.visible(&item).await;
     alice.close().await;
 }
+
+/// The seed's page links still lead somewhere: `/chat/<room_id>/` opens that conversation in
+/// the web client, `/chats/` its room list with no conversation open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_page_links_open_the_room_and_the_room_list() {
+    let Some(tools) = browser::tools("the_seeds_page_links_open_the_room_and_the_room_list") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let room = room(&server, &bob_token, &[alice_id], None).await;
+    server
+        .post_message(&room, &bob_token, "Linked from the old page")
+        .await;
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+
+    alice.goto(&server.url(&format!("/chat/{room}/"))).await;
+    alice.wait_message("Linked from the old page").await;
+    let at = alice
+        .js("return location.pathname + location.hash;", vec![])
+        .await;
+    assert_eq!(at, format!("/#/c/{room}"));
+
+    alice.goto(&server.url("/chats/")).await;
+    alice
+        .wait_for(
+            "the room list without an open conversation",
+            "return location.pathname === '/' && location.hash === '' && \
+             document.querySelector('#rooms .room-item') !== null;",
+            vec![],
+        )
+        .await;
+    alice.close().await;
+}
