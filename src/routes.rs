@@ -146,6 +146,50 @@ pub const TABLE: &[Route] = &[
     },
 ];
 
+/// The methods the route table serves at `path` (a request path), in table order.
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    let path = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let asked: Vec<&str> = path.split('/').skip(1).collect();
+    let mut methods = Vec::new();
+    for route in TABLE {
+        let template: Vec<&str> = route
+            .path
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .collect();
+        let matches = template.len() == asked.len()
+            && template.iter().zip(&asked).all(|(t, a)| {
+                if t.starts_with('{') {
+                    !a.is_empty()
+                } else {
+                    t == a
+                }
+            });
+        if matches && !methods.contains(&route.method) {
+            methods.push(route.method);
+        }
+    }
+    methods
+}
+
+/// A 405 names the methods that would have worked (RFC 9110, section 15.5.6).
+fn with_allow(path: &str, mut response: warp::reply::Response) -> warp::reply::Response {
+    if response.status() == warp::http::StatusCode::METHOD_NOT_ALLOWED {
+        let methods = allowed_methods(path).join(", ");
+        if let Ok(value) = HeaderValue::from_str(&methods) {
+            response
+                .headers_mut()
+                .insert(warp::http::header::ALLOW, value);
+        }
+    }
+    response
+}
+
 /// Headers on every response.
 fn security_headers() -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -189,7 +233,11 @@ pub fn routes(
         );
     });
     let api = crate::cors::guard(&state.cors).or(api).unify();
-    crate::cors::wrap(&state.cors, api.recover(recover).unify())
+    // The full path is read before the routes consume it, for the `Allow` of a 405.
+    let answered = warp::path::full()
+        .and(api.recover(recover).unify())
+        .map(|path: warp::path::FullPath, response| with_allow(path.as_str(), response));
+    crate::cors::wrap(&state.cors, answered)
         .with(warp::reply::with::headers(security_headers()))
         // Only where a route set none: the web client's page brings its own policy.
         .with(warp::reply::with::default_header(
@@ -250,6 +298,22 @@ mod tests {
             }
         }
         routes
+    }
+
+    #[test]
+    fn the_methods_of_a_path_are_those_the_table_serves_there() {
+        assert_eq!(allowed_methods("/api/v1/me/"), ["GET"]);
+        assert_eq!(
+            allowed_methods("/api/v1/chat/abc"),
+            ["GET", "POST", "PATCH"]
+        );
+        assert_eq!(
+            allowed_methods("/api/v1/messages/7/reactions/%F0%9F%91%8D/?x=1"),
+            ["PUT", "DELETE"]
+        );
+        assert_eq!(allowed_methods("/api/v1/tokens/"), ["GET", "DELETE"]);
+        assert!(allowed_methods("/api/v1/nope/").is_empty());
+        assert!(allowed_methods("/api/v1/chat//").is_empty());
     }
 
     #[test]

@@ -262,6 +262,26 @@ async fn bad_tokens_bad_json_unknown_routes_and_wrong_methods_get_documented_err
     assert_eq!(body["error"]["code"], "method_not_allowed");
     let (status, _) = s.call("GET", "/api/v1/signup/", None, None).await;
     assert_eq!(status, 405);
+    // Every 405 names the methods the path has (RFC 9110).
+    for (method, path, allow) in [
+        ("DELETE", "/api/v1/me/", "GET"),
+        ("GET", "/api/v1/signup/", "POST"),
+        ("TRACE", "/api/v1/chat/abc/", "GET, POST, PATCH"),
+        ("PUT", "/api/v1/tokens", "GET, DELETE"),
+    ] {
+        let res = reqwest::Client::new()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                s.url(path),
+            )
+            .header("Authorization", format!("Token {}", alice.token))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+    }
 }
 
 #[tokio::test]
