@@ -76,6 +76,21 @@ impl Params {
     }
 }
 
+impl Params {
+    /// `name` as a page size, if present: an integer from 1 to 4,294,967,295 (a route answers
+    /// one larger than its largest page with its largest page).
+    pub fn positive(&self, name: &'static str) -> Result<Option<u32>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| ApiError::validation(name, "must be a positive integer"))
+            })
+            .transpose()
+    }
+}
+
 /// One endpoint's query parameters as a typed value.
 pub trait FromQuery: Sized {
     fn from_query(params: &Params) -> Result<Self, ApiError>;

@@ -133,15 +133,9 @@ async fn react_route(
 
 /// `?limit=` of a page of messages: 1 and up (default 50), at most 200 (larger is clamped).
 fn page_limit(query: &Params) -> Result<u32, ApiError> {
-    match query.get("limit") {
-        None => Ok(DEFAULT_PAGE),
-        Some(v) => Ok(v
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::validation("limit", "must be a positive integer"))?
-            .min(MAX_PAGE)),
-    }
+    Ok(query
+        .positive("limit")?
+        .map_or(DEFAULT_PAGE, |n| n.min(MAX_PAGE)))
 }
 
 /// `?limit=&before=` of the mentions list.

@@ -72,7 +72,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
 /// `?limit=&before=`.
 struct RoomsQuery {
-    limit: Option<i64>,
+    limit: Option<u32>,
     before: Option<RoomCursor>,
 }
 
@@ -87,7 +87,7 @@ impl FromQuery for RoomsQuery {
             })
             .transpose()?;
         Ok(RoomsQuery {
-            limit: params.non_negative("limit")?,
+            limit: params.positive("limit")?,
             before,
         })
     }
@@ -104,11 +104,7 @@ async fn list(
 ) -> Result<warp::reply::Response, ApiError> {
     let RoomsQuery { limit, before } = query?;
     let l = &state.config.limits;
-    let limit = limit.map_or(l.rooms_page_default, |n| {
-        u32::try_from(n)
-            .unwrap_or(u32::MAX)
-            .clamp(1, l.rooms_page_max)
-    });
+    let limit = limit.map_or(l.rooms_page_default, |n| n.min(l.rooms_page_max));
     let (rooms, next) = state.store.rooms_page(auth.user.id, before, limit).await?;
     let mut response = warp::reply::json(&rooms).into_response();
     if let Some(next) = next {

@@ -47,9 +47,9 @@ struct DirectoryQuery {
 impl FromQuery for DirectoryQuery {
     fn from_query(params: &Params) -> Result<DirectoryQuery, ApiError> {
         let limit = params
-            .non_negative("limit")?
-            .unwrap_or(DEFAULT_LIMIT)
-            .clamp(1, MAX_LIMIT);
+            .positive("limit")?
+            .map_or(DEFAULT_LIMIT, i64::from)
+            .min(MAX_LIMIT);
         let offset = params.non_negative("offset")?.unwrap_or(0);
         let exclude = match params.get("exclude").map(|s| s.trim()) {
             None | Some("") => Vec::new(),

@@ -372,6 +372,7 @@ async fn the_room_list_is_paged_by_cursor_newest_first() {
         "?before=12.",
         "?before=x.abc",
         "?limit=-1",
+        "?limit=0",
     ] {
         let (status, body, _) = rooms_page(&s, &bob, bad).await;
         assert_eq!(status, 400, "{bad}: {body}");
