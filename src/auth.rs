@@ -166,9 +166,10 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 struct SignupBody {
     username: String,
     password: String,
-    /// The seed's clients call it `passwordTwo`.
-    #[serde(alias = "passwordTwo")]
     password2: Option<String>,
+    /// The seed's name for `password2`; either or both may be given.
+    #[serde(rename = "passwordTwo")]
+    password_two: Option<String>,
     #[serde(default)]
     first_name: String,
     #[serde(default)]
@@ -193,7 +194,10 @@ fn validate_signup(b: &SignupBody) -> (FieldErrors, Option<Username>) {
     if let Some(problem) = account::password_problem(shown, &b.password) {
         errors.insert("password", problem.into());
     }
-    if b.password2.as_ref().is_some_and(|p| *p != b.password) {
+    if [&b.password2, &b.password_two]
+        .into_iter()
+        .any(|again| again.as_ref().is_some_and(|p| *p != b.password))
+    {
         errors.insert("password2", "passwords do not match".into());
     }
     for (field, value) in [("first_name", &b.first_name), ("last_name", &b.last_name)] {
@@ -448,6 +452,7 @@ mod tests {
             username: "bad name!".into(),
             password: "12345678".into(),
             password2: Some("x".into()),
+            password_two: None,
             first_name: String::new(),
             last_name: String::new(),
             email: "nope".into(),

@@ -29,7 +29,8 @@ pub fn json_body<T: DeserializeOwned + Send>(
 }
 
 /// Like [`json_body`], and also `application/x-www-form-urlencoded` (what an HTML form posts,
-/// and the seed's clients may send); bad form data is a 400 `invalid_json` too.
+/// and the seed's clients may send); bad form data is a 400 `invalid_json` too. A body that
+/// opens with `{` is JSON whatever its type says: `curl -d '{...}'` labels JSON as a form.
 pub fn form_or_json_body<T: DeserializeOwned + Send>(
     max: u64,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + use<T> {
@@ -43,7 +44,8 @@ pub fn form_or_json_body<T: DeserializeOwned + Send>(
                         .eq_ignore_ascii_case("application/x-www-form-urlencoded")
                 })
             });
-            if form {
+            let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+            if form && !json {
                 serde_urlencoded::from_bytes::<T>(&body).map_err(|e| {
                     Rejection::from(ApiError::InvalidJson(format!("invalid form data: {e}")))
                 })

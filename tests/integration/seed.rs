@@ -77,6 +77,15 @@ async fn a_client_written_for_the_seed_signs_up_logs_in_chats_and_marks_read() {
     .await;
     assert_eq!(status, 201, "{bob}");
     assert_eq!(bob["username"], "bob");
+    // JSON labelled as a form, as `curl -d '{...}'` sends it, is still JSON.
+    let res = reqwest::Client::new()
+        .post(s.url("/api/v1/login/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#" {"username": "bob", "password": "builder-4242"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
     // Passwords that differ are a field error, and a DRF client finds a message in `detail`.
     let (status, refused) = s
         .call(
@@ -95,6 +104,21 @@ async fn a_client_written_for_the_seed_signs_up_logs_in_chats_and_marks_read() {
         "passwords do not match"
     );
     assert!(refused["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    // Both names at once: each must match.
+    let (status, both) = s
+        .call(
+            "POST",
+            "/api/v1/signup/",
+            None,
+            Some(json!({"username": "carol", "password": "carol-pw-1234",
+                        "password2": "carol-pw-1234", "passwordTwo": "carol-pw-9999"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{both}");
+    assert_eq!(
+        both["error"]["fields"]["password2"],
+        "passwords do not match"
+    );
     let (status, nobody) = s
         .call("GET", "/api/v1/users/?search=carol", None, None)
         .await;
