@@ -67,27 +67,28 @@ impl Params {
 
     /// `name` as a non-negative integer, if present.
     pub fn non_negative(&self, name: &'static str) -> Result<Option<i64>, ApiError> {
-        self.get(name)
-            .map(|v| {
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| ApiError::validation(name, "must be a non-negative integer"))
-            })
-            .transpose()
+        self.at_least(name, 0, "must be a non-negative integer")
     }
-}
 
-impl Params {
     /// `name` as a page size, if present: an integer from 1 to 4,294,967,295 (a route answers
     /// one larger than its largest page with its largest page).
     pub fn positive(&self, name: &'static str) -> Result<Option<u32>, ApiError> {
+        self.at_least(name, 1, "must be a positive integer")
+    }
+
+    /// `name` as an integer of type `T` no smaller than `min`, if present; `why` otherwise.
+    fn at_least<T: std::str::FromStr + PartialOrd>(
+        &self,
+        name: &'static str,
+        min: T,
+        why: &'static str,
+    ) -> Result<Option<T>, ApiError> {
         self.get(name)
             .map(|v| {
-                v.parse::<u32>()
+                v.parse::<T>()
                     .ok()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| ApiError::validation(name, "must be a positive integer"))
+                    .filter(|n| *n >= min)
+                    .ok_or_else(|| ApiError::validation(name, why))
             })
             .transpose()
     }
