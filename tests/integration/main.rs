@@ -14,6 +14,7 @@ mod edits;
 mod hostile;
 mod logs;
 mod ops;
+mod readme;
 mod realtime;
 mod security;
 mod seed;

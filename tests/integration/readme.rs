@@ -1,0 +1,109 @@
+//! The README's walk-through, run as written: its shell block, with `curl` and `jq`, against a
+//! real server (the address put in for `localhost:8000`, `curl -s` made to fail on an error
+//! status, the interactive `websocat` step left out).
+
+use std::process::Command;
+
+use crate::common::TestServer;
+
+/// The first ```sh block after the walk-through's heading.
+fn walk_through() -> String {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme
+        .find("## A walk-through with curl")
+        .expect("the walk-through section")..];
+    let start = section.find("```sh\n").expect("its shell block") + "```sh\n".len();
+    let end = start + section[start..].find("```").expect("the block's end");
+    section[start..end].to_string()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walk_through_runs_as_written() {
+    if !have("curl") || !have("jq") {
+        eprintln!("skipped: the walk-through needs curl and jq on the PATH");
+        return;
+    }
+    let s = TestServer::start().await;
+    let mut script = String::from("set -euo pipefail\n");
+    let mut lines = walk_through()
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    // The socket step is interactive: its command and the frame typed into it.
+    let socket = lines
+        .iter()
+        .position(|l| l.starts_with("websocat "))
+        .expect("the websocat step");
+    lines.drain(socket..socket + 2);
+    for line in lines {
+        script.push_str(
+            &line
+                .replace("localhost:8000", &s.addr.to_string())
+                .replace("curl -s ", "curl -sSf "),
+        );
+        script.push('\n');
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the walk-through failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What it did is in the database: two users, one room, the edit, the reaction and the
+    // reply, and the deletion.
+    let (_, login) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(serde_json::json!({"username": "bob", "password": "builder-4242"})),
+        )
+        .await;
+    let bob = login["token"].as_str().unwrap().to_string();
+    let (_, rooms) = s.get("/api/v1/chats/", &bob).await;
+    let room = rooms[0]["room_id"].as_str().unwrap().to_string();
+    let (_, history) = s.get(&format!("/api/v1/chat/{room}/?after=0"), &bob).await;
+    let shown: Vec<(String, bool)> = history["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["content"].as_str().unwrap().to_string(),
+                m["deleted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("Hi Bob!".to_string(), false),
+            (String::new(), true),
+            ("@bob 12:30?".to_string(), false),
+        ]
+    );
+    assert_eq!(history["results"][2]["mentions"], serde_json::json!([2]));
+    // The search at the end, the script's last output, finds nothing: the message with
+    // "lunch" in it was deleted.
+    // (curl prints each answer without a newline: the output is a stream of JSON values.)
+    let answers: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let search = answers.last().unwrap();
+    assert_eq!(search["results"], serde_json::json!([]), "{stdout}");
+    s.stop().await;
+}
