@@ -96,27 +96,45 @@ pub fn validate_content(state: &AppState, content: &str) -> Result<String, ApiEr
 
 /// The frame every subscriber receives for a new message.
 pub fn message_event(room: RoomId, message: &Message) -> Event {
-    Event::new(
-        room,
-        EventKind::Change(message.seq),
-        &ServerFrame::Message {
-            seq: message.seq,
-            message,
-        },
-    )
+    with_own_frame(message, |message| {
+        Event::new(
+            room,
+            EventKind::Change(message.seq),
+            &ServerFrame::Message {
+                seq: message.seq,
+                message,
+            },
+        )
+    })
+}
+
+/// `event` of `message` for everyone but its sender, who alone is shown its `client_id`:
+/// for a message with one, the sender's sockets get a frame of their own.
+fn with_own_frame(message: &Message, event: impl Fn(&Message) -> Event) -> Event {
+    if message.client_id.is_none() {
+        return event(message);
+    }
+    let own = event(message).frame;
+    let mut public = message.clone();
+    public.client_id = None;
+    let mut shared = event(&public);
+    shared.own = Some((message.sender_id, own));
+    shared
 }
 
 /// The frame every subscriber receives for an edited, deleted or reacted-to message. With
 /// reactions, each recipient is told which are theirs (`me`).
 pub fn message_updated_event(room: RoomId, message: &Message) -> Event {
-    let mut event = Event::new(
-        room,
-        EventKind::Change(message.seq),
-        &ServerFrame::MessageUpdated {
-            seq: message.seq,
-            message,
-        },
-    );
+    let mut event = with_own_frame(message, |message| {
+        Event::new(
+            room,
+            EventKind::Change(message.seq),
+            &ServerFrame::MessageUpdated {
+                seq: message.seq,
+                message,
+            },
+        )
+    });
     if !message.reactions.is_empty() {
         event.personal = Some(Arc::new(message.clone()));
     }

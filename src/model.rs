@@ -224,6 +224,10 @@ impl Message {
         for r in &mut self.reactions {
             r.me = viewer.is_some_and(|v| r.users.contains(&v));
         }
+        // The idempotency key is the sender's own: nobody else is shown it.
+        if viewer != Some(self.sender_id) {
+            self.client_id = None;
+        }
     }
 }
 

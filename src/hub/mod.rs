@@ -79,6 +79,9 @@ pub struct Event {
     /// A message whose reactions say `me` differently to each recipient: each socket writes
     /// its own `message_updated` from it instead of `frame` (which says `me: false`).
     pub personal: Option<Arc<Message>>,
+    /// The frame for the sockets of the message's sender, with its `client_id`, which `frame`
+    /// (for everyone else) leaves out.
+    pub own: Option<(UserId, Frame)>,
 }
 
 impl Event {
@@ -88,13 +91,17 @@ impl Event {
             kind,
             frame: Frame::from(frame),
             personal: None,
+            own: None,
         }
     }
 
     /// The frame this event is for `user`.
     pub fn frame_for(&self, user: UserId) -> Frame {
         match &self.personal {
-            None => self.frame.clone(),
+            None => match &self.own {
+                Some((sender, own)) if *sender == user => own.clone(),
+                _ => self.frame.clone(),
+            },
             Some(message) => {
                 let mut message = Message::clone(message);
                 message.seen_by(Some(user));

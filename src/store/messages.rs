@@ -540,7 +540,12 @@ pub fn page_json(
             created: Millis(row.get(3)?),
             updated: Millis(row.get(4)?),
             is_read: is_read(&marks, sender_id, id),
-            client_id: text(row, 5)?,
+            // The sender's own idempotency key, shown to nobody else.
+            client_id: if sender_id == viewer {
+                text(row, 5)?
+            } else {
+                None
+            },
             edited: row.get::<_, Option<i64>>(6)?.map(Millis),
             deleted: row.get(7)?,
             reply_to: match row.get::<_, Option<MessageId>>(8)? {

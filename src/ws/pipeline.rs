@@ -92,7 +92,9 @@ impl Pipeline {
                     Ok((_, true)) => Ok(None),
                     // A repeated client_id: the original, to this socket only.
                     Ok((original, false)) => Ok(Some(WsMessage::Text(
-                        message_event(RoomId(0), &original).frame.into_text(),
+                        message_event(RoomId(0), &original)
+                            .frame_for(original.sender_id)
+                            .into_text(),
                     ))),
                     Err(StoreError::NotMember) if room_socket => Err(End::Close(Close::REMOVED)),
                     Err(e) => Ok(Some(api_error_frame(&ApiError::from(e)))),

@@ -1109,3 +1109,72 @@ async fn mixed_script_and_look_alike_names_are_refused_beside_the_originals() {
         assert_eq!(signup(&s, fine).await.0, 201, "{fine}");
     }
 }
+
+/// A message's `client_id` (its sender's idempotency key) is shown to its sender only: live
+/// on both sockets, in an edit, in a replay, in history, in the room list and in search, the
+/// other members see `null`, and the sender sees the key.
+#[tokio::test]
+async fn only_the_sender_is_shown_a_messages_client_id() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], Some("pair")).await;
+    let (mut alice_ws, _) = s.ws(&room, &alice, "").await;
+    let (mut bob_ws, _) = s.ws(&room, &bob, "").await;
+    let (mut bob_all, _) = s.ws_all(&bob, "").await;
+    let (status, sent) = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &alice.token,
+            json!({"content": "lunch plans", "client_id": "alice-key-1"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(sent["client_id"], "alice-key-1");
+    let mine = alice_ws.next_of("message").await;
+    assert_eq!(mine["message"]["client_id"], "alice-key-1");
+    for ws in [&mut bob_ws, &mut bob_all] {
+        let theirs = ws.next_of("message").await;
+        assert_eq!(theirs["message"]["content"], "lunch plans");
+        assert_eq!(theirs["message"]["client_id"], Value::Null, "{theirs}");
+    }
+    // An edit (no reactions: one shared frame) and a reaction (a frame per recipient).
+    let id = sent["id"].as_i64().unwrap();
+    let (status, _) = s
+        .call(
+            "PATCH",
+            &format!("/api/v1/messages/{id}/"),
+            Some(&alice.token),
+            Some(json!({"content": "lunch plans at noon"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = s
+        .call(
+            "PUT",
+            &format!("/api/v1/messages/{id}/reactions/%F0%9F%91%8D/"),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for _ in 0..2 {
+        let mine = alice_ws.next_of("message_updated").await;
+        assert_eq!(mine["message"]["client_id"], "alice-key-1");
+        let theirs = bob_ws.next_of("message_updated").await;
+        assert_eq!(theirs["message"]["client_id"], Value::Null, "{theirs}");
+    }
+    // Reads: a replay, history, the room list, search.
+    let (mut replay, _) = s.ws(&room, &bob, "&since=0").await;
+    let replayed = replay.next_of("message").await;
+    assert_eq!(replayed["message"]["client_id"], Value::Null);
+    for (who, key) in [(&alice, json!("alice-key-1")), (&bob, Value::Null)] {
+        let (_, history) = s.get(&format!("/api/v1/chat/{room}/"), &who.token).await;
+        assert_eq!(history["results"][0]["client_id"], key, "{history}");
+        let (_, rooms) = s.get("/api/v1/chats/", &who.token).await;
+        assert_eq!(rooms[0]["last_message"]["client_id"], key, "{rooms}");
+        let (_, found) = s.get("/api/v1/search/?q=noon", &who.token).await;
+        assert_eq!(found["results"][0]["message"]["client_id"], key, "{found}");
+    }
+    s.stop().await;
+}
