@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::{authenticate_token, token_key};
 use crate::error::ApiError;
-use crate::frames::ServerFrame;
+use crate::frames::{Frame, ServerFrame};
 use crate::hub::{Event, EventKind, Hub};
 use crate::membership::RoomCaps;
 use crate::metrics::{Bound, METRICS};
@@ -111,13 +111,26 @@ pub fn message_event(room: RoomId, message: &Message) -> Event {
 /// `event` of `message` for everyone but its sender, who alone is shown its `client_id`:
 /// for a message with one, the sender's sockets get a frame of their own.
 fn with_own_frame(message: &Message, event: impl Fn(&Message) -> Event) -> Event {
-    if message.client_id.is_none() {
+    let Some(client_id) = &message.client_id else {
         return event(message);
-    }
-    let own = event(message).frame;
-    let mut public = message.clone();
-    public.client_id = None;
-    let mut shared = event(&public);
+    };
+    let mut shared = event(message);
+    // The frame for everyone else is the sender's with `null` for the key: the field is
+    // found by its name and JSON-escaped value, which no text inside a string can spell (a
+    // quote in it is escaped), so the copy costs a copy, not a second serialization.
+    let field = format!(
+        "\"client_id\":{}",
+        serde_json::to_string(client_id).expect("a string serializes")
+    );
+    let public = match shared.frame.as_str().split_once(&field) {
+        Some((before, after)) => Frame::from(format!("{before}\"client_id\":null{after}")),
+        None => {
+            let mut public = message.clone();
+            public.client_id = None;
+            event(&public).frame
+        }
+    };
+    let own = std::mem::replace(&mut shared.frame, public);
     shared.own = Some((message.sender_id, own));
     shared
 }
@@ -598,4 +611,55 @@ pub fn typing(state: &AppState, user: &User, room: &RoomRef, typing: bool) {
         },
     );
     state.hub.publish(room.id, event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Millis, ReplyTo, Seq, UserId};
+
+    /// The frame everyone but the sender gets is exactly the message serialized without its
+    /// `client_id`, even when the text and the quote spell the field out; the sender's has it.
+    #[test]
+    fn the_shared_frame_is_the_message_without_its_client_id() {
+        let message = Message {
+            id: MessageId(7),
+            room_id: "r".into(),
+            sender: "alice".into(),
+            sender_id: UserId(1),
+            content: r#"say "client_id":"k\"1é" to me"#.into(),
+            created: Millis(5),
+            updated: Millis(5),
+            is_read: false,
+            client_id: Some("k\"1é".into()),
+            edited: None,
+            deleted: false,
+            reply_to: Some(ReplyTo {
+                id: MessageId(3),
+                sender: "bob".into(),
+                excerpt: r#""client_id":"k\"1é""#.into(),
+            }),
+            reactions: Vec::new(),
+            mentions: Vec::new(),
+            seq: Seq(7),
+        };
+        let event = message_event(RoomId(1), &message);
+        let mut public = message.clone();
+        public.client_id = None;
+        let frame = |m: &Message| {
+            ServerFrame::Message {
+                seq: m.seq,
+                message: m,
+            }
+            .to_json()
+        };
+        assert_eq!(event.frame.as_str(), frame(&public));
+        assert_eq!(event.frame_for(UserId(2)).as_str(), frame(&public));
+        assert_eq!(event.frame_for(UserId(1)).as_str(), frame(&message));
+        // Without a client_id there is one frame for all.
+        public.id = MessageId(8);
+        let plain = message_event(RoomId(1), &public);
+        assert!(plain.own.is_none());
+        assert_eq!(plain.frame_for(UserId(1)).as_str(), frame(&public));
+    }
 }
