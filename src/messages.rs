@@ -41,13 +41,9 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .map(Reply::into_response);
     let read = warp::path!("api" / "v1" / "messages" / String / "update")
         .and(warp::patch())
-        .and(authenticated(state))
-        .and(with_state(state))
-        .then(mark_read_route)
-        .map(Reply::into_response);
-    // The seed's path for the same read receipt.
-    let seed_read = warp::path!("api" / "messages" / "v1" / String / "update")
-        .and(warp::patch())
+        // The seed's path for the same read receipt.
+        .or(warp::path!("api" / "messages" / "v1" / String / "update").and(warp::patch()))
+        .unify()
         .and(authenticated(state))
         .and(with_state(state))
         .then(mark_read_route)
@@ -99,8 +95,6 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .or(search)
         .unify()
         .or(read)
-        .unify()
-        .or(seed_read)
         .unify()
         .or(edit)
         .unify()
