@@ -22,10 +22,13 @@ pub fn json_body<T: DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + use<T> {
     warp::body::content_length_limit(max)
         .and(warp::body::bytes())
-        .and_then(|body: Bytes| async move {
-            serde_json::from_slice::<T>(&body)
-                .map_err(|e| Rejection::from(ApiError::InvalidJson(e.to_string())))
-        })
+        .and_then(|body: Bytes| async move { from_json(&body) })
+}
+
+/// `body` parsed as JSON into `T`; bad JSON is a 400 `invalid_json`.
+fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
+    serde_json::from_slice::<T>(body)
+        .map_err(|e| Rejection::from(ApiError::InvalidJson(e.to_string())))
 }
 
 /// Like [`json_body`], and also `application/x-www-form-urlencoded` (what an HTML form posts,
@@ -50,8 +53,7 @@ pub fn form_or_json_body<T: DeserializeOwned + Send>(
                     Rejection::from(ApiError::InvalidJson(format!("invalid form data: {e}")))
                 })
             } else {
-                serde_json::from_slice::<T>(&body)
-                    .map_err(|e| Rejection::from(ApiError::InvalidJson(e.to_string())))
+                from_json(&body)
             }
         })
 }

@@ -110,6 +110,26 @@ mod tests {
             [],
         )
         .unwrap();
+        // A deleted message's words leave the index's own pages at once (`secure-delete`),
+        // not only its results: the bytes of a word no other message has are gone.
+        let stored = |word: &str| -> bool {
+            conn.query_row(
+                "SELECT count(*) FROM messages_fts_data WHERE instr(block, ?1) > 0",
+                [word],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+                > 0
+        };
+        insert(4, "zebracorn");
+        apply_queue(&conn).unwrap();
+        assert!(stored("zebracorn"));
+        conn.execute_batch("BEGIN").unwrap();
+        set(4, "");
+        apply_queue(&conn).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        assert!(!stored("zebracorn"));
+        assert_eq!(matches(&conn, "zebracorn"), Vec::<i64>::new());
         // An empty queue is a no-op.
         assert_eq!(apply_queue(&conn).unwrap(), 0);
     }
