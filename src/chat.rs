@@ -204,7 +204,7 @@ pub fn submit(
     let sender = sender.clone();
     let timer = crate::metrics::METRICS.send_latency.start_timer();
     if reply_to.is_some_and(|id| id.0 <= 0) {
-        return Err(ApiError::validation(
+        return Err(ApiError::missing(
             "reply_to",
             "no such message in this room",
         ));
@@ -271,13 +271,21 @@ pub async fn delete_message(
     Ok(changed.message)
 }
 
-/// The one emoji `text` is, as the emoji table spells it (a missing variation selector is
-/// added); anything else (text, two emoji, an emoji with extra characters) is refused.
+/// The one emoji `text` is, as the emoji table spells it: the table's spelling, or the same
+/// without its variation selectors (which are added). Anything else (text, a digit, two
+/// emoji, an emoji with extra characters) is refused.
 pub fn one_emoji(text: &str) -> Result<String, ApiError> {
     let found = emojis::get(text).or_else(|| emojis::get(&format!("{text}\u{fe0f}")));
     found
-        .map(|e| e.as_str().to_string())
+        .map(emojis::Emoji::as_str)
+        .filter(|e| *e == text || unqualified(e) == text)
+        .map(str::to_string)
         .ok_or_else(|| ApiError::validation("emoji", "must be exactly one emoji"))
+}
+
+/// `emoji` without its variation selectors (U+FE0F), as many keyboards send it.
+pub fn unqualified(emoji: &str) -> String {
+    emoji.replace('\u{fe0f}', "")
 }
 
 /// `user` adds (`on`) or takes back a reaction to message `id`; the room hears of a change.

@@ -31,6 +31,10 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("not found")]
     NotFound,
+    /// A well-formed request naming something (a user, a message) that does not exist or the
+    /// caller cannot see: 404 `not_found`, with the field that named it.
+    #[error("not found")]
+    Missing(FieldErrors),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -66,6 +70,10 @@ impl ApiError {
         ApiError::Validation(BTreeMap::from([(field, why.into())]))
     }
 
+    pub fn missing(field: &'static str, why: impl Into<String>) -> Self {
+        ApiError::Missing(BTreeMap::from([(field, why.into())]))
+    }
+
     pub fn internal(err: impl Into<anyhow::Error>) -> Self {
         ApiError::Internal(err.into())
     }
@@ -77,7 +85,7 @@ impl ApiError {
             }
             ApiError::Unauthorized | ApiError::BadCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -95,7 +103,7 @@ impl ApiError {
             ApiError::Unauthorized => ErrorCode::NotAuthenticated,
             ApiError::BadCredentials => ErrorCode::InvalidCredentials,
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
-            ApiError::NotFound => ErrorCode::NotFound,
+            ApiError::NotFound | ApiError::Missing(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
@@ -123,7 +131,7 @@ impl ApiError {
                 code: self.code().as_str(),
                 message: message.clone(),
                 fields: match self {
-                    ApiError::Validation(fields) => Some(fields),
+                    ApiError::Validation(fields) | ApiError::Missing(fields) => Some(fields),
                     _ => None,
                 },
             },
@@ -170,10 +178,10 @@ impl From<Refusal> for ApiError {
             Refusal::NotFound => ApiError::NotFound,
             Refusal::DirectRoom => ApiError::Forbidden("direct rooms have exactly two members"),
             Refusal::NotAdmin => ApiError::Forbidden("only an admin of the group may do that"),
-            Refusal::NoSuchUser => ApiError::validation("user_id", "no such user"),
+            Refusal::NoSuchUser => ApiError::missing("user_id", "no such user"),
             Refusal::UnknownUsers(ids) => {
                 let ids: Vec<String> = ids.iter().map(|id| id.0.to_string()).collect();
-                ApiError::validation("members", format!("unknown users: {}", ids.join(", ")))
+                ApiError::missing("members", format!("unknown users: {}", ids.join(", ")))
             }
             Refusal::UsernameTaken => {
                 ApiError::Conflict("a user with that username already exists")
@@ -181,9 +189,7 @@ impl From<Refusal> for ApiError {
             Refusal::UsernameLookAlike => {
                 ApiError::Conflict("that username looks too much like an existing one")
             }
-            Refusal::NoSuchReply => {
-                ApiError::validation("reply_to", "no such message in this room")
-            }
+            Refusal::NoSuchReply => ApiError::missing("reply_to", "no such message in this room"),
             Refusal::TooManyReactions => {
                 ApiError::validation("emoji", "a message carries at most 20 different reactions")
             }

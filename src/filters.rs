@@ -107,3 +107,57 @@ pub fn query<T: FromQuery + Send + 'static>()
 -> impl Filter<Extract = (Result<T, ApiError>,), Error = Rejection> + Clone {
     warp::query::<HashMap<String, String>>().map(|map| T::from_query(&Params(map)))
 }
+
+/// Integers in request bodies as JSON Schema counts them: `7`, `7.0` and `7e0` are one
+/// integer, so a body the API document allows is never refused for how a number is spelled.
+/// For `#[serde(deserialize_with = "...")]` on `i64`, `Option<i64>` (with `default`) and
+/// `Vec<i64>` fields.
+pub mod json_int {
+    use serde::de::{Deserialize, Deserializer, Error, Visitor};
+
+    struct JsonInt(i64);
+
+    impl<'de> Deserialize<'de> for JsonInt {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<JsonInt, D::Error> {
+            struct Int;
+            impl Visitor<'_> for Int {
+                type Value = JsonInt;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an integer")
+                }
+                fn visit_i64<E: Error>(self, v: i64) -> Result<JsonInt, E> {
+                    Ok(JsonInt(v))
+                }
+                fn visit_u64<E: Error>(self, v: u64) -> Result<JsonInt, E> {
+                    i64::try_from(v)
+                        .map(JsonInt)
+                        .map_err(|_| E::custom(format!("integer {v} is too large")))
+                }
+                fn visit_f64<E: Error>(self, v: f64) -> Result<JsonInt, E> {
+                    // ±2^63 are left out: -2^63 is also what a number just below i64's
+                    // range rounds to. Every other integral f64 inside fits exactly.
+                    const EDGE: f64 = 9_223_372_036_854_775_808.0;
+                    let fits = v.fract() == 0.0 && v > -EDGE && v < EDGE;
+                    if fits {
+                        Ok(JsonInt(v as i64))
+                    } else {
+                        Err(E::custom(format!("expected an integer, found {v}")))
+                    }
+                }
+            }
+            d.deserialize_any(Int)
+        }
+    }
+
+    pub fn one<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        JsonInt::deserialize(d).map(|n| n.0)
+    }
+
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        Option::<JsonInt>::deserialize(d).map(|n| n.map(|n| n.0))
+    }
+
+    pub fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        Vec::<JsonInt>::deserialize(d).map(|v| v.into_iter().map(|n| n.0).collect())
+    }
+}

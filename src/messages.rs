@@ -199,6 +199,9 @@ async fn search_route(
         limit,
         before,
     } = query?;
+    if query.terms.is_empty() {
+        return Ok(warp::reply::json(&json!({"results": [], "next": null})));
+    }
     let (found, next) = state
         .store
         .search(auth.user.id, query.fts(), room_id, before, limit)
@@ -252,7 +255,7 @@ async fn delete_route(
     Ok(warp::reply::json(&message))
 }
 
-/// `?limit=&before=|after=`: the page a history request asks for.
+/// `?limit=&before=&after=`: the page a history request asks for.
 struct HistoryQuery {
     page: Page,
     limit: u32,
@@ -264,12 +267,7 @@ impl FromQuery for HistoryQuery {
         let before = query.non_negative("before")?.map(MessageId);
         let after = query.non_negative("after")?.map(MessageId);
         let page = match (before, after) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::validation(
-                    "after",
-                    "cannot be combined with before",
-                ));
-            }
+            (Some(before), Some(after)) => Page::Between(after, before),
             (before, None) => Page::Before(before),
             (None, Some(after)) => Page::After(after),
         };
@@ -277,7 +275,7 @@ impl FromQuery for HistoryQuery {
     }
 }
 
-/// `GET /api/v1/chat/<room_id>/?limit=&before=|after=`: a page of history.
+/// `GET /api/v1/chat/<room_id>/?limit=&before=&after=`: a page of history.
 ///
 /// The hot read of the API, so it makes one trip to the database: the token, the membership
 /// and the page, serialized straight from the rows.
@@ -308,6 +306,7 @@ struct PostBody {
     content: String,
     client_id: Option<String>,
     /// The id of the message of this room the new one answers.
+    #[serde(default, deserialize_with = "crate::filters::json_int::option")]
     reply_to: Option<i64>,
 }
 

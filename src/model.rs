@@ -246,6 +246,14 @@ pub struct Room {
     pub admins: Vec<UserId>,
 }
 
+/// `text` as a number if it is 1 to `max_len` ASCII digits and nothing else (no sign, no
+/// spaces), as the API document's patterns spell ids; `max_len` at most 18, so it fits.
+pub fn ascii_digits(text: &str, max_len: usize) -> Option<i64> {
+    debug_assert!(max_len <= 18);
+    let ok = !text.is_empty() && text.len() <= max_len && text.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| text.parse().ok()).flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,6 @@
 //! Operational endpoints: `/healthz` for load balancers and supervisors, `/metrics` for
-//! Prometheus, and `/api/v1/openapi.json`, the API description (see `openapi.json`).
+//! Prometheus, and `/api/v1/openapi.json`, the API description (see `openapi.json`), served
+//! with this server's own limits and its emoji table filled in.
 
 use std::time::Duration;
 
@@ -30,9 +31,10 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(with_state(state))
         .then(metrics)
         .map(Reply::into_response);
+    let document = bytes::Bytes::from(served_document(&state.config));
     let openapi = warp::path!("api" / "v1" / "openapi.json")
         .and(warp::get())
-        .map(openapi);
+        .map(move || openapi(document.clone()));
     health.or(metrics).unify().or(openapi).unify().boxed()
 }
 
@@ -82,9 +84,52 @@ async fn metrics(state: AppState) -> warp::reply::Response {
     response
 }
 
+/// Every emoji of the emoji table, in each of its skin tones, as the server stores it.
+pub fn stored_emoji() -> impl Iterator<Item = &'static str> {
+    emojis::iter()
+        .flat_map(|e| match e.skin_tones() {
+            Some(tones) => tones.collect(),
+            None => vec![e],
+        })
+        .map(emojis::Emoji::as_str)
+}
+
+/// Every spelling a reaction's `emoji` may take: each stored emoji, and the same without its
+/// variation selectors where the table knows it so.
+pub fn reaction_emoji() -> Vec<String> {
+    let mut all = Vec::new();
+    for emoji in stored_emoji() {
+        all.push(emoji.to_string());
+        let bare = crate::chat::unqualified(emoji);
+        if bare != emoji && crate::chat::one_emoji(&bare).is_ok_and(|e| e == emoji) {
+            all.push(bare);
+        }
+    }
+    all
+}
+
+/// The document as this server serves it: `openapi.json` with the configured longest
+/// message as the content's `maxLength`, and the reaction path's `emoji` as the exact list
+/// the server accepts, so the document is the contract a generated client can trust.
+pub fn served_document(config: &crate::config::Config) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+    let schemas = &mut doc["components"]["schemas"];
+    for name in ["PostMessageRequest", "EditMessageRequest"] {
+        schemas[name]["properties"]["content"]["maxLength"] =
+            json!(config.limits.max_message_chars);
+    }
+    let reactions = &mut doc["paths"]["/api/v1/messages/{message_id}/reactions/{emoji}/"];
+    if let Some(params) = reactions["parameters"].as_array_mut() {
+        for param in params.iter_mut().filter(|p| p["name"] == "emoji") {
+            param["schema"]["enum"] = json!(reaction_emoji());
+        }
+    }
+    doc.to_string()
+}
+
 /// `GET /api/v1/openapi.json`: the OpenAPI 3.1 document.
-fn openapi() -> warp::reply::Response {
-    let mut response = OPENAPI.into_response();
+fn openapi(document: bytes::Bytes) -> warp::reply::Response {
+    let mut response = warp::reply::Response::new(document.into());
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -98,5 +143,37 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+    }
+
+    /// Every emoji the served document lists is one a reaction accepts, spelled as stored.
+    #[test]
+    fn the_served_emoji_list_is_what_reactions_accept() {
+        let listed = super::reaction_emoji();
+        assert!(listed.len() > 3000, "{}", listed.len());
+        for emoji in &listed {
+            let stored = crate::chat::one_emoji(emoji).unwrap();
+            assert!(super::stored_emoji().any(|e| e == stored), "{emoji}");
+        }
+        for text in ["0", "a", "👍👍", "👍x", ""] {
+            assert!(crate::chat::one_emoji(text).is_err(), "{text}");
+            assert!(!listed.iter().any(|e| e == text), "{text}");
+        }
+        let mut config = crate::config::Config::default();
+        config.limits.max_message_chars = 123;
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::served_document(&config)).unwrap();
+        let post = &doc["components"]["schemas"]["PostMessageRequest"]["properties"]["content"];
+        assert_eq!(post["maxLength"], 123);
+        let path = &doc["paths"]["/api/v1/messages/{message_id}/reactions/{emoji}/"];
+        let emoji = path["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "emoji")
+            .unwrap();
+        assert_eq!(
+            emoji["schema"]["enum"].as_array().unwrap().len(),
+            listed.len()
+        );
     }
 }

@@ -120,6 +120,7 @@ async fn list(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateRoom {
+    #[serde(deserialize_with = "crate::filters::json_int::many")]
     members: Vec<i64>,
     name: Option<String>,
 }
@@ -139,6 +140,7 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddMember {
+    #[serde(deserialize_with = "crate::filters::json_int::one")]
     user_id: i64,
 }
 

@@ -67,13 +67,17 @@ fn fold(word: &str) -> String {
 impl Query {
     /// Reads what a user typed: words, `"quoted phrases"` (an unclosed quote runs to the end)
     /// and `prefix*`. Everything else (operators, column filters, brackets) is only text, and
-    /// splits words like any punctuation. Refused: empty, too long, NUL, too many terms.
+    /// splits words like any punctuation. Refused: empty, too long, NUL, too many terms. Text
+    /// without a word in it (`"***"`) is a query that finds nothing.
     pub fn parse(text: &str) -> Result<Query, ApiError> {
         let bad = |why: &str| ApiError::validation("q", why);
         if text.chars().count() > MAX_QUERY_CHARS {
             return Err(bad(&format!(
                 "must be at most {MAX_QUERY_CHARS} characters"
             )));
+        }
+        if text.is_empty() {
+            return Err(bad("must not be empty"));
         }
         if text.contains('\0') {
             return Err(bad("must not contain NUL"));
@@ -100,9 +104,6 @@ impl Query {
                     }
                 }
             }
-        }
-        if terms.is_empty() {
-            return Err(bad("has no words to search for"));
         }
         if terms.len() > MAX_TERMS {
             return Err(bad(&format!("must have at most {MAX_TERMS} words")));
@@ -170,8 +171,11 @@ mod tests {
         ] {
             assert_eq!(Query::parse(text).unwrap().fts(), fts, "{text}");
         }
-        for text in ["", "   ", "\"", "***", "\"\"", "—", "a\0b"] {
+        for text in ["", "a\0b"] {
             assert!(Query::parse(text).is_err(), "{text:?}");
+        }
+        for text in ["   ", "\"", "***", "\"\"", "—"] {
+            assert!(Query::parse(text).unwrap().terms.is_empty(), "{text:?}");
         }
         assert!(Query::parse(&"a".repeat(10_000)).is_err());
         assert!(Query::parse(&"a ".repeat(17)).is_err());

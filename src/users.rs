@@ -51,13 +51,15 @@ impl FromQuery for DirectoryQuery {
             .map_or(DEFAULT_LIMIT, i64::from)
             .min(MAX_LIMIT);
         let offset = params.non_negative("offset")?.unwrap_or(0);
-        let exclude = match params.get("exclude").map(|s| s.trim()) {
+        let exclude = match params.get("exclude") {
             None | Some("") => Vec::new(),
             Some(list) => list
                 .split(',')
-                .map(|id| id.trim().parse::<i64>().map(UserId))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| ApiError::validation("exclude", "must be comma-separated user ids"))?,
+                .map(|id| crate::model::ascii_digits(id, 18).map(UserId))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    ApiError::validation("exclude", "must be comma-separated user ids")
+                })?,
         };
         let search = params
             .get("search")

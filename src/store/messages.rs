@@ -324,18 +324,24 @@ pub enum Page {
     Before(Option<MessageId>),
     /// The oldest messages with ids above `after`, oldest first.
     After(MessageId),
+    /// The oldest messages with ids above the first and below the second, oldest first.
+    Between(MessageId, MessageId),
 }
 
-/// The statement and range bound for a page; bound to `(room, bound, limit + 1)`.
-fn page_query(page: Page, select: &str) -> (String, i64) {
-    let (cond, order, bound) = match page {
-        Page::Before(before) => ("m.id < ?2", "DESC", before.map_or(i64::MAX, |b| b.0)),
-        Page::After(after) => ("m.id > ?2", "ASC", after.0),
+/// The statement and the id range (both bounds excluded) for a page; bound to
+/// `(room, low, high, limit + 1)`.
+fn page_query(page: Page, select: &str) -> (String, i64, i64) {
+    let (order, low, high) = match page {
+        Page::Before(before) => ("DESC", 0, before.map_or(i64::MAX, |b| b.0)),
+        Page::After(after) => ("ASC", after.0, i64::MAX),
+        Page::Between(after, before) => ("ASC", after.0, before.0),
     };
-    // `+?3`, not `?3`: SQLite plans with the value of a bare LIMIT parameter, and so prepares
+    // `+?4`, not `?4`: SQLite plans with the value of a bare LIMIT parameter, and so prepares
     // the statement again on every run with a new value.
-    let sql = format!("{select} WHERE m.room_id = ?1 AND {cond} ORDER BY m.id {order} LIMIT +?3");
-    (sql, bound)
+    let sql = format!(
+        "{select} WHERE m.room_id = ?1 AND m.id > ?2 AND m.id < ?3 ORDER BY m.id {order} LIMIT +?4"
+    );
+    (sql, low, high)
 }
 
 /// One page of history and whether more lie beyond it in the same direction.
@@ -346,9 +352,9 @@ pub fn page(
     limit: u32,
 ) -> Result<(Vec<Message>, bool)> {
     let marks = read_marks(conn, room.id)?;
-    let (sql, bound) = page_query(page, &format!("SELECT {MESSAGE_COLUMNS} {MESSAGE_FROM}"));
+    let (sql, low, high) = page_query(page, &format!("SELECT {MESSAGE_COLUMNS} {MESSAGE_FROM}"));
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params![room.id, bound, i64::from(limit) + 1], |row| {
+    let rows = stmt.query_map(params![room.id, low, high, i64::from(limit) + 1], |row| {
         message_from_row(conn, row, room, &marks)
     })?;
     let mut messages: Vec<Message> = rows.collect::<rusqlite::Result<_>>()?;
@@ -495,9 +501,9 @@ pub fn page_json(
     out: &mut Vec<u8>,
 ) -> Result<bool> {
     let marks = read_marks(conn, room.id)?;
-    let (sql, bound) = page_query(page, PAGE_JSON_SELECT);
+    let (sql, low, high) = page_query(page, PAGE_JSON_SELECT);
     let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query(params![room.id, bound, i64::from(limit) + 1])?;
+    let mut rows = stmt.query(params![room.id, low, high, i64::from(limit) + 1])?;
     let mut names: Vec<(UserId, String)> = Vec::new();
     out.push(b'[');
     let mut written = 0;
@@ -698,6 +704,21 @@ mod tests {
             [ids[3], ids[4]]
         );
         assert!(!more);
+        // A window: strictly between the two, oldest first, with "more" inside the window only.
+        let (window, more) = page(&conn, &room, Page::Between(ids[0], ids[4]), 2).unwrap();
+        assert_eq!(
+            window.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [ids[1], ids[2]]
+        );
+        assert!(more);
+        let (window, more) = page(&conn, &room, Page::Between(ids[1], ids[4]), 2).unwrap();
+        assert_eq!(
+            window.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [ids[2], ids[3]]
+        );
+        assert!(!more);
+        let (empty, more) = page(&conn, &room, Page::Between(ids[3], ids[1]), 2).unwrap();
+        assert!(empty.is_empty() && !more);
     }
 
     /// The page written straight to JSON is the page of `Message`s serialized, field for field.
@@ -748,6 +769,7 @@ mod tests {
             (Page::Before(Some(ids[5])), 2),
             (Page::After(ids[1]), 4),
             (Page::After(ids[6]), 4),
+            (Page::Between(ids[1], ids[6]), 3),
         ] {
             let (mut messages, more) = page(&conn, &room, which, limit).unwrap();
             for m in &mut messages {
@@ -775,11 +797,11 @@ mod tests {
             for (bound, limit) in [(3, 2), (10, 5), (15, 7), (19, 1)] {
                 let which = match which {
                     Page::Before(_) => Page::Before(Some(MessageId(bound))),
-                    Page::After(_) => Page::After(MessageId(bound)),
+                    Page::After(_) | Page::Between(..) => Page::After(MessageId(bound)),
                 };
                 page_json(&conn, &room, which, limit, a.id, &mut Vec::new()).unwrap();
             }
-            let (sql, _) = page_query(which, PAGE_JSON_SELECT);
+            let (sql, _, _) = page_query(which, PAGE_JSON_SELECT);
             let stmt = conn.prepare_cached(&sql).unwrap();
             assert_eq!(
                 stmt.get_status(rusqlite::StatementStatus::RePrepare),

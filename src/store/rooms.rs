@@ -147,6 +147,7 @@ pub struct RoomCursor {
 }
 
 impl RoomCursor {
+    /// `<activity>.<public id>`: `-?[0-9]{1,18}` and `[A-Za-z0-9_-]{1,64}`, nothing else.
     pub fn parse(text: &str) -> Option<RoomCursor> {
         let (activity, public_id) = text.split_once('.')?;
         let ok = !public_id.is_empty()
@@ -154,8 +155,12 @@ impl RoomCursor {
             && public_id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        Some(RoomCursor {
-            activity: activity.parse().ok().filter(|_| ok)?,
+        let activity = match activity.strip_prefix('-') {
+            Some(magnitude) => -crate::model::ascii_digits(magnitude, 18)?,
+            None => crate::model::ascii_digits(activity, 18)?,
+        };
+        ok.then(|| RoomCursor {
+            activity,
             public_id: public_id.to_string(),
         })
     }

@@ -133,7 +133,7 @@ pub(crate) fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
 pub(crate) fn api_error_frame(e: &ApiError) -> WsMessage {
     e.record();
     let message = match e {
-        ApiError::Validation(fields) => fields
+        ApiError::Validation(fields) | ApiError::Missing(fields) => fields
             .iter()
             .map(|(k, v)| format!("{k}: {v}"))
             .collect::<Vec<_>>()

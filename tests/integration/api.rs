@@ -247,7 +247,7 @@ async fn bad_tokens_bad_json_unknown_routes_and_wrong_methods_get_documented_err
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("validation_error"))
+        (404, Some("not_found"))
     );
 
     let (status, body) = s

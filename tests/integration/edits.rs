@@ -635,8 +635,8 @@ async fn a_reply_names_a_message_of_the_same_room_and_never_one_from_elsewhere()
     let m = ws.next_of("message").await;
     assert_eq!(m["message"]["reply_to"]["excerpt"], "yes");
 
-    // A message of another room, one that does not exist, or a bad id: 400, the same answer
-    // whether or not it exists, and nothing stored.
+    // A message of another room, one that does not exist, or a bad id: 404 naming the field,
+    // the same answer whether or not it exists, and nothing stored.
     for target in [secret["id"].clone(), json!(999_999), json!(0), json!(-3)] {
         let (status, body) = s
             .post(
@@ -645,7 +645,7 @@ async fn a_reply_names_a_message_of_the_same_room_and_never_one_from_elsewhere()
                 json!({"content": "leak?", "reply_to": target}),
             )
             .await;
-        assert_eq!(status, 400, "{target}: {body}");
+        assert_eq!(status, 404, "{target}: {body}");
         assert_eq!(
             body["error"]["fields"]["reply_to"],
             "no such message in this room"

@@ -166,11 +166,15 @@ async fn malformed_nested_mistyped_and_non_utf8_bodies_are_400_and_change_nothin
         let (status, reply) = s.post(path, &alice.token, body.clone()).await;
         assert_eq!(status, 400, "{path} {body}: {reply}");
     }
-    for number in [
-        "1e400",
-        "18446744073709551616",
-        "-9223372036854775809",
-        "1.0e10",
+    // Numbers no 64-bit id can be: 400. An integer written with an exponent or a zero
+    // fraction is an integer (as JSON Schema counts), here one naming nobody: 404.
+    for (number, expected) in [
+        ("1e400", 400),
+        ("18446744073709551616", 400),
+        ("-9223372036854775809", 400),
+        ("9.3e18", 400),
+        ("1.0e10", 404),
+        ("77.0", 404),
     ] {
         let body = format!("{{\"members\": [{number}]}}");
         let (status, reply) = raw(
@@ -178,13 +182,16 @@ async fn malformed_nested_mistyped_and_non_utf8_bodies_are_400_and_change_nothin
             &post_bytes("/api/v1/chats/", &alice.token, body.as_bytes()),
         )
         .await;
-        assert_eq!(status, 400, "{number}: {reply}");
+        assert_eq!(status, expected, "{number}: {reply}");
     }
     for id in ["-1", "0", "9223372036854775807"] {
         let body = json!({"members": [id.parse::<i64>().unwrap()]});
         let (status, reply) = s.post("/api/v1/chats/", &alice.token, body).await;
-        assert_eq!(status, 400, "{id}: {reply}");
-        assert_eq!(reply["error"]["code"], "validation_error");
+        assert_eq!(status, 404, "{id}: {reply}");
+        assert_eq!(
+            reply["error"]["fields"]["members"],
+            format!("unknown users: {id}")
+        );
     }
     // Nothing was stored but the one good message.
     let messages = history(&s, &room, &alice).await;
@@ -277,7 +284,6 @@ async fn ids_and_query_numbers_out_of_range_get_404_or_400_never_500() {
         "before=-5",
         "before=99999999999999999999",
         "after=abc",
-        "before=1&after=1",
     ] {
         let path = format!("/api/v1/chat/{room}/?{query}");
         let (status, reply) = s.get(&path, &alice.token).await;

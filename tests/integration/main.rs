@@ -10,6 +10,7 @@ mod abuse;
 mod api;
 mod authz;
 mod cli;
+mod contract;
 mod edits;
 mod hostile;
 mod logs;
