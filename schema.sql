@@ -216,3 +216,10 @@ CREATE TRIGGER search_queue_delete AFTER DELETE ON messages
 BEGIN
     INSERT INTO search_queue (message_id, content, remove) VALUES (OLD.id, OLD.content, 1);
 END;
+
+-- migration: 9
+
+-- Bots: accounts that are not people. A bot has no password (its hash is `!`, which no
+-- password verifies), logs in only with the long-lived tokens `chat-server bot create` and
+-- `bot token` print, and is shown as a bot (`is_bot`) wherever its user is.
+ALTER TABLE users ADD COLUMN is_bot INTEGER NOT NULL DEFAULT 0;

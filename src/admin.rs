@@ -143,6 +143,63 @@ pub fn create_user(
     out.map_err(|e| e.to_string())
 }
 
+/// `chat-server bot create`: an account for a program, with no password, and its first
+/// token, printed once (only its digest is stored). The token never expires; `bot token`
+/// replaces it and `user deactivate` ends it.
+pub fn create_bot(
+    config: &Config,
+    username: &str,
+    first_name: String,
+    stdout: &mut impl Write,
+) -> Result<()> {
+    let username = Username::parse(username).map_err(|e| format!("username {e}"))?;
+    let conn = open(config)?;
+    let name = username.display.clone();
+    let new = NewUser {
+        username,
+        password_hash: "!".into(),
+        first_name,
+        last_name: String::new(),
+        email: String::new(),
+    };
+    let user = admin::create_bot(&conn, &new, now_ms())
+        .map_err(|e| e.to_string())?
+        .map_err(|taken| match taken {
+            Taken::Name => format!("a user named {name:?} already exists"),
+            Taken::LookAlike => format!("{name:?} looks too much like an existing username"),
+        })?;
+    let token = issue_bot_token(&conn, &user.username)?;
+    writeln!(
+        stdout,
+        "created bot {} (id {}) with token: {token}",
+        user.username, user.id.0
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// `chat-server bot token`: revokes the bot's tokens and prints a new one.
+pub fn bot_token(config: &Config, username: &str, stdout: &mut impl Write) -> Result<()> {
+    let conn = open(config)?;
+    let token = issue_bot_token(&conn, username)?;
+    writeln!(
+        stdout,
+        "new token for bot {username} (earlier tokens revoked): {token}"
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn issue_bot_token(conn: &rusqlite::Connection, username: &str) -> Result<String> {
+    let token = crate::auth::new_token();
+    let digest = crate::auth::token_digest(&token);
+    match admin::bot_token(conn, username, &digest, now_ms()).map_err(|e| e.to_string())? {
+        admin::BotToken::Issued(_) => Ok(token),
+        admin::BotToken::NoSuchUser => Err(format!("no user named {username:?}")),
+        admin::BotToken::NotABot => Err(format!(
+            "{username:?} is not an active bot (people log in with their password)"
+        )),
+    }
+}
+
 /// `chat-server user list`: every account, active or not.
 pub fn list_users(config: &Config, json: bool, stdout: &mut impl Write) -> Result<()> {
     let conn = open(config)?;

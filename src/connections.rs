@@ -233,6 +233,7 @@ mod tests {
                 last_name: String::new(),
                 email: String::new(),
                 date_joined: Millis(0),
+                is_bot: false,
             },
             token_id,
             expires_at,

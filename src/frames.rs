@@ -153,6 +153,7 @@ mod tests {
             last_name: String::new(),
             email: String::new(),
             date_joined: Millis(0),
+            is_bot: false,
         };
         assert_eq!(value(&ServerFrame::Pong), json!({"type": "pong"}));
         assert_eq!(

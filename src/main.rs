@@ -79,6 +79,9 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage bots: accounts for programs, which use a long-lived token instead of a password.
+    #[command(subcommand)]
+    Bot(BotCommand),
     /// Print the annotated default configuration (a starting config.toml).
     PrintConfig,
 }
@@ -126,6 +129,26 @@ enum UserCommand {
     /// Allow a deactivated account to log in again.
     Activate {
         username: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BotCommand {
+    /// Create a bot and print its token (shown once; it does not expire). `user deactivate`
+    /// blocks a bot like any account.
+    Create {
+        name: String,
+        /// The name shown for it
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke the bot's tokens and print a new one.
+    Token {
+        name: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -250,6 +273,16 @@ fn run_admin(command: Command) -> Result<(), String> {
             }
             UserCommand::Activate { username, db } => {
                 admin::set_active(&admin_config(&db)?, &username, true, &mut out)
+            }
+        },
+        Command::Bot(command) => match command {
+            BotCommand::Create {
+                name,
+                display_name,
+                db,
+            } => admin::create_bot(&admin_config(&db)?, &name, display_name, &mut out),
+            BotCommand::Token { name, db } => {
+                admin::bot_token(&admin_config(&db)?, &name, &mut out)
             }
         },
     }

@@ -166,6 +166,8 @@ pub struct User {
     pub last_name: String,
     pub email: String,
     pub date_joined: Millis,
+    /// A bot (`chat-server bot create`), not a person.
+    pub is_bot: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -24,7 +24,7 @@ pub fn accounts(conn: &Connection) -> Result<Vec<Account>> {
     let rows = stmt.query_map([], |row| {
         Ok(Account {
             user: user_from_row(row, 0)?,
-            is_active: row.get(6)?,
+            is_active: row.get(users::USER_COLUMN_COUNT)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -58,6 +58,58 @@ pub fn set_password(conn: &Connection, username: &str, hash: &str) -> Result<Opt
         conn.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
     }
     Ok(id)
+}
+
+/// When a bot's token expires: the last millisecond of the year 9999, so never in practice,
+/// and still a time every client can parse.
+pub const BOT_TOKEN_EXPIRES_AT: i64 = 253_402_300_799_999;
+
+/// Creates a bot: an account without a password (no password verifies `!`), marked
+/// `is_bot`. `Err(taken)` if the name or a look-alike is taken.
+pub fn create_bot(
+    conn: &Connection,
+    new: &users::NewUser,
+    now: i64,
+) -> Result<std::result::Result<User, users::Taken>> {
+    let tx = conn.unchecked_transaction()?;
+    let user = match users::insert(&tx, new, now)? {
+        Ok(user) => user,
+        Err(taken) => return Ok(Err(taken)),
+    };
+    tx.execute("UPDATE users SET is_bot = 1 WHERE id = ?1", [user.id])?;
+    tx.commit()?;
+    Ok(Ok(User {
+        is_bot: true,
+        ..user
+    }))
+}
+
+/// What giving a bot a new token found.
+pub enum BotToken {
+    /// The token was stored for this bot; its earlier tokens were revoked.
+    Issued(User),
+    NoSuchUser,
+    NotABot,
+}
+
+/// Revokes every token of the bot `username` and stores the digest of its new one, which
+/// never expires ([`BOT_TOKEN_EXPIRES_AT`]). Deactivated bots get none.
+pub fn bot_token(conn: &Connection, username: &str, digest: &[u8], now: i64) -> Result<BotToken> {
+    let Some(id) = users::find(conn, username)? else {
+        return Ok(BotToken::NoSuchUser);
+    };
+    let sql = format!("SELECT {USER_COLUMNS}, u.is_active FROM users u WHERE u.id = ?1");
+    let (user, active): (User, bool) = conn.query_row(&sql, [id], |row| {
+        Ok((user_from_row(row, 0)?, row.get(users::USER_COLUMN_COUNT)?))
+    })?;
+    if !user.is_bot || !active {
+        return Ok(BotToken::NotABot);
+    }
+    let tx = conn.unchecked_transaction()?;
+    tx.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
+    super::tokens::insert(&tx, id, digest, now, BOT_TOKEN_EXPIRES_AT)?;
+    tx.commit()?;
+    Ok(BotToken::Issued(user))
 }
 
 /// Which of `ids` are deactivated accounts (primary-key lookups only).

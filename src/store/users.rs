@@ -24,9 +24,12 @@ pub struct Credentials {
 }
 
 pub(crate) const USER_COLUMNS: &str =
-    "u.id, u.username, u.first_name, u.last_name, u.email, u.date_joined";
+    "u.id, u.username, u.first_name, u.last_name, u.email, u.date_joined, u.is_bot";
 
-/// Reads a `User` from the six `USER_COLUMNS` starting at column `at`.
+/// How many columns `USER_COLUMNS` is.
+pub(crate) const USER_COLUMN_COUNT: usize = 7;
+
+/// Reads a `User` from the `USER_COLUMNS` starting at column `at`.
 pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(at)?,
@@ -35,6 +38,7 @@ pub(crate) fn user_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<User> 
         last_name: row.get(at + 3)?,
         email: row.get(at + 4)?,
         date_joined: Millis(row.get(at + 5)?),
+        is_bot: row.get(at + 6)?,
     })
 }
 
@@ -90,6 +94,7 @@ pub fn insert(conn: &Connection, new: &NewUser, now: i64) -> Result<Result<User,
         last_name: new.last_name.clone(),
         email: new.email.clone(),
         date_joined: Millis(now),
+        is_bot: false,
     }))
 }
 
@@ -116,8 +121,8 @@ pub fn credentials(conn: &Connection, typed: &str) -> Result<Option<Credentials>
         .query_row(params![typed, username::key(typed)], |row| {
             Ok(Credentials {
                 user: user_from_row(row, 0)?,
-                password_hash: row.get(6)?,
-                is_active: row.get(7)?,
+                password_hash: row.get(USER_COLUMN_COUNT)?,
+                is_active: row.get(USER_COLUMN_COUNT + 1)?,
             })
         })
         .optional()?)

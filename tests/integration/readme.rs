@@ -107,3 +107,91 @@ async fn the_readme_walk_through_runs_as_written() {
     assert_eq!(search["results"], serde_json::json!([]), "{stdout}");
     s.stop().await;
 }
+
+/// The README's example bot, run as written for two rounds (the loop bounded, the pause
+/// dropped): it answers each message that mentions it once, quoting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_example_bot_answers_each_mention_once() {
+    if !have("curl") || !have("jq") {
+        eprintln!("skipped: the example bot needs curl and jq on the PATH");
+        return;
+    }
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Bots").expect("the bots section")..];
+    let start = section.find("```sh\nAPI=").expect("the bot's shell block") + "```sh\n".len();
+    let end = start + section[start..].find("```").expect("the block's end");
+    let bot_script = section[start..end].to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let mut config = crate::common::test_config();
+    config.server.db = db.to_str().unwrap().to_string();
+    let s = TestServer::start_with(config).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["bot", "create", "helper", "--db", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.trim().rsplit(' ').next().unwrap().to_string();
+    let (_, me) = s.get("/api/v1/me/", &token).await;
+    let bot = crate::common::TestUser {
+        id: me["id"].as_i64().unwrap(),
+        username: "helper".into(),
+        token: token.clone(),
+    };
+    let alice = s.user("alice").await;
+    let room = s.room(&alice, &[&bot], Some("help")).await;
+    let path = format!("/api/v1/chat/{room}/");
+    for text in ["@helper hi", "no mention", "@helper again"] {
+        s.post(&path, &alice.token, serde_json::json!({"content": text}))
+            .await;
+    }
+
+    let script = format!(
+        "set -euo pipefail\nBOT={token}\n{}",
+        bot_script
+            .replace("localhost:8000", &s.addr.to_string())
+            .replace("curl -s ", "curl -sSf ")
+            .replace("while true; do", "for _ in 1 2; do")
+            .replace("; sleep 2", "")
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the bot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, page) = s.get(&format!("{path}?after=0"), &alice.token).await;
+    let replies: Vec<(&str, &str)> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["sender"] == "helper")
+        .map(|m| {
+            (
+                m["content"].as_str().unwrap(),
+                m["reply_to"]["excerpt"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            ("Hello @alice!", "@helper hi"),
+            ("Hello @alice!", "@helper again")
+        ]
+    );
+}

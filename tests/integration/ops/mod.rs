@@ -2,6 +2,7 @@
 //! upgrades, and the admin subcommands of the real binary.
 
 mod binary;
+mod bots;
 mod health;
 mod openapi;
 mod schema;

@@ -1,0 +1,127 @@
+//! Bots: `chat-server bot create` makes an account for a program, with a token that does not
+//! expire and no password; it joins rooms and talks over REST and `/ws/` like anyone, and is
+//! shown as a bot wherever its user is. `bot token` replaces the token; `user deactivate` ends it.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::common::{TestServer, TestUser, test_config};
+
+#[tokio::test]
+async fn a_bot_made_on_the_command_line_talks_with_its_token_and_is_marked_a_bot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let db_arg = db.to_str().unwrap().to_string();
+    let cfg = quick_config(dir.path());
+    let cfg_arg = cfg.to_str().unwrap().to_string();
+    let mut config = test_config();
+    config.server.db = db_arg.clone();
+    let s = TestServer::start_with(config).await;
+    let args = |rest: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = rest.iter().map(|a| a.to_string()).collect();
+        v.extend([
+            "--db".into(),
+            db_arg.clone(),
+            "--config".into(),
+            cfg_arg.clone(),
+        ]);
+        v
+    };
+
+    let (ok, stdout, stderr) = admin_async(
+        args(&["bot", "create", "deploy-bot", "--display-name", "Deploys"]),
+        None,
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("created bot deploy-bot"), "{stdout}");
+    let token = stdout.trim().rsplit(' ').next().unwrap().to_string();
+    let (status, me) = s.get("/api/v1/me/", &token).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        (&me["username"], &me["is_bot"]),
+        (&json!("deploy-bot"), &json!(true))
+    );
+    assert_eq!(me["first_name"], "Deploys");
+    // Its token does not expire (for any practical purpose).
+    let (_, sessions) = s.get("/api/v1/tokens/", &token).await;
+    assert_eq!(sessions[0]["expires_at"], "9999-12-31T23:59:59.999Z");
+    // It has no password: nothing logs it in.
+    for password in ["!", "", "deploy-bot", "password"] {
+        let (status, _) = s
+            .call(
+                "POST",
+                "/api/v1/login/",
+                None,
+                Some(json!({"username": "deploy-bot", "password": password})),
+            )
+            .await;
+        assert_eq!(status, 401, "{password:?}");
+    }
+
+    // A person puts it in a room; it posts over REST and hears and answers over /ws/.
+    let alice = s.user("alice").await;
+    assert!(!alice_is_bot(&s, &alice).await, "a person is not a bot");
+    let bot = TestUser {
+        id: me["id"].as_i64().unwrap(),
+        username: "deploy-bot".into(),
+        token: token.clone(),
+    };
+    let room = s.room(&alice, &[&bot], Some("ops")).await;
+    let (_, rooms) = s.get("/api/v1/chats/", &alice.token).await;
+    let members = rooms[0]["members"].as_array().unwrap();
+    let listed = members
+        .iter()
+        .find(|m| m["username"] == "deploy-bot")
+        .unwrap();
+    assert_eq!(listed["is_bot"], true);
+    let (status, posted) = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &token,
+            json!({"content": "deployed v2"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{posted}");
+    let (mut bot_ws, _) = s.ws_all(&bot, "").await;
+    let (_, said) = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &alice.token,
+            json!({"content": "@deploy-bot status?"}),
+        )
+        .await;
+    let heard = bot_ws.next_of("message").await;
+    assert_eq!(heard["message"]["id"], said["id"]);
+    bot_ws
+        .send_json(json!({"action": "message", "room_id": room, "content": "all green", "client_id": "r1"}))
+        .await;
+    let answer = bot_ws.next_of("message").await;
+    assert_eq!(answer["message"]["sender"], "deploy-bot");
+    let (_, page) = s.get(&format!("/api/v1/chat/{room}/"), &alice.token).await;
+    assert_eq!(page["results"][0]["content"], "all green");
+
+    // A new token revokes the old one at once.
+    let (ok, stdout, stderr) = admin_async(args(&["bot", "token", "deploy-bot"]), None).await;
+    assert!(ok, "{stderr}");
+    let new_token = stdout.trim().rsplit(' ').next().unwrap().to_string();
+    assert_eq!(s.get("/api/v1/me/", &token).await.0, 401);
+    assert_eq!(s.get("/api/v1/me/", &new_token).await.0, 200);
+    // Only bots get tokens this way; a person logs in with a password.
+    let (ok, _, stderr) = admin_async(args(&["bot", "token", "alice"]), None).await;
+    assert!(!ok && stderr.contains("not an active bot"), "{stderr}");
+    let (ok, _, stderr) = admin_async(args(&["bot", "create", "Deploy-Bot"]), None).await;
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+
+    // Deactivating the bot ends its token, and a deactivated bot gets no new one.
+    let (ok, _, _) = admin_async(args(&["user", "deactivate", "deploy-bot"]), None).await;
+    assert!(ok);
+    assert_eq!(s.get("/api/v1/me/", &new_token).await.0, 401);
+    let (ok, _, stderr) = admin_async(args(&["bot", "token", "deploy-bot"]), None).await;
+    assert!(!ok && stderr.contains("not an active bot"), "{stderr}");
+}
+
+async fn alice_is_bot(s: &TestServer, alice: &TestUser) -> bool {
+    let (_, me): (u16, Value) = s.get("/api/v1/me/", &alice.token).await;
+    me["is_bot"].as_bool().unwrap()
+}
