@@ -223,3 +223,21 @@ END;
 -- password verifies), logs in only with the long-lived tokens `chat-server bot create` and
 -- `bot token` print, and is shown as a bot (`is_bot`) wherever its user is.
 ALTER TABLE users ADD COLUMN is_bot INTEGER NOT NULL DEFAULT 0;
+
+-- migration: 10
+
+-- Incoming webhooks: a room member creates one and gets a secret URL; whatever posts to it
+-- speaks in the room as the hook's own bot, a member of the room like any other. Only the
+-- secret's SHA-256 digest is kept. A hook ends when it is deleted, when its creator leaves
+-- or is removed from the room, and when its bot is removed.
+CREATE TABLE hooks (
+    id         INTEGER PRIMARY KEY,
+    room_id    INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    creator_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    bot_id     INTEGER NOT NULL UNIQUE REFERENCES users (id) ON DELETE CASCADE,
+    name       TEXT    NOT NULL,
+    digest     BLOB    NOT NULL UNIQUE,
+    created    INTEGER NOT NULL
+);
+CREATE INDEX hooks_by_room ON hooks (room_id, creator_id);
+CREATE INDEX hooks_by_creator ON hooks (creator_id);

@@ -162,12 +162,14 @@ pub fn create_bot(
         last_name: String::new(),
         email: String::new(),
     };
-    let user = admin::create_bot(&conn, &new, now_ms())
+    let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
+    let user = admin::create_bot(&tx, &new, now_ms())
         .map_err(|e| e.to_string())?
         .map_err(|taken| match taken {
             Taken::Name => format!("a user named {name:?} already exists"),
             Taken::LookAlike => format!("{name:?} looks too much like an existing username"),
         })?;
+    tx.commit().map_err(|e| e.to_string())?;
     let token = issue_bot_token(&conn, &user.username)?;
     writeln!(
         stdout,
@@ -254,7 +256,7 @@ pub fn set_password(
     let conn = open(config)?;
     admin::set_password(&conn, username, &hash)
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no user named {username:?}"))?;
+        .ok_or_else(|| format!("no person named {username:?} (a bot has no password)"))?;
     let out = if generated {
         writeln!(
             stdout,

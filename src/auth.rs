@@ -301,7 +301,8 @@ async fn login(
     let creds = state.store.credentials(username).await?;
     let passwords = state.passwords.clone();
     let (user, hash) = match creds {
-        Some(c) if c.is_active => (Some(c.user), Some(c.password_hash)),
+        // A bot has no password: it is refused after the same work as a wrong one.
+        Some(c) if c.is_active && !c.user.is_bot => (Some(c.user), Some(c.password_hash)),
         _ => (None, None),
     };
     let password = body.password;

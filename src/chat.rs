@@ -553,15 +553,7 @@ pub async fn add_member(
     user_id: UserId,
 ) -> Result<(Room, bool), ApiError> {
     let hub = state.hub.clone();
-    let on_commit = Box::new(move |outcome: &MemberAdded| {
-        if let Some(j) = &outcome.joined {
-            hub.publish(
-                j.room.id,
-                member_event(j.room.id, &j.room.public_id, &j.user, true),
-            );
-            announce_joined(hub.as_ref(), j.room.id, &j.view, &j.user);
-        }
-    });
+    let on_commit = Box::new(move |outcome: &MemberAdded| publish_joined(hub.as_ref(), outcome));
     let MemberAdded {
         view,
         joined: added,
@@ -583,10 +575,31 @@ pub async fn remove_member(
     user_id: UserId,
 ) -> Result<(), ApiError> {
     let hub = state.hub.clone();
-    let on_commit = Box::new(move |removed: &MemberRemoved| {
-        let (room, user) = (&removed.room, &removed.user);
-        // In-band: every socket of the removed user closes on this event, and nothing
-        // published after it reaches them.
+    let on_commit = Box::new(move |removed: &MemberRemoved| publish_removed(hub.as_ref(), removed));
+    state
+        .store
+        .remove_member(room, by, user_id, on_commit)
+        .await?;
+    Ok(())
+}
+
+/// Tells the room a member joined, and has the new member's all-rooms sockets follow it.
+pub fn publish_joined(hub: &dyn crate::hub::Hub, outcome: &MemberAdded) {
+    if let Some(j) = &outcome.joined {
+        hub.publish(
+            j.room.id,
+            member_event(j.room.id, &j.room.public_id, &j.user, true),
+        );
+        announce_joined(hub, j.room.id, &j.view, &j.user);
+    }
+}
+
+/// Tells the room a member left (with the bots of the hooks that ended with it).
+/// In-band: every socket of a removed user closes on its event, and nothing published after
+/// it reaches them.
+pub fn publish_removed(hub: &dyn crate::hub::Hub, removed: &MemberRemoved) {
+    let room = &removed.room;
+    for user in std::iter::once(&removed.user).chain(&removed.hook_bots) {
         hub.publish(room.id, member_event(room.id, &room.public_id, user, false));
         if hub.unfollow(room.id, user.id) {
             hub.publish(
@@ -594,12 +607,7 @@ pub async fn remove_member(
                 crate::hub::presence_event(room.id, &room.public_id, user, false),
             );
         }
-    });
-    state
-        .store
-        .remove_member(room, by, user_id, on_commit)
-        .await?;
-    Ok(())
+    }
 }
 
 /// Tells the other members that `user` is typing (or stopped); extra events over the rate are

@@ -107,6 +107,12 @@ impl Connections {
         u64::from(self.inner.lock().unwrap_or_else(|e| e.into_inner()).total)
     }
 
+    /// The tokens open connections were opened with.
+    pub fn tokens(&self) -> Vec<i64> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.per_token.keys().copied().collect()
+    }
+
     /// Users with at least one open connection.
     pub fn users(&self) -> Vec<UserId> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());

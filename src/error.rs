@@ -193,6 +193,9 @@ impl From<Refusal> for ApiError {
             Refusal::TooManyReactions => {
                 ApiError::validation("emoji", "a message carries at most 20 different reactions")
             }
+            Refusal::TooManyHooks => ApiError::Conflict(
+                "the room has as many hooks as it may, or you have made as many as you may",
+            ),
             Refusal::NotAuthor => ApiError::Forbidden("only its author may edit a message"),
             Refusal::MayNotDelete => ApiError::Forbidden(
                 "only its author, or an admin of the group, may delete a message",

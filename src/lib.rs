@@ -26,6 +26,7 @@
 //! - `membership`: who may add and remove members, the rules every store backend applies
 //!   inside the transaction that changes the members.
 //! - `messages`: history, posting and read receipts over REST.
+//! - `hooks`: incoming webhooks: a secret URL that posts into a room as the hook's bot.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
 //!   `upgrade`, `protocol` (client frames and close codes), `session` (the event loop),
 //!   `subscription` (what a socket follows, hello, replay, delivery), `dedup`, `outbox`
@@ -42,7 +43,7 @@
 //! - `metrics`: process-wide counters and histograms, rendered for Prometheus.
 //! - `ops`: `/healthz`, `/metrics` and `/api/v1/openapi.json`.
 //! - `tls`: HTTPS/WSS with rustls, reloading the certificate when it is renewed.
-//! - `admin`: the operator's subcommands (`backup`, `user ...`, `print-config`).
+//! - `admin`: the operator's subcommands (`backup`, `user ...`, `bot ...`, `print-config`).
 
 pub mod account;
 pub mod admin;
@@ -55,6 +56,7 @@ pub mod cors;
 pub mod error;
 pub mod filters;
 pub mod frames;
+pub mod hooks;
 pub mod hub;
 pub mod lifecycle;
 pub mod membership;

@@ -113,7 +113,9 @@ impl Lifecycle {
 }
 
 /// Polls the database every [`DEACTIVATION_POLL`] for deactivated users among those with
-/// open sockets, and ends their sessions. Runs until the task is dropped.
+/// open sockets, and ends their sessions; and for tokens of open sockets that another process
+/// revoked (`chat-server bot token`, `user set-password`), and closes those sockets (4001).
+/// Runs until the task is dropped.
 pub async fn watch_deactivations(state: crate::AppState) {
     let mut tick = tokio::time::interval(DEACTIVATION_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -130,6 +132,11 @@ pub async fn watch_deactivations(state: crate::AppState) {
                 .lifecycle
                 .end_sessions_of(inactive.into_iter().collect()),
             Err(e) => tracing::warn!(error = %e, "cannot check for deactivated users"),
+        }
+        match state.store.revoked_among(state.connections.tokens()).await {
+            Ok(gone) if !gone.is_empty() => state.connections.revoke(&gone),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check for revoked tokens"),
         }
     }
 }

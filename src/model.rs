@@ -405,6 +405,8 @@ pub enum Refusal {
     NoSuchReply,
     /// A message carries at most 20 different emoji.
     TooManyReactions,
+    /// The room has as many hooks as it may, or their creator has made as many as one may.
+    TooManyHooks,
     /// Only a message's author may edit it.
     NotAuthor,
     /// Only a message's author, or an admin of its group, may delete it.

@@ -114,7 +114,11 @@ pub fn reaction_emoji() -> Vec<String> {
 pub fn served_document(config: &crate::config::Config) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
     let schemas = &mut doc["components"]["schemas"];
-    for name in ["PostMessageRequest", "EditMessageRequest"] {
+    for name in [
+        "PostMessageRequest",
+        "EditMessageRequest",
+        "HookPostRequest",
+    ] {
         schemas[name]["properties"]["content"]["maxLength"] =
             json!(config.limits.max_message_chars);
     }

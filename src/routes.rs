@@ -95,6 +95,15 @@ pub const TABLE: &[Route] = &[
         "/api/v1/chat/{room_id}/members/{user_id}/",
         Access::Member,
     ),
+    route("GET", "/api/v1/chat/{room_id}/hooks/", Access::Member),
+    route("POST", "/api/v1/chat/{room_id}/hooks/", Access::Member),
+    route(
+        "DELETE",
+        "/api/v1/chat/{room_id}/hooks/{hook_id}/",
+        Access::Member,
+    ),
+    // The secret in the path is the credential.
+    route("POST", "/api/v1/hooks/{secret}/", Access::Anyone),
     route("GET", "/api/v1/mentions/", Access::User),
     route("GET", "/api/v1/search/", Access::User),
     route("PATCH", "/api/v1/messages/{message_id}/", Access::User),
@@ -216,6 +225,8 @@ pub fn routes(
         .unify()
         .or(crate::messages::routes(state))
         .unify()
+        .or(crate::hooks::routes(state))
+        .unify()
         .or(crate::ws::routes(state))
         .unify()
         .or(crate::ops::routes(state))
@@ -223,11 +234,18 @@ pub fn routes(
         .or(crate::web::routes(state))
         .unify();
     let log = warp::log::custom(|info| {
-        // The path only: a WebSocket token may travel in the query string.
+        // The path only: a WebSocket token may travel in the query string. A hook's secret
+        // is its path, so it is left out.
+        let path = info.path();
+        let path = if path.starts_with("/api/v1/hooks/") {
+            "/api/v1/hooks/<secret>/"
+        } else {
+            path
+        };
         tracing::info!(
             target: "chat_server::access",
             method = %info.method(),
-            path = info.path(),
+            path,
             status = info.status().as_u16(),
             micros = info.elapsed().as_micros() as u64,
         );

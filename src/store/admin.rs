@@ -48,8 +48,16 @@ pub fn set_active(conn: &Connection, username: &str, active: bool) -> Result<Opt
 
 /// Replaces the password hash and revokes every token of the account; `None` if there is no
 /// such username.
+/// Refused for a bot (`Ok(None)`, like no such user): bots have no password.
 pub fn set_password(conn: &Connection, username: &str, hash: &str) -> Result<Option<UserId>> {
     let id = users::find(conn, username)?;
+    let is_bot = |id: UserId| -> Result<bool> {
+        Ok(conn.query_row("SELECT is_bot FROM users WHERE id = ?1", [id], |r| r.get(0))?)
+    };
+    let id = match id {
+        Some(id) if is_bot(id)? => None,
+        other => other,
+    };
     if let Some(id) = id {
         conn.execute(
             "UPDATE users SET password_hash = ?2 WHERE id = ?1",
@@ -65,19 +73,18 @@ pub fn set_password(conn: &Connection, username: &str, hash: &str) -> Result<Opt
 pub const BOT_TOKEN_EXPIRES_AT: i64 = 253_402_300_799_999;
 
 /// Creates a bot: an account without a password (no password verifies `!`), marked
-/// `is_bot`. `Err(taken)` if the name or a look-alike is taken.
+/// `is_bot`. `Err(taken)` if the name or a look-alike is taken. Two statements: the caller
+/// runs it in a transaction.
 pub fn create_bot(
     conn: &Connection,
     new: &users::NewUser,
     now: i64,
 ) -> Result<std::result::Result<User, users::Taken>> {
-    let tx = conn.unchecked_transaction()?;
-    let user = match users::insert(&tx, new, now)? {
+    let user = match users::insert(conn, new, now)? {
         Ok(user) => user,
         Err(taken) => return Ok(Err(taken)),
     };
-    tx.execute("UPDATE users SET is_bot = 1 WHERE id = ?1", [user.id])?;
-    tx.commit()?;
+    conn.execute("UPDATE users SET is_bot = 1 WHERE id = ?1", [user.id])?;
     Ok(Ok(User {
         is_bot: true,
         ..user
@@ -110,6 +117,19 @@ pub fn bot_token(conn: &Connection, username: &str, digest: &[u8], now: i64) -> 
     super::tokens::insert(&tx, id, digest, now, BOT_TOKEN_EXPIRES_AT)?;
     tx.commit()?;
     Ok(BotToken::Issued(user))
+}
+
+/// Which of the token ids `ids` no longer exist (revoked by another process, such as
+/// `chat-server bot token` or `user set-password`); primary-key lookups only.
+pub fn revoked_among(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM tokens WHERE id = ?1")?;
+    let mut gone = Vec::new();
+    for id in ids {
+        if stmt.query_row([id], |_| Ok(())).optional()?.is_none() {
+            gone.push(*id);
+        }
+    }
+    Ok(gone)
 }
 
 /// Which of `ids` are deactivated accounts (primary-key lookups only).

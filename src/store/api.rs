@@ -83,6 +83,25 @@ pub struct MemberAdded {
 pub struct MemberRemoved {
     pub room: RoomRef,
     pub user: User,
+    /// The bots of the hooks that ended with it (the user's own, or the user's, if it was a
+    /// hook's bot): they left the room too.
+    pub hook_bots: Vec<User>,
+}
+
+/// A hook to create: its name, the new bot's account, the secret's digest.
+pub struct NewHook {
+    pub name: String,
+    pub bot: super::users::NewUser,
+    pub digest: Vec<u8>,
+    /// At most this many hooks in the room, and made by one user in all.
+    pub max_per_room: i64,
+    pub max_per_user: i64,
+}
+
+/// A created hook, and its bot joining the room.
+pub struct HookCreated {
+    pub hook: super::hooks::Hook,
+    pub added: MemberAdded,
 }
 
 /// Where a room stands: its newest message and its newest change.
@@ -144,6 +163,9 @@ pub trait ChatStore: Send + Sync {
     /// Which of `ids` are deactivated accounts.
     fn inactive_among(&self, ids: Vec<UserId>) -> Fut<'_, Vec<UserId>>;
 
+    /// Which of these token ids no longer exist.
+    fn revoked_among(&self, ids: Vec<i64>) -> Fut<'_, Vec<i64>>;
+
     // Rooms
 
     /// A page of the user's rooms, most recent activity first, after `before`; and the
@@ -199,6 +221,36 @@ pub trait ChatStore: Send + Sync {
         user: UserId,
         on_commit: OnCommit<MemberRemoved>,
     ) -> Fut<'_, MemberRemoved>;
+
+    // Hooks
+
+    /// `by`, a member of the group `room`, creates a hook: its bot's account is made and joins
+    /// the room. Refused `NotFound` (not a member), `DirectRoom`, `TooManyHooks`,
+    /// `UsernameTaken`.
+    fn create_hook(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        new: NewHook,
+        now: i64,
+        on_commit: OnCommit<HookCreated>,
+    ) -> Fut<'_, HookCreated>;
+
+    /// The hooks of `room`, oldest first.
+    fn hooks(&self, room: RoomRef) -> Fut<'_, Vec<super::hooks::Hook>>;
+
+    /// `by` (its creator, or an admin of the room) ends hook `id` of `room`: its bot leaves.
+    /// Refused `NotFound`, `NotAdmin`.
+    fn delete_hook(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        id: i64,
+        on_commit: OnCommit<MemberRemoved>,
+    ) -> Fut<'_, MemberRemoved>;
+
+    /// The bot and room a hook secret's digest posts as, while the hook is live.
+    fn hook_sender(&self, digest: Vec<u8>) -> Fut<'_, Option<(User, RoomRef)>>;
 
     // Messages
 

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod api;
 mod checkpoint;
 pub mod edits;
+pub mod hooks;
 pub mod lookups;
 pub mod messages;
 pub mod replay;

@@ -4,10 +4,11 @@
 use rusqlite::Connection;
 
 use super::api::{
-    ChatStore, CreatedRoom, Fut, Head, Joined, Managed, MemberAdded, MemberRemoved, NewMessage,
-    NewRoom, OnCommit, Refusal, ReplayPage, RoomChange, Sending,
+    ChatStore, CreatedRoom, Fut, Head, HookCreated, Joined, Managed, MemberAdded, MemberRemoved,
+    NewHook, NewMessage, NewRoom, OnCommit, Refusal, ReplayPage, RoomChange, Sending,
 };
 use super::edits::{self, Changed};
+use super::hooks::{self, Hook};
 use super::messages::{self, Page, ReadMark};
 use super::rooms::{self, RoomCursor, RoomRef};
 use super::tokens::{self, TokenRow};
@@ -96,6 +97,10 @@ impl ChatStore for Store {
 
     fn inactive_among(&self, ids: Vec<UserId>) -> Fut<'_, Vec<UserId>> {
         Box::pin(self.read(move |c| admin::inactive_among(c, &ids)))
+    }
+
+    fn revoked_among(&self, ids: Vec<i64>) -> Fut<'_, Vec<i64>> {
+        Box::pin(self.read(move |c| admin::revoked_among(c, &ids)))
     }
 
     fn rooms_page(
@@ -249,10 +254,88 @@ impl ChatStore for Store {
                 membership::may_remove(facts, by, user_id, both, admin)?;
                 let user = users::get(c, user_id)?.ok_or(Refusal::NotFound)?;
                 rooms::remove_member(c, room.id, user_id)?;
-                Ok(MemberRemoved { room, user })
+                let hook_bots = hooks::end_for(c, &room, user_id)?;
+                Ok(MemberRemoved {
+                    room,
+                    user,
+                    hook_bots,
+                })
             },
             on_commit,
         ))
+    }
+
+    fn create_hook(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        new: NewHook,
+        now: i64,
+        on_commit: OnCommit<HookCreated>,
+    ) -> Fut<'_, HookCreated> {
+        Box::pin(self.write_then(
+            move |c| {
+                if !rooms::is_member(c, room.id, by)? {
+                    return Err(Refusal::NotFound.into());
+                }
+                if rooms::info(c, room.id)?.is_direct {
+                    return Err(Refusal::DirectRoom.into());
+                }
+                let (in_room, by_user) = hooks::counts(c, &room, by)?;
+                if in_room >= new.max_per_room || by_user >= new.max_per_user {
+                    return Err(Refusal::TooManyHooks.into());
+                }
+                let bot = admin::create_bot(c, &new.bot, now)?.map_err(|taken| match taken {
+                    Taken::Name => Refusal::UsernameTaken,
+                    Taken::LookAlike => Refusal::UsernameLookAlike,
+                })?;
+                rooms::add_member(c, room.id, bot.id, by, now)?;
+                let hook = hooks::insert(c, &room, by, &bot, &new.name, &new.digest, now)?;
+                let joined = Joined {
+                    view: rooms::view(c, &room, bot.id)?,
+                    room: room.clone(),
+                    user: bot,
+                };
+                let added = MemberAdded {
+                    view: rooms::view(c, &room, by)?,
+                    joined: Some(joined),
+                };
+                Ok(HookCreated { hook, added })
+            },
+            on_commit,
+        ))
+    }
+
+    fn hooks(&self, room: RoomRef) -> Fut<'_, Vec<Hook>> {
+        Box::pin(self.read(move |c| hooks::list(c, &room)))
+    }
+
+    fn delete_hook(
+        &self,
+        room: RoomRef,
+        by: UserId,
+        id: i64,
+        on_commit: OnCommit<MemberRemoved>,
+    ) -> Fut<'_, MemberRemoved> {
+        Box::pin(self.write_then(
+            move |c| {
+                let hook = hooks::get(c, &room, id)?.ok_or(Refusal::NotFound)?;
+                if hook.creator_id != by && !rooms::is_admin(c, room.id, by)? {
+                    return Err(Refusal::NotAdmin.into());
+                }
+                hooks::end(c, &room, hook.id, hook.bot.id)?;
+                Ok(MemberRemoved {
+                    room,
+                    user: hook.bot,
+                    hook_bots: Vec::new(),
+                })
+            },
+            on_commit,
+        ))
+    }
+
+    fn hook_sender(&self, digest: Vec<u8>) -> Fut<'_, Option<(User, RoomRef)>> {
+        Box::pin(self.read(move |c| hooks::sender(c, &digest)))
     }
 
     fn manage_room(

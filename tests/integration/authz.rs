@@ -72,6 +72,14 @@ fn routes() -> Vec<Route> {
             404,
         ),
         r("DELETE", "/api/v1/chat/{room}/members/{member}/", None, 404),
+        r("GET", "/api/v1/chat/{room}/hooks/", None, 404),
+        r(
+            "POST",
+            "/api/v1/chat/{room}/hooks/",
+            Some(json!({"name": "mine"})),
+            404,
+        ),
+        r("DELETE", "/api/v1/chat/{room}/hooks/{hook}/", None, 404),
         r(
             "PATCH",
             "/api/v1/chat/{room}/",

@@ -231,6 +231,29 @@ async fn no_token_or_password_ever_reaches_the_log() {
     );
     assert_eq!(s.call("GET", "/api/v1/me/", Some(&bob), None).await.0, 401);
 
+    // A webhook: its secret is its URL's path, which the access log leaves out.
+    let (status, group) = s
+        .call(
+            "POST",
+            "/api/v1/chats/",
+            Some(&alice),
+            Some(json!({"members": [bob_id], "name": "builds"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let hooks = format!("/api/v1/chat/{}/hooks/", group["room_id"].as_str().unwrap());
+    let (status, hook) = s
+        .call("POST", &hooks, Some(&alice), Some(json!({"name": "CI"})))
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let url = hook["url"].as_str().unwrap().to_string();
+    let body = Some(json!({"content": "build passed"}));
+    assert_eq!(s.call("POST", &url, None, body.clone()).await.0, 201);
+    let wrong = format!("/api/v1/hooks/{}/", "cd".repeat(32));
+    assert_eq!(s.call("POST", &wrong, None, body).await.0, 404);
+    secrets.push(hook["secret"].as_str().unwrap().to_string());
+    secrets.push("cd".repeat(32));
+
     // Everything the server printed, up to a marker request that is logged last.
     assert_eq!(
         s.call("GET", "/api/v1/end-of-test", None, None).await.0,

@@ -101,17 +101,35 @@ async fn a_bot_made_on_the_command_line_talks_with_its_token_and_is_marked_a_bot
     let (_, page) = s.get(&format!("/api/v1/chat/{room}/"), &alice.token).await;
     assert_eq!(page["results"][0]["content"], "all green");
 
-    // A new token revokes the old one at once.
+    // A new token revokes the old one at once, and the socket opened with it closes with
+    // "log in again" though the revocation came from another process.
     let (ok, stdout, stderr) = admin_async(args(&["bot", "token", "deploy-bot"]), None).await;
     assert!(ok, "{stderr}");
     let new_token = stdout.trim().rsplit(' ').next().unwrap().to_string();
     assert_eq!(s.get("/api/v1/me/", &token).await.0, 401);
+    assert_eq!(bot_ws.closed().await, Some(4001));
     assert_eq!(s.get("/api/v1/me/", &new_token).await.0, 200);
     // Only bots get tokens this way; a person logs in with a password.
     let (ok, _, stderr) = admin_async(args(&["bot", "token", "alice"]), None).await;
     assert!(!ok && stderr.contains("not an active bot"), "{stderr}");
     let (ok, _, stderr) = admin_async(args(&["bot", "create", "Deploy-Bot"]), None).await;
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    // Nor can a bot be given a password.
+    let (ok, _, stderr) = admin_async(
+        args(&["user", "set-password", "deploy-bot", "--password-stdin"]),
+        Some("a-long-password\n".into()),
+    )
+    .await;
+    assert!(!ok && stderr.contains("a bot has no password"), "{stderr}");
+    let (status, _) = s
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": "deploy-bot", "password": "a-long-password"})),
+        )
+        .await;
+    assert_eq!(status, 401);
 
     // Deactivating the bot ends its token, and a deactivated bot gets no new one.
     let (ok, _, _) = admin_async(args(&["user", "deactivate", "deploy-bot"]), None).await;

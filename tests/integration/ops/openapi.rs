@@ -20,6 +20,8 @@ fn sample_body(operation: &str, fresh_user: &str) -> Option<Value> {
         "createRoom" => Some(json!({"members": [2], "name": "probe"})),
         "postMessage" => Some(json!({"content": "probe"})),
         "addMember" => Some(json!({"user_id": 3})),
+        "createHook" => Some(json!({"name": "probe"})),
+        "postViaHook" => Some(json!({"content": "probe"})),
         _ => None,
     }
 }
@@ -69,17 +71,39 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
     let methods = ["get", "post", "put", "patch", "delete"];
     let paths = doc["paths"].as_object().unwrap();
     let mut probed = 0;
+    // A live hook for the paths that name one, made again once a probe deleted it.
+    let mut hook: Option<(String, String)> = None;
     for (template, item) in paths {
-        let path = template
-            .replace("{room_id}", &room)
-            .replace("{message_id}", &message_id)
-            .replace("{user_id}", &carol.id.to_string());
         for method in methods {
+            let path = template
+                .replace("{room_id}", &room)
+                .replace("{message_id}", &message_id)
+                .replace("{user_id}", &carol.id.to_string());
             let documented = item.get(method);
             for variant in [path.clone(), path.trim_end_matches('/').to_string()] {
                 if variant.is_empty() {
                     continue;
                 }
+                if (template.contains("{hook_id}") || template.contains("{secret}"))
+                    && hook.is_none()
+                {
+                    let (status, made) = s
+                        .post(
+                            &format!("/api/v1/chat/{room}/hooks/"),
+                            &alice.token,
+                            json!({"name": "probe"}),
+                        )
+                        .await;
+                    assert_eq!(status, 201, "{made}");
+                    hook = Some((
+                        made["id"].to_string(),
+                        made["secret"].as_str().unwrap().into(),
+                    ));
+                }
+                let (hook_id, secret) = hook.clone().unwrap_or_default();
+                let variant = variant
+                    .replace("{hook_id}", &hook_id)
+                    .replace("{secret}", &secret);
                 let op = documented
                     .and_then(|o| o["operationId"].as_str())
                     .unwrap_or("");
@@ -110,6 +134,9 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
                 let (status, reply) =
                     probe(&s, &method.to_uppercase(), &variant, &token, body).await;
                 probed += 1;
+                if op == "deleteHook" && status == 204 {
+                    hook = None;
+                }
                 match documented {
                     Some(operation) => {
                         let listed = operation["responses"]
