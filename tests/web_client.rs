@@ -1121,3 +1121,60 @@ async fn the_seeds_page_links_open_the_room_and_the_room_list() {
         .await;
     alice.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bots_messages_are_marked_as_a_bots() {
+    let Some(tools) = browser::tools("a_bots_messages_are_marked_as_a_bots") else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let group = room(&server, &bob_token, &[alice_id], Some("Builds")).await;
+    let (status, hook) = server
+        .call(
+            "POST",
+            &format!("/api/v1/chat/{group}/hooks/"),
+            Some(&bob_token),
+            Some(json!({"name": "CI"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    server.post_message(&group, &bob_token, "Kicking off a build").await;
+    let url = hook["url"].as_str().unwrap();
+    let (status, _) = server
+        .call("POST", url, None, Some(json!({"content": "Build 7 passed"})))
+        .await;
+    assert_eq!(status, 201);
+    server.post_message(&group, &alice_token, "Nice").await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{group}']"))
+        .await;
+    alice.wait_message("Build 7 passed").await;
+    // The bot is named by its hook's name and marked; the person is not.
+    let senders = alice
+        .js(
+            "return [...document.querySelectorAll('#message-list .sender')].map(e => \
+             [e.firstChild.textContent, e.querySelector('.bot-badge')?.textContent ?? null]);",
+            vec![],
+        )
+        .await;
+    assert_eq!(senders, json!([["Bob", null], ["CI", "bot"]]));
+    // A bot's message arriving live is marked too.
+    server
+        .call("POST", url, None, Some(json!({"content": "Build 8 failed"})))
+        .await;
+    alice.wait_message("Build 8 failed").await;
+    let marked = alice
+        .js(
+            "return document.querySelectorAll('#message-list .bot-badge').length;",
+            vec![],
+        )
+        .await;
+    assert_eq!(marked, json!(2));
+    alice.close().await;
+}

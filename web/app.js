@@ -718,6 +718,11 @@
     return member ? displayName(member) : message.sender;
   }
 
+  function senderIsBot(room, message) {
+    const member = room.members.find((m) => m.id === message.sender_id);
+    return Boolean(member && member.is_bot);
+  }
+
   function renderRooms() {
     const list = $('rooms');
     const openId = state.view ? state.view.room.room_id : null;
@@ -1532,8 +1537,12 @@
         meta.prepend(h('span', { class: 'edited', title: longDateFmt.format(new Date(m.edited)), text: 'edited' }));
       }
       const bubble = h('div', { class: 'bubble' });
-      if (group && !mine && !cont) {
-        bubble.append(h('span', { class: `sender t${colorIndex(m.sender_id)}`, text: senderName(this.room, m) }));
+      // A bot's messages always name it, marked as a bot; in a group everyone's do.
+      const bot = senderIsBot(this.room, m);
+      if ((group || bot) && !mine && !cont) {
+        const label = h('span', { class: `sender t${colorIndex(m.sender_id)}`, text: senderName(this.room, m) });
+        if (bot) label.append(h('span', { class: 'bot-badge', text: 'bot', title: 'An account for a program, not a person' }));
+        bubble.append(label);
       }
       if (m.reply_to) {
         const original = m.reply_to.id;
