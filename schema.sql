@@ -241,3 +241,11 @@ CREATE TABLE hooks (
 );
 CREATE INDEX hooks_by_room ON hooks (room_id, creator_id);
 CREATE INDEX hooks_by_creator ON hooks (creator_id);
+
+-- migration: 11
+
+-- Bots made over the API belong to the person who made them (`owner_id`); the owner gives
+-- them new tokens and deactivates them, and deactivating the owner deactivates them too.
+-- Bots made by the operator (`chat-server bot create`) have no owner.
+ALTER TABLE users ADD COLUMN owner_id INTEGER REFERENCES users (id);
+CREATE INDEX users_by_owner ON users (owner_id) WHERE owner_id IS NOT NULL;

@@ -193,6 +193,7 @@ impl From<Refusal> for ApiError {
             Refusal::TooManyReactions => {
                 ApiError::validation("emoji", "a message carries at most 20 different reactions")
             }
+            Refusal::TooManyBots => ApiError::Conflict("you have as many bots as you may"),
             Refusal::TooManyHooks => ApiError::Conflict(
                 "the room has as many hooks as it may, or you have made as many as you may",
             ),

@@ -26,6 +26,7 @@
 //! - `membership`: who may add and remove members, the rules every store backend applies
 //!   inside the transaction that changes the members.
 //! - `messages`: history, posting and read receipts over REST.
+//! - `bots`: `/api/v1/bots/`, the bots a person owns (made, given tokens, deactivated).
 //! - `hooks`: incoming webhooks: a secret URL that posts into a room as the hook's bot.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
 //!   `upgrade`, `protocol` (client frames and close codes), `session` (the event loop),
@@ -49,6 +50,7 @@ pub mod account;
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod bots;
 pub mod chat;
 pub mod config;
 pub mod connections;

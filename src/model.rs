@@ -407,6 +407,8 @@ pub enum Refusal {
     TooManyReactions,
     /// The room has as many hooks as it may, or their creator has made as many as one may.
     TooManyHooks,
+    /// The owner has as many active bots as one may.
+    TooManyBots,
     /// Only a message's author may edit it.
     NotAuthor,
     /// Only a message's author, or an admin of its group, may delete it.

@@ -78,6 +78,10 @@ pub const TABLE: &[Route] = &[
     route("DELETE", "/api/v1/tokens/", Access::User),
     route("DELETE", "/api/v1/tokens/{token_id}/", Access::User),
     route("GET", "/api/v1/me/", Access::User),
+    route("GET", "/api/v1/bots/", Access::User),
+    route("POST", "/api/v1/bots/", Access::User),
+    route("POST", "/api/v1/bots/{bot_id}/token/", Access::User),
+    route("DELETE", "/api/v1/bots/{bot_id}/", Access::User),
     route("GET", "/api/v1/users/", Access::User),
     route("GET", "/api/v1/chats/", Access::User),
     route("POST", "/api/v1/chats/", Access::User),
@@ -226,6 +230,8 @@ pub fn routes(
         .or(crate::messages::routes(state))
         .unify()
         .or(crate::hooks::routes(state))
+        .unify()
+        .or(crate::bots::routes(state))
         .unify()
         .or(crate::ws::routes(state))
         .unify()

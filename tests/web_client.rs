@@ -1140,10 +1140,17 @@ async fn a_bots_messages_are_marked_as_a_bots() {
         )
         .await;
     assert_eq!(status, 201, "{hook}");
-    server.post_message(&group, &bob_token, "Kicking off a build").await;
+    server
+        .post_message(&group, &bob_token, "Kicking off a build")
+        .await;
     let url = hook["url"].as_str().unwrap();
     let (status, _) = server
-        .call("POST", url, None, Some(json!({"content": "Build 7 passed"})))
+        .call(
+            "POST",
+            url,
+            None,
+            Some(json!({"content": "Build 7 passed"})),
+        )
         .await;
     assert_eq!(status, 201);
     server.post_message(&group, &alice_token, "Nice").await;
@@ -1166,7 +1173,12 @@ async fn a_bots_messages_are_marked_as_a_bots() {
     assert_eq!(senders, json!([["Bob", null], ["CI", "bot"]]));
     // A bot's message arriving live is marked too.
     server
-        .call("POST", url, None, Some(json!({"content": "Build 8 failed"})))
+        .call(
+            "POST",
+            url,
+            None,
+            Some(json!({"content": "Build 8 failed"})),
+        )
         .await;
     alice.wait_message("Build 8 failed").await;
     let marked = alice

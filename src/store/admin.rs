@@ -31,7 +31,8 @@ pub fn accounts(conn: &Connection) -> Result<Vec<Account>> {
 }
 
 /// Activates or deactivates the account; `None` if there is no such username. Deactivating
-/// also revokes the account's tokens, so reactivating it does not revive old sessions.
+/// also revokes the account's tokens, so reactivating it does not revive old sessions, and
+/// deactivates the bots it made (reactivating it does not bring them back).
 pub fn set_active(conn: &Connection, username: &str, active: bool) -> Result<Option<UserId>> {
     let id = users::find(conn, username)?;
     if let Some(id) = id {
@@ -42,6 +43,12 @@ pub fn set_active(conn: &Connection, username: &str, active: bool) -> Result<Opt
     }
     if let (Some(id), false) = (id, active) {
         conn.execute("DELETE FROM tokens WHERE user_id = ?1", [id])?;
+        // The bots the account made go with it.
+        conn.execute(
+            "DELETE FROM tokens WHERE user_id IN (SELECT id FROM users WHERE owner_id = ?1)",
+            [id],
+        )?;
+        conn.execute("UPDATE users SET is_active = 0 WHERE owner_id = ?1", [id])?;
     }
     Ok(id)
 }
@@ -89,6 +96,55 @@ pub fn create_bot(
         is_bot: true,
         ..user
     }))
+}
+
+/// The active bots `owner` made, by id.
+pub fn owned_bots(conn: &Connection, owner: UserId) -> Result<Vec<User>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users u WHERE u.owner_id = ?1 AND u.is_active = 1 ORDER BY u.id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map([owner], |row| user_from_row(row, 0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Marks the new bot `bot` as `owner`'s.
+pub fn set_owner(conn: &Connection, bot: UserId, owner: UserId) -> Result<()> {
+    conn.execute(
+        "UPDATE users SET owner_id = ?2 WHERE id = ?1",
+        params![bot, owner],
+    )?;
+    Ok(())
+}
+
+/// Whether `bot` is an active bot of `owner`.
+pub fn owns(conn: &Connection, owner: UserId, bot: UserId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM users WHERE id = ?1 AND owner_id = ?2 AND is_bot = 1 AND is_active = 1",
+        )?
+        .query_row(params![bot, owner], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Revokes every token of `bot` and stores `digest` as its one token, which never expires.
+/// Returns the ids of the tokens revoked.
+pub fn replace_bot_token(
+    conn: &Connection,
+    bot: UserId,
+    digest: &[u8],
+    now: i64,
+) -> Result<Vec<i64>> {
+    let revoked = super::tokens::delete_all_for(conn, bot)?;
+    super::tokens::insert(conn, bot, digest, now, BOT_TOKEN_EXPIRES_AT)?;
+    Ok(revoked)
+}
+
+/// Deactivates `bot` and revokes its tokens; returns their ids.
+pub fn deactivate_bot(conn: &Connection, bot: UserId) -> Result<Vec<i64>> {
+    conn.execute("UPDATE users SET is_active = 0 WHERE id = ?1", [bot])?;
+    super::tokens::delete_all_for(conn, bot)
 }
 
 /// What giving a bot a new token found.
@@ -272,5 +328,45 @@ mod tests {
         );
         assert!(tokens::authenticate(&conn, b"t2", 1).unwrap().is_none());
         assert_eq!(set_password(&conn, "nobody", "x").unwrap(), None);
+    }
+
+    /// A person's bots go with the person; a bot never gets a password.
+    #[test]
+    fn deactivating_an_owner_deactivates_its_bots() {
+        let conn = open_memory_for_tests();
+        let new = |name: &str, hash: &str| NewUser {
+            username: crate::account::Username::parse(name).unwrap(),
+            password_hash: hash.into(),
+            first_name: String::new(),
+            last_name: String::new(),
+            email: String::new(),
+        };
+        let owner = insert(&conn, &new("carol", "h"), 0).unwrap().unwrap();
+        let other = insert(&conn, &new("dave", "h"), 0).unwrap().unwrap();
+        let bot = create_bot(&conn, &new("carols-bot", "!"), 0)
+            .unwrap()
+            .unwrap();
+        let stranger = create_bot(&conn, &new("daves-bot", "!"), 0)
+            .unwrap()
+            .unwrap();
+        set_owner(&conn, bot.id, owner.id).unwrap();
+        set_owner(&conn, stranger.id, other.id).unwrap();
+        replace_bot_token(&conn, bot.id, b"bt", 0).unwrap();
+        replace_bot_token(&conn, stranger.id, b"st", 0).unwrap();
+        assert!(owns(&conn, owner.id, bot.id).unwrap());
+        assert!(!owns(&conn, owner.id, stranger.id).unwrap());
+        assert_eq!(set_password(&conn, "carols-bot", "new").unwrap(), None);
+
+        set_active(&conn, "carol", false).unwrap();
+        assert!(tokens::authenticate(&conn, b"bt", 1).unwrap().is_none());
+        assert_eq!(
+            inactive_among(&conn, &[bot.id, stranger.id]).unwrap(),
+            [bot.id]
+        );
+        assert!(owned_bots(&conn, owner.id).unwrap().is_empty());
+        assert!(tokens::authenticate(&conn, b"st", 1).unwrap().is_some());
+        // Reactivating the owner does not bring its bots back.
+        set_active(&conn, "carol", true).unwrap();
+        assert!(owned_bots(&conn, owner.id).unwrap().is_empty());
     }
 }

@@ -222,6 +222,35 @@ pub trait ChatStore: Send + Sync {
         on_commit: OnCommit<MemberRemoved>,
     ) -> Fut<'_, MemberRemoved>;
 
+    // Bots
+
+    /// `owner` makes a bot with its first token (`digest`, never expiring). Refused
+    /// `TooManyBots` past `max` active bots of the owner, `UsernameTaken`, `UsernameLookAlike`.
+    fn create_owned_bot(
+        &self,
+        owner: UserId,
+        new: super::users::NewUser,
+        digest: Vec<u8>,
+        max: i64,
+        now: i64,
+    ) -> Fut<'_, User>;
+
+    /// The active bots `owner` made.
+    fn owned_bots(&self, owner: UserId) -> Fut<'_, Vec<User>>;
+
+    /// `owner` gives its bot `bot` a new token (`digest`), revoking the others; their ids.
+    /// Refused `NotFound` if `bot` is not an active bot of `owner`.
+    fn replace_bot_token(
+        &self,
+        owner: UserId,
+        bot: UserId,
+        digest: Vec<u8>,
+        now: i64,
+    ) -> Fut<'_, Vec<i64>>;
+
+    /// `owner` deactivates its bot `bot`; the ids of the tokens revoked. Refused `NotFound`.
+    fn deactivate_bot(&self, owner: UserId, bot: UserId) -> Fut<'_, Vec<i64>>;
+
     // Hooks
 
     /// `by`, a member of the group `room`, creates a hook: its bot's account is made and joins

@@ -265,6 +265,56 @@ impl ChatStore for Store {
         ))
     }
 
+    fn create_owned_bot(
+        &self,
+        owner: UserId,
+        new: NewUser,
+        digest: Vec<u8>,
+        max: i64,
+        now: i64,
+    ) -> Fut<'_, User> {
+        Box::pin(self.write(move |c| {
+            if (admin::owned_bots(c, owner)?.len() as i64) >= max {
+                return Err(Refusal::TooManyBots.into());
+            }
+            let bot = admin::create_bot(c, &new, now)?.map_err(|taken| match taken {
+                Taken::Name => Refusal::UsernameTaken,
+                Taken::LookAlike => Refusal::UsernameLookAlike,
+            })?;
+            admin::set_owner(c, bot.id, owner)?;
+            admin::replace_bot_token(c, bot.id, &digest, now)?;
+            Ok(bot)
+        }))
+    }
+
+    fn owned_bots(&self, owner: UserId) -> Fut<'_, Vec<User>> {
+        Box::pin(self.read(move |c| admin::owned_bots(c, owner)))
+    }
+
+    fn replace_bot_token(
+        &self,
+        owner: UserId,
+        bot: UserId,
+        digest: Vec<u8>,
+        now: i64,
+    ) -> Fut<'_, Vec<i64>> {
+        Box::pin(self.write(move |c| {
+            if !admin::owns(c, owner, bot)? {
+                return Err(Refusal::NotFound.into());
+            }
+            admin::replace_bot_token(c, bot, &digest, now)
+        }))
+    }
+
+    fn deactivate_bot(&self, owner: UserId, bot: UserId) -> Fut<'_, Vec<i64>> {
+        Box::pin(self.write(move |c| {
+            if !admin::owns(c, owner, bot)? {
+                return Err(Refusal::NotFound.into());
+            }
+            admin::deactivate_bot(c, bot)
+        }))
+    }
+
     fn create_hook(
         &self,
         room: RoomRef,

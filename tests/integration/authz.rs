@@ -56,6 +56,9 @@ fn routes() -> Vec<Route> {
         r("GET", "/api/v1/chats/", None, 200),
         r("GET", "/api/v1/tokens/", None, 200),
         r("GET", "/api/v1/mentions/", None, 200),
+        r("GET", "/api/v1/bots/", None, 200),
+        r("POST", "/api/v1/bots/{member}/token/", None, 404),
+        r("DELETE", "/api/v1/bots/{member}/", None, 404),
         r("GET", "/api/v1/search/?q=secret", None, 200),
         r("GET", "/api/v1/chat/{room}/", None, 404),
         r("GET", "/api/v1/chat/{room}/?after=0", None, 404),
@@ -110,6 +113,12 @@ fn routes() -> Vec<Route> {
         r("DELETE", "/api/v1/messages/{message}/", None, 404),
         r("DELETE", "/api/v1/tokens/{token_id}/", None, 404),
         // These change only the caller's own state; they come last for the non-member.
+        r(
+            "POST",
+            "/api/v1/bots/",
+            Some(json!({"username": "carols-bot"})),
+            201,
+        ),
         r(
             "POST",
             "/api/v1/chats/",

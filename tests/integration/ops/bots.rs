@@ -143,3 +143,99 @@ async fn alice_is_bot(s: &TestServer, alice: &TestUser) -> bool {
     let (_, me): (u16, Value) = s.get("/api/v1/me/", &alice.token).await;
     me["is_bot"].as_bool().unwrap()
 }
+
+#[tokio::test]
+async fn a_person_makes_bots_over_the_api_gives_them_new_tokens_and_deactivates_them() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let (status, made) = s
+        .post(
+            "/api/v1/bots/",
+            &alice.token,
+            json!({"username": "standup", "first_name": "Standup"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(
+        (&made["bot"]["is_bot"], &made["bot"]["first_name"]),
+        (&json!(true), &json!("Standup"))
+    );
+    let bot_id = made["bot"]["id"].as_i64().unwrap();
+    let token = made["token"].as_str().unwrap().to_string();
+    let (status, me) = s.get("/api/v1/me/", &token).await;
+    assert_eq!((status, &me["username"]), (200, &json!("standup")));
+    let (_, mine) = s.get("/api/v1/bots/", &alice.token).await;
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+    let (_, theirs) = s.get("/api/v1/bots/", &bob.token).await;
+    assert_eq!(theirs, json!([]));
+
+    // The usual username rules, and no bots made by bots.
+    let (status, body) = s
+        .post("/api/v1/bots/", &alice.token, json!({"username": "Alice"}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, _) = s
+        .post(
+            "/api/v1/bots/",
+            &alice.token,
+            json!({"username": "no spaces"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = s
+        .post("/api/v1/bots/", &token, json!({"username": "botception"}))
+        .await;
+    assert_eq!(status, 403);
+
+    // A new token: the old one stops at once, and its socket closes with "log in again".
+    let bot = TestUser {
+        id: bot_id,
+        username: "standup".into(),
+        token: token.clone(),
+    };
+    let (mut ws, _) = s.ws_all(&bot, "").await;
+    let path = format!("/api/v1/bots/{bot_id}/token/");
+    assert_eq!(
+        s.post(&path, &bob.token, json!({})).await.0,
+        404,
+        "not bob's bot"
+    );
+    let (status, fresh) = s.post(&path, &alice.token, json!({})).await;
+    assert_eq!(status, 201);
+    assert_eq!(ws.closed().await, Some(4001));
+    assert_eq!(s.get("/api/v1/me/", &token).await.0, 401);
+    let fresh = fresh["token"].as_str().unwrap().to_string();
+    assert_eq!(s.get("/api/v1/me/", &fresh).await.0, 200);
+
+    // Deactivated by its owner only: then nothing of it works.
+    let path = format!("/api/v1/bots/{bot_id}/");
+    assert_eq!(s.call("DELETE", &path, Some(&bob.token), None).await.0, 404);
+    assert_eq!(
+        s.call("DELETE", &path, Some(&alice.token), None).await.0,
+        204
+    );
+    assert_eq!(s.get("/api/v1/me/", &fresh).await.0, 401);
+    let (_, mine) = s.get("/api/v1/bots/", &alice.token).await;
+    assert_eq!(mine, json!([]));
+    assert_eq!(
+        s.call("DELETE", &path, Some(&alice.token), None).await.0,
+        404
+    );
+
+    // At most ten at a time.
+    for i in 0..10 {
+        let (status, body) = s
+            .post(
+                "/api/v1/bots/",
+                &alice.token,
+                json!({"username": format!("b{i}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, _) = s
+        .post("/api/v1/bots/", &alice.token, json!({"username": "b10"}))
+        .await;
+    assert_eq!(status, 409);
+}

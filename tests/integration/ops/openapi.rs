@@ -21,6 +21,7 @@ fn sample_body(operation: &str, fresh_user: &str) -> Option<Value> {
         "postMessage" => Some(json!({"content": "probe"})),
         "addMember" => Some(json!({"user_id": 3})),
         "createHook" => Some(json!({"name": "probe"})),
+        "createBot" => Some(json!({"username": format!("{fresh_user}-bot")})),
         "postViaHook" => Some(json!({"content": "probe"})),
         _ => None,
     }
@@ -73,6 +74,9 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
     let mut probed = 0;
     // A live hook for the paths that name one, made again once a probe deleted it.
     let mut hook: Option<(String, String)> = None;
+    // And an active bot of alice's for the paths that name one.
+    let mut bot: Option<String> = None;
+    let mut bots_made = 0;
     for (template, item) in paths {
         for method in methods {
             let path = template
@@ -100,6 +104,19 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
                         made["secret"].as_str().unwrap().into(),
                     ));
                 }
+                if template.contains("{bot_id}") && bot.is_none() {
+                    bots_made += 1;
+                    let (status, made) = s
+                        .post(
+                            "/api/v1/bots/",
+                            &alice.token,
+                            json!({"username": format!("probe-bot-{bots_made}")}),
+                        )
+                        .await;
+                    assert_eq!(status, 201, "{made}");
+                    bot = Some(made["bot"]["id"].to_string());
+                }
+                let variant = variant.replace("{bot_id}", bot.as_deref().unwrap_or(""));
                 let (hook_id, secret) = hook.clone().unwrap_or_default();
                 let variant = variant
                     .replace("{hook_id}", &hook_id)
@@ -136,6 +153,9 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
                 probed += 1;
                 if op == "deleteHook" && status == 204 {
                     hook = None;
+                }
+                if op == "deactivateBot" && status == 204 {
+                    bot = None;
                 }
                 match documented {
                     Some(operation) => {
