@@ -153,6 +153,9 @@ pub fn create_bot(
     stdout: &mut impl Write,
 ) -> Result<()> {
     let username = Username::parse(username).map_err(|e| format!("username {e}"))?;
+    if first_name.chars().count() > 150 || first_name.contains('\0') {
+        return Err("the display name must be at most 150 characters".into());
+    }
     let conn = open(config)?;
     let name = username.display.clone();
     let new = NewUser {

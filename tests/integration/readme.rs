@@ -17,6 +17,19 @@ fn walk_through() -> String {
     section[start..end].to_string()
 }
 
+/// Runs `script` with bash, off the async workers.
+async fn bash(script: String) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
@@ -47,15 +60,7 @@ async fn the_readme_walk_through_runs_as_written() {
         );
         script.push('\n');
     }
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = bash(script).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -160,15 +165,7 @@ async fn the_readme_example_bot_answers_each_mention_once() {
             .replace("while true; do", "for _ in 1 2; do")
             .replace("; sleep 2", "")
     );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = bash(script).await;
     assert!(
         out.status.success(),
         "the bot failed: {}",

@@ -31,35 +31,17 @@ fn print_config_prints_the_annotated_defaults() {
 
 #[tokio::test]
 async fn admin_commands_manage_users_of_a_running_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
-    let db_arg = db.to_str().unwrap().to_string();
-    let cfg = quick_config(dir.path());
-    let cfg_arg = cfg.to_str().unwrap().to_string();
-    let mut config = test_config();
-    config.server.db = db_arg.clone();
-    let s = TestServer::start_with(config).await;
-    let args = |rest: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = rest.iter().map(|a| a.to_string()).collect();
-        v.extend([
-            "--db".into(),
-            db_arg.clone(),
-            "--config".into(),
-            cfg_arg.clone(),
-        ]);
-        v
-    };
-    let login = |username: &'static str, password: String| {
-        let s = &s;
-        async move {
-            s.call(
-                "POST",
-                "/api/v1/login/",
-                None,
-                Some(json!({"username": username, "password": password})),
-            )
-            .await
-        }
+    let setup = AdminSetup::start().await;
+    let s = &setup.server;
+    let args = |rest: &[&str]| setup.args(rest);
+    let login = |username: &'static str, password: String| async move {
+        s.call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": username, "password": password})),
+        )
+        .await
     };
 
     // create, with the password on stdin

@@ -5,28 +5,13 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::common::{TestServer, TestUser, test_config};
+use crate::common::{TestServer, TestUser};
 
 #[tokio::test]
 async fn a_bot_made_on_the_command_line_talks_with_its_token_and_is_marked_a_bot() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("chat.db");
-    let db_arg = db.to_str().unwrap().to_string();
-    let cfg = quick_config(dir.path());
-    let cfg_arg = cfg.to_str().unwrap().to_string();
-    let mut config = test_config();
-    config.server.db = db_arg.clone();
-    let s = TestServer::start_with(config).await;
-    let args = |rest: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = rest.iter().map(|a| a.to_string()).collect();
-        v.extend([
-            "--db".into(),
-            db_arg.clone(),
-            "--config".into(),
-            cfg_arg.clone(),
-        ]);
-        v
-    };
+    let setup = AdminSetup::start().await;
+    let s = &setup.server;
+    let args = |rest: &[&str]| setup.args(rest);
 
     let (ok, stdout, stderr) = admin_async(
         args(&["bot", "create", "deploy-bot", "--display-name", "Deploys"]),
@@ -61,7 +46,7 @@ async fn a_bot_made_on_the_command_line_talks_with_its_token_and_is_marked_a_bot
 
     // A person puts it in a room; it posts over REST and hears and answers over /ws/.
     let alice = s.user("alice").await;
-    assert!(!alice_is_bot(&s, &alice).await, "a person is not a bot");
+    assert!(!alice_is_bot(s, &alice).await, "a person is not a bot");
     let bot = TestUser {
         id: me["id"].as_i64().unwrap(),
         username: "deploy-bot".into(),
@@ -114,6 +99,13 @@ async fn a_bot_made_on_the_command_line_talks_with_its_token_and_is_marked_a_bot
     assert!(!ok && stderr.contains("not an active bot"), "{stderr}");
     let (ok, _, stderr) = admin_async(args(&["bot", "create", "Deploy-Bot"]), None).await;
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    let long = "x".repeat(151);
+    let (ok, _, stderr) = admin_async(
+        args(&["bot", "create", "verbose", "--display-name", &long]),
+        None,
+    )
+    .await;
+    assert!(!ok && stderr.contains("at most 150"), "{stderr}");
     // Nor can a bot be given a password.
     let (ok, _, stderr) = admin_async(
         args(&["user", "set-password", "deploy-bot", "--password-stdin"]),

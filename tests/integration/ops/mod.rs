@@ -62,3 +62,41 @@ pub(super) fn quick_config(dir: &Path) -> PathBuf {
     .unwrap();
     path
 }
+
+/// A running server on a database file, with what an admin command needs to work on that
+/// file, for tests that drive the binary's subcommands beside the server.
+pub(super) struct AdminSetup {
+    pub server: crate::common::TestServer,
+    db: String,
+    config: String,
+    _dir: tempfile::TempDir,
+}
+
+impl AdminSetup {
+    pub async fn start() -> AdminSetup {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("chat.db").to_str().unwrap().to_string();
+        let config = quick_config(dir.path()).to_str().unwrap().to_string();
+        let mut server_config = crate::common::test_config();
+        server_config.server.db = db.clone();
+        let server = crate::common::TestServer::start_with(server_config).await;
+        AdminSetup {
+            server,
+            db,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// `rest` followed by `--db` and `--config` for this setup's database.
+    pub fn args(&self, rest: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = rest.iter().map(|a| a.to_string()).collect();
+        v.extend([
+            "--db".into(),
+            self.db.clone(),
+            "--config".into(),
+            self.config.clone(),
+        ]);
+        v
+    }
+}
