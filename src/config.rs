@@ -14,6 +14,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub cors: CorsConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -148,6 +149,13 @@ pub struct CorsConfig {
     /// Origins (`scheme://host[:port]`) allowed to call the API from a browser and to open
     /// WebSockets. Empty: same-origin only.
     pub allowed_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The bearer token `/metrics` asks for; without one it answers loopback clients only.
+    pub token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -526,6 +534,11 @@ impl Config {
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err("server.tls_cert and server.tls_key must be given together".into());
         }
+        if let Some(token) = &self.metrics.token
+            && (token.chars().count() < 16 || token.chars().any(char::is_whitespace))
+        {
+            return Err("metrics.token must be at least 16 characters, without spaces".into());
+        }
         for origin in &self.cors.allowed_origins {
             if !(origin.starts_with("http://") || origin.starts_with("https://"))
                 || origin.ends_with('/')
@@ -619,6 +632,10 @@ mod tests {
         assert!(Config::from_toml("[server]\nport = \"eighty\"\n").is_err());
         assert!(Config::from_toml("[limits]\nmax_message_chars = 0\n").is_err());
         assert!(Config::from_toml("[cors]\nallowed_origins = [\"example.com\"]\n").is_err());
+        assert!(Config::from_toml("[metrics]\ntoken = \"short\"\n").is_err());
+        assert!(Config::from_toml("[metrics]\ntoken = \"long enough but spaced\"\n").is_err());
+        let ok = Config::from_toml("[metrics]\ntoken = \"0123456789abcdef\"\n").unwrap();
+        assert_eq!(ok.metrics.token.as_deref(), Some("0123456789abcdef"));
         assert!(Config::from_toml("[server]\ntls_cert = \"cert.pem\"\n").is_err());
     }
 }

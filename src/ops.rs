@@ -10,9 +10,12 @@ use warp::http::StatusCode;
 use warp::http::header::{CONTENT_TYPE, HeaderValue};
 use warp::{Filter, Reply};
 
+use sha2::Digest;
+
+use crate::error::ApiError;
 use crate::filters::with_state;
 use crate::metrics::{METRICS, Snapshot, render};
-use crate::state::AppState;
+use crate::state::{AppState, ClientAddr};
 
 /// The OpenAPI 3.1 description of the REST API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -28,8 +31,18 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .map(Reply::into_response);
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(warp::ext::optional::<ClientAddr>())
+        .and(warp::header::optional::<String>("authorization"))
         .and(with_state(state))
-        .then(metrics)
+        .then(
+            |addr: Option<ClientAddr>, authorization: Option<String>, state: AppState| async move {
+                let token = state.config.metrics.token.as_deref();
+                match metrics_access(token, addr, authorization.as_deref()) {
+                    Ok(()) => metrics(state).await,
+                    Err(e) => e.into_response(),
+                }
+            },
+        )
         .map(Reply::into_response);
     let document = bytes::Bytes::from(served_document(&state.config));
     let openapi = warp::path!("api" / "v1" / "openapi.json")
@@ -62,6 +75,33 @@ fn health_reply(status: StatusCode, what: &str, schema: Option<i64>) -> warp::re
         "schema_version": schema,
     });
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// Who may read `/metrics`: with `metrics.token`, whoever sends it as a bearer token; without,
+/// clients on this machine only.
+fn metrics_access(
+    token: Option<&str>,
+    addr: Option<ClientAddr>,
+    authorization: Option<&str>,
+) -> Result<(), ApiError> {
+    match token {
+        Some(token) => {
+            let given = authorization
+                .and_then(|h| h.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim());
+            // Digests compared, so the time taken says nothing about the token.
+            let digest = |t: &str| sha2::Sha256::digest(t.as_bytes());
+            match given {
+                Some(t) if digest(t) == digest(token) => Ok(()),
+                _ => Err(ApiError::Unauthorized),
+            }
+        }
+        None if addr.is_some_and(|a| a.0.ip().to_canonical().is_loopback()) => Ok(()),
+        None => Err(ApiError::Forbidden(
+            "/metrics is served to this machine only; set metrics.token to read it from elsewhere",
+        )),
+    }
 }
 
 /// `GET /metrics`: Prometheus text exposition.
@@ -147,6 +187,43 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn metrics_are_for_this_machine_or_the_holder_of_the_token() {
+        use super::{ClientAddr, metrics_access};
+        let at = |a: &str| Some(ClientAddr(a.parse().unwrap()));
+        for local in [
+            "127.0.0.1:5000",
+            "127.0.0.9:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(metrics_access(None, at(local), None).is_ok(), "{local}");
+        }
+        for remote in [
+            "192.168.1.5:5000",
+            "[2001:db8::1]:5000",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let refused = metrics_access(None, at(remote), None).unwrap_err();
+            assert_eq!(refused.status(), 403, "{remote}");
+        }
+        assert!(metrics_access(None, None, None).is_err());
+        let token = Some("0123456789abcdef");
+        let remote = at("192.168.1.5:5000");
+        assert!(metrics_access(token, remote, Some("Bearer 0123456789abcdef")).is_ok());
+        assert!(metrics_access(token, remote, Some("bearer  0123456789abcdef ")).is_ok());
+        for wrong in [
+            None,
+            Some("Bearer 0123456789abcdeF"),
+            Some("Token 0123456789abcdef"),
+        ] {
+            let refused = metrics_access(token, remote, wrong).unwrap_err();
+            assert_eq!(refused.status(), 401, "{wrong:?}");
+        }
+        // With a token, even this machine needs it.
+        assert!(metrics_access(token, at("127.0.0.1:1"), None).is_err());
     }
 
     /// Every emoji the served document lists is one a reaction accepts, spelled as stored.

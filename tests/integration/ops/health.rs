@@ -106,3 +106,35 @@ async fn metrics_count_sockets_rooms_messages_deliveries_latencies_and_rejection
 
     drop((a, b));
 }
+
+#[tokio::test]
+async fn with_a_metrics_token_only_its_holder_reads_metrics() {
+    let mut config = common::test_config();
+    config.metrics.token = Some("prometheus-scrape-token-1".into());
+    let s = TestServer::start_with(config).await;
+    let get = |auth: Option<&'static str>| {
+        let mut req = s.http.get(s.url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move { req.send().await.unwrap() }
+    };
+    for wrong in [
+        None,
+        Some("Bearer nope"),
+        Some("Token prometheus-scrape-token-1"),
+    ] {
+        let res = get(wrong).await;
+        assert_eq!(res.status(), 401, "{wrong:?}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_authenticated");
+    }
+    let res = get(Some("Bearer prometheus-scrape-token-1")).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("chat_uptime_seconds"));
+    // The health check stays open to anyone: load balancers send no token.
+    assert_eq!(
+        s.http.get(s.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+}
