@@ -208,6 +208,8 @@ pub struct Metrics {
     pub websocket_resyncs: Counter,
     /// Errors answered, by code.
     rejected: [Counter; ErrorCode::ALL.len()],
+    /// WebSocket upgrades refused, by error code.
+    websocket_refused: [Counter; ErrorCode::ALL.len()],
     /// Refusals by the abuse bounds, by bound.
     refused: [Counter; Bound::ALL.len()],
 }
@@ -235,6 +237,7 @@ impl Metrics {
             sessions_closed_deactivated: Counter::new(),
             websocket_resyncs: Counter::new(),
             rejected: [const { Counter::new() }; ErrorCode::ALL.len()],
+            websocket_refused: [const { Counter::new() }; ErrorCode::ALL.len()],
             refused: [const { Counter::new() }; Bound::ALL.len()],
         }
     }
@@ -246,6 +249,15 @@ impl Metrics {
 
     pub fn rejected_count(&self, code: ErrorCode) -> u64 {
         self.rejected[code as usize].get()
+    }
+
+    /// Counts one refused WebSocket upgrade (it is also counted as a rejected request).
+    pub fn websocket_refused(&self, code: ErrorCode) {
+        self.websocket_refused[code as usize].inc();
+    }
+
+    pub fn websocket_refused_count(&self, code: ErrorCode) -> u64 {
+        self.websocket_refused[code as usize].get()
     }
 
     /// Counts one refusal (or shed connection) by an abuse bound.
@@ -364,6 +376,23 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
             out,
             "chat_refusals_total{{limit=\"{}\"}} {}",
             bound.as_str(),
+            count.get()
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "# HELP chat_websocket_refusals_total WebSocket upgrades refused before the switch, by error code.\n\
+         # TYPE chat_websocket_refusals_total counter"
+    );
+    for (reason, count) in ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .zip(&m.websocket_refused)
+    {
+        let _ = writeln!(
+            out,
+            "chat_websocket_refusals_total{{reason=\"{reason}\"}} {}",
             count.get()
         );
     }

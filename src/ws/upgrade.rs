@@ -79,8 +79,22 @@ impl FromQuery for UpgradeQuery {
 }
 
 /// `GET /ws/chat/<room_id>/?token=&since=` (one room) and `GET /ws/?token=&since=` (every room
-/// of the user): authenticates, checks membership and origin, then switches protocols.
+/// of the user): authenticates, checks membership and origin, then switches protocols. A
+/// refusal is counted in `chat_websocket_refusals_total` by its error code.
 pub(crate) async fn upgrade(
+    room_id: Option<String>,
+    headers: HeaderMap,
+    query: Result<UpgradeQuery, ApiError>,
+    on_upgrade: Option<OnUpgrade>,
+    peer: Peer,
+    state: AppState,
+) -> Result<warp::reply::Response, ApiError> {
+    switch(room_id, headers, query, on_upgrade, peer, state)
+        .await
+        .inspect_err(|e| METRICS.websocket_refused(e.code()))
+}
+
+async fn switch(
     room_id: Option<String>,
     headers: HeaderMap,
     query: Result<UpgradeQuery, ApiError>,

@@ -138,3 +138,42 @@ async fn with_a_metrics_token_only_its_holder_reads_metrics() {
         200
     );
 }
+
+#[tokio::test]
+async fn refused_websocket_upgrades_are_counted_by_reason() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let carol = s.user("carol").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let before = scrape(&s).await;
+    let count = |m: &HashMap<String, f64>, reason: &str| {
+        m[&format!("chat_websocket_refusals_total{{reason=\"{reason}\"}}")]
+    };
+    assert_eq!(s.ws_refusal("/ws/?token=nope").await.0, 401);
+    assert_eq!(s.ws_refusal("/ws/").await.0, 401);
+    let path = format!("/ws/chat/{room}/?token={}", carol.token);
+    assert_eq!(s.ws_refusal(&path).await.0, 404);
+    let evil = [("origin", "https://evil.example")];
+    let path = format!("/ws/?token={}", alice.token);
+    assert_eq!(s.ws_refused(&path, &evil).await, 403);
+    // A plain GET of a socket's URL is refused too.
+    let plain = s.http.get(s.url(&path)).send().await.unwrap();
+    assert_eq!(plain.status(), 426);
+    // An accepted socket counts nothing.
+    let _ok = s.ws_all(&alice, "").await;
+    let after = scrape(&s).await;
+    for (reason, more) in [
+        ("not_authenticated", 2.0),
+        ("not_found", 1.0),
+        ("forbidden", 1.0),
+        ("upgrade_required", 1.0),
+        ("rate_limited", 0.0),
+    ] {
+        assert_eq!(
+            count(&after, reason) - count(&before, reason),
+            more,
+            "{reason}"
+        );
+    }
+}
