@@ -158,13 +158,7 @@ pub fn create_bot(
     }
     let conn = open(config)?;
     let name = username.display.clone();
-    let new = NewUser {
-        username,
-        password_hash: "!".into(),
-        first_name,
-        last_name: String::new(),
-        email: String::new(),
-    };
+    let new = NewUser::bot(username, first_name);
     let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
     let user = admin::create_bot(&tx, &new, now_ms())
         .map_err(|e| e.to_string())?

@@ -97,13 +97,7 @@ async fn create(auth: Auth, body: CreateBot, state: AppState) -> Result<impl Rep
         });
     }
     let token = new_token();
-    let new = NewUser {
-        username,
-        password_hash: "!".into(),
-        first_name,
-        last_name: String::new(),
-        email: String::new(),
-    };
+    let new = NewUser::bot(username, first_name);
     let bot = state
         .store
         .create_owned_bot(

@@ -116,13 +116,7 @@ async fn create(
     let secret = new_token();
     let new = NewHook {
         name: name.clone(),
-        bot: NewUser {
-            username,
-            password_hash: "!".into(),
-            first_name: name,
-            last_name: String::new(),
-            email: String::new(),
-        },
+        bot: NewUser::bot(username, name),
         digest: token_digest(&secret),
         max_per_room: MAX_HOOKS_PER_ROOM,
         max_per_user: MAX_HOOKS_PER_USER,

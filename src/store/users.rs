@@ -16,6 +16,19 @@ pub struct NewUser {
     pub email: String,
 }
 
+impl NewUser {
+    /// A bot's account: no password (`!`, which no password verifies), shown as `first_name`.
+    pub fn bot(username: Username, first_name: String) -> NewUser {
+        NewUser {
+            username,
+            password_hash: "!".into(),
+            first_name,
+            last_name: String::new(),
+            email: String::new(),
+        }
+    }
+}
+
 /// A user's login record: the public user, its password hash, and whether it may log in.
 pub struct Credentials {
     pub user: User,
