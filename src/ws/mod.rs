@@ -69,6 +69,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .then(|room_id, headers, query, on_upgrade, peer, state| {
             upgrade(Some(room_id), headers, query, on_upgrade, peer, state)
         })
+        .map(upgrade::counted)
         .map(Reply::into_response);
     let user = warp::path!("ws")
         .and(warp::get())
@@ -80,6 +81,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .then(|headers, query, on_upgrade, peer, state| {
             upgrade(None, headers, query, on_upgrade, peer, state)
         })
+        .map(upgrade::counted)
         .map(Reply::into_response);
     room.or(user).unify().boxed()
 }

@@ -79,22 +79,8 @@ impl FromQuery for UpgradeQuery {
 }
 
 /// `GET /ws/chat/<room_id>/?token=&since=` (one room) and `GET /ws/?token=&since=` (every room
-/// of the user): authenticates, checks membership and origin, then switches protocols. A
-/// refusal is counted in `chat_websocket_refusals_total` by its error code.
+/// of the user): authenticates, checks membership and origin, then switches protocols.
 pub(crate) async fn upgrade(
-    room_id: Option<String>,
-    headers: HeaderMap,
-    query: Result<UpgradeQuery, ApiError>,
-    on_upgrade: Option<OnUpgrade>,
-    peer: Peer,
-    state: AppState,
-) -> Result<warp::reply::Response, ApiError> {
-    switch(room_id, headers, query, on_upgrade, peer, state)
-        .await
-        .inspect_err(|e| METRICS.websocket_refused(e.code()))
-}
-
-async fn switch(
     room_id: Option<String>,
     headers: HeaderMap,
     query: Result<UpgradeQuery, ApiError>,
@@ -202,6 +188,13 @@ async fn switch(
 
 /// How long a client refused because too many replays are running is asked to wait.
 const REPLAY_RETRY_AFTER_SECS: u64 = 1;
+
+/// An upgrade's answer, a refusal counted in `chat_websocket_refusals_total` by its code.
+pub(crate) fn counted(
+    answer: Result<warp::reply::Response, ApiError>,
+) -> Result<warp::reply::Response, ApiError> {
+    answer.inspect_err(|e| METRICS.websocket_refused(e.code()))
+}
 
 /// A rate limiter's refusal as the 429 it is answered with, counted under `bound`.
 fn refuse_past(taken: Result<(), std::time::Duration>, bound: Bound) -> Result<(), ApiError> {

@@ -120,11 +120,9 @@ async fn a_hook_posts_into_its_room_as_its_bot_from_json_or_plain_text() {
         assert_eq!(status, 400, "{body}: {reply}");
     }
     let other = format!("/api/v1/hooks/{}/", "0".repeat(64));
-    for path in [
-        other.as_str(),
-        "/api/v1/hooks/short/",
-        "/api/v1/hooks/%2e%2e/",
-    ] {
+    // Secrets are lower-case hex: the same one in capitals names no hook.
+    let shouted = format!("/api/v1/hooks/{}/", secret.to_uppercase());
+    for path in [other.as_str(), shouted.as_str(), "/api/v1/hooks/short/"] {
         let (status, _) = post_hook(&s, path, "application/json", r#"{"content": "x"}"#).await;
         assert_eq!(status, 404, "{path}");
     }
@@ -207,6 +205,29 @@ async fn hooks_end_with_their_creators_membership_and_are_bounded() {
         .get(&format!("/api/v1/chat/{room}/hooks/"), &alice.token)
         .await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // A deactivated creator's hook posts nothing, though the creator is still a member.
+    let (_, second) = make_hook(&s, &room, &alice, "alice's second").await;
+    let url = second["url"].as_str().unwrap().to_string();
+    assert_eq!(post_hook(&s, &url, "text/plain", "before").await.0, 201);
+    let set_active = |active: bool| {
+        let id = alice.id;
+        s.sqlite.write(move |c| {
+            c.execute(
+                "UPDATE users SET is_active = ?2 WHERE id = ?1",
+                rusqlite::params![id, active],
+            )?;
+            Ok(())
+        })
+    };
+    set_active(false).await.unwrap();
+    assert_eq!(post_hook(&s, &url, "text/plain", "after").await.0, 404);
+    set_active(true).await.unwrap();
+    let delete = format!("/api/v1/chat/{room}/hooks/{}/", second["id"]);
+    assert_eq!(
+        s.call("DELETE", &delete, Some(&alice.token), None).await.0,
+        204
+    );
 
     // Removing a hook's bot ends the hook too.
     let kick = format!("/api/v1/chat/{room}/members/{}/", alices["bot"]["id"]);
