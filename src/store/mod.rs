@@ -52,6 +52,10 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 /// How much of the database file each connection maps into memory.
 const MMAP_BYTES: i64 = 1 << 30;
 
+/// The WAL file is cut back to this size when it starts over after a checkpoint, so a burst
+/// of writes does not leave a large file behind (a steady load needs about this much).
+const JOURNAL_SIZE_LIMIT: i64 = 4 << 20;
+
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 /// Prepared statements the writer connection keeps: more than it has distinct statements.
@@ -142,6 +146,7 @@ fn apply_pragmas(conn: &Connection, memory: bool) -> rusqlite::Result<()> {
         // Read pages straight from the mapped file instead of a `pread` into the page cache
         // each: history reads touch pages all over a large database.
         conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
     }
     Ok(())
 }
@@ -886,6 +891,51 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    /// A burst commits far more than a steady load needs; once it is checkpointed, the next
+    /// transaction starts the WAL over and the file shrinks back to the limit.
+    #[tokio::test]
+    async fn the_wal_shrinks_back_after_a_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let store = Store::open(path.to_str().unwrap(), 2).unwrap();
+        let mut progress = store.checkpoints().unwrap();
+        let wal_len = || {
+            std::fs::metadata(dir.path().join("chat.db-wal"))
+                .unwrap()
+                .len()
+        };
+        let burst = 3 * checkpoint::WAKE_PAGES as usize;
+        store
+            .write(move |c| {
+                let mut insert = c.prepare(
+                    "INSERT INTO users (username, username_key, password_hash, date_joined) \
+                     VALUES (?1, ?1, ?2, 0)",
+                )?;
+                for i in 0..burst {
+                    insert.execute(rusqlite::params![format!("b{i}"), "x".repeat(3000)])?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let after_burst = wal_len();
+        assert!(after_burst > 2 * JOURNAL_SIZE_LIMIT as u64, "{after_burst}");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            progress.wait_for(|p| p.log >= burst as i64 && p.copied == p.log),
+        )
+        .await
+        .expect("the checkpointer copied the burst")
+        .unwrap();
+        write_pages(&store, 0, 1).await;
+        let after = wal_len();
+        assert!(
+            after <= JOURNAL_SIZE_LIMIT as u64,
+            "a WAL of {after} bytes after a burst of {after_burst}"
+        );
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
