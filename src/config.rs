@@ -83,6 +83,8 @@ pub struct LimitsConfig {
     /// Seconds a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open.
     pub header_read_timeout_secs: u64,
+    /// Seconds a client has, after its headers, to send the whole request body.
+    pub body_read_timeout_secs: u64,
     /// Largest WebSocket message a client may send, in bytes.
     pub max_ws_message_bytes: usize,
     /// Sustained messages per second per user (REST and WebSocket together).
@@ -209,6 +211,7 @@ impl Default for LimitsConfig {
             max_message_chars: 4000,
             max_body_bytes: 64 * 1024,
             header_read_timeout_secs: 30,
+            body_read_timeout_secs: 30,
             max_ws_message_bytes: 64 * 1024,
             send_rate_per_sec: 20.0,
             send_burst: 40,
@@ -342,6 +345,12 @@ impl Config {
             (
                 "limits.header_read_timeout_secs",
                 l.header_read_timeout_secs as f64,
+                1.0,
+                3600.0,
+            ),
+            (
+                "limits.body_read_timeout_secs",
+                l.body_read_timeout_secs as f64,
                 1.0,
                 3600.0,
             ),

@@ -45,6 +45,9 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     UpgradeRequired(&'static str),
+    /// The request's body did not arrive within `limits.body_read_timeout_secs`.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// The server's queues are full: 503 `overloaded`.
     #[error("the server is busy; retry after {OVERLOAD_RETRY_AFTER_SECS} s")]
     Overloaded,
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::Overloaded | ApiError::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +130,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::UpgradeRequired(_) => ErrorCode::UpgradeRequired,
             ApiError::Overloaded => ErrorCode::Overloaded,
+            ApiError::RequestTimeout => ErrorCode::RequestTimeout,
             ApiError::StorageFull => ErrorCode::StorageFull,
             ApiError::Internal(_) => ErrorCode::InternalError,
         }

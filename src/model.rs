@@ -331,6 +331,8 @@ pub enum ErrorCode {
     RateLimited,
     UpgradeRequired,
     InternalError,
+    /// 408: the request's body did not arrive in time.
+    RequestTimeout,
     /// 503: the server's queues are full; retry after `Retry-After`.
     Overloaded,
     /// 503: the database cannot store writes (its disk is full or failing); reads still work.
@@ -345,7 +347,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// In declaration order, so that `code as usize` indexes it.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::ValidationError,
@@ -359,6 +361,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::UpgradeRequired,
         ErrorCode::InternalError,
+        ErrorCode::RequestTimeout,
         ErrorCode::Overloaded,
         ErrorCode::StorageFull,
         ErrorCode::UnsupportedFrame,
@@ -381,6 +384,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::UnsupportedFrame => "unsupported_frame",

@@ -1,9 +1,13 @@
 //! The accept loop: HTTP/1.1 over TCP or TLS, connection timeouts, and graceful shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -89,6 +93,90 @@ async fn first_request_within<F: Future>(
     }
 }
 
+/// A request body that must arrive whole within a deadline counted from the end of the
+/// request's headers: a client sending its body a byte at a time, or not at all, holds its
+/// connection no longer than that. When the deadline passes, or the body breaks off, reading it
+/// fails and `failed` says so, so the answer can say what happened (408, 400) instead of
+/// reporting an internal error.
+struct BodyDeadline {
+    body: Incoming,
+    deadline: tokio::time::Instant,
+    /// Made the first time the body is not there yet (most bodies are there at once).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    failed: Arc<BodyFailure>,
+}
+
+/// What went wrong with a request's body, if anything; shared with the request's answer.
+#[derive(Default)]
+struct BodyFailure {
+    timed_out: AtomicBool,
+    broken: AtomicBool,
+}
+
+impl BodyDeadline {
+    fn new(body: Incoming, limit: Duration) -> (BodyDeadline, Arc<BodyFailure>) {
+        let failed = Arc::new(BodyFailure::default());
+        let body = BodyDeadline {
+            body,
+            deadline: tokio::time::Instant::now() + limit,
+            timer: None,
+            failed: failed.clone(),
+        };
+        (body, failed)
+    }
+}
+
+impl Body for BodyDeadline {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
+            if matches!(frame, Some(Err(_))) {
+                self.failed.broken.store(true, Ordering::Relaxed);
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.failed.timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err("the request body did not arrive in time".into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl BodyFailure {
+    /// The answer for a request whose body failed, instead of the one its handler gave.
+    fn answer(&self) -> Option<warp::reply::Response> {
+        use warp::Reply;
+        if self.timed_out.load(Ordering::Relaxed) {
+            Some(crate::error::ApiError::RequestTimeout.into_response())
+        } else if self.broken.load(Ordering::Relaxed) {
+            Some(
+                crate::error::ApiError::BadRequest("the request body was cut off".into())
+                    .into_response(),
+            )
+        } else {
+            None
+        }
+    }
+}
+
 /// Serves the application on `listener` (over TLS when the configuration names a certificate)
 /// until `shutdown` completes. Then it stops accepting, tells WebSocket clients to reconnect
 /// later (close code 1001), lets requests in flight finish, commits the writes already queued,
@@ -105,6 +193,7 @@ pub async fn run(
     let service = warp::service(routes(&state));
     let limits = &state.config.limits;
     let header_timeout = Duration::from_secs(limits.header_read_timeout_secs);
+    let body_timeout = Duration::from_secs(limits.body_read_timeout_secs);
     let descriptors = raise_descriptor_limit();
     let reserved = RESERVED_DESCRIPTORS + u64::from(state.config.server.read_connections);
     let admission = Admission::new(
@@ -162,28 +251,30 @@ pub async fn run(
         let served = Arc::new(AtomicBool::new(false));
         let first_request = served.clone();
         let ticket = conn.clone();
-        let handler =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                first_request.store(true, Ordering::Relaxed);
-                req.extensions_mut().insert(ClientAddr(peer));
-                req.extensions_mut().insert(ConnTicket(ticket.clone()));
-                // HEAD is GET without the body: routed as GET, and hyper, which remembers the
-                // method it parsed, sends the headers (Content-Length included) but no body.
-                if req.method() == warp::http::Method::HEAD {
-                    *req.method_mut() = warp::http::Method::GET;
-                }
-                ticket.busy();
-                let answered = service.clone().call(req);
-                let ticket = ticket.clone();
-                async move {
-                    let response = answered.await;
-                    let upgraded = response
-                        .as_ref()
-                        .is_ok_and(|r| r.status() == warp::http::StatusCode::SWITCHING_PROTOCOLS);
-                    ticket.done(upgraded);
-                    response
-                }
-            });
+        let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            first_request.store(true, Ordering::Relaxed);
+            let (parts, body) = req.into_parts();
+            let (body, failed) = BodyDeadline::new(body, body_timeout);
+            let mut req = hyper::Request::from_parts(parts, body);
+            req.extensions_mut().insert(ClientAddr(peer));
+            req.extensions_mut().insert(ConnTicket(ticket.clone()));
+            // HEAD is GET without the body: routed as GET, and hyper, which remembers the
+            // method it parsed, sends the headers (Content-Length included) but no body.
+            if req.method() == warp::http::Method::HEAD {
+                *req.method_mut() = warp::http::Method::GET;
+            }
+            ticket.busy();
+            let answered = service.clone().call(req);
+            let ticket = ticket.clone();
+            async move {
+                let response = answered.await.map(|r| failed.answer().unwrap_or(r));
+                let upgraded = response
+                    .as_ref()
+                    .is_ok_and(|r| r.status() == warp::http::StatusCode::SWITCHING_PROTOCOLS);
+                ticket.done(upgraded);
+                response
+            }
+        });
         let stopping = stopping.clone();
         let tls = tls.clone();
         tokio::spawn(async move {

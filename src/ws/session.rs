@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::time::{Instant, interval_at};
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -97,6 +97,8 @@ impl Session {
         let ping_every = Duration::from_secs(limits.ws_ping_interval_secs);
         let idle = Duration::from_secs(limits.ws_idle_timeout_secs);
         let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+        // After a stall, one tick, not every tick missed meanwhile.
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Shutdown (1001) or the user's deactivation (1008) ends the session.
         let user = self.follow.user.id;
         let mut stop = std::pin::pin!(self.follow.state.lifecycle.session_end(user));
@@ -125,8 +127,14 @@ impl Session {
                     Err(Missed::Closed) => Err(End::Close(Close::SHUTDOWN)),
                 },
                 () = self.slot.ended() => Err(End::Close(Close::SESSION_ENDED)),
-                _ = ping.tick() => {
+                due = ping.tick() => {
                     self.pipeline.shrink();
+                    // A tick this late means the process itself did not run (stopped, or its
+                    // host stalled): the peer could not be heard meanwhile, so its silence
+                    // counts from now, not from before the stall.
+                    if due.elapsed() > ping_every {
+                        self.last_heard = Instant::now();
+                    }
                     if self.last_heard.elapsed() > idle {
                         Err(End::Gone)
                     } else {

@@ -3,6 +3,8 @@
 use crate::common;
 
 use chat_server::metrics::METRICS;
+use std::time::Duration;
+
 use common::{TestServer, test_config};
 use serde_json::{Value, json};
 
@@ -260,4 +262,93 @@ async fn past_the_read_queue_bound_requests_get_503_overloaded_at_once() {
     assert_eq!(body["error"]["code"], "overloaded");
     drop(releases);
     assert_eq!(waiting.await.unwrap().0, 200);
+}
+
+/// Writes `bytes` one at a time, `every` apart, until they are out or the peer stops taking
+/// them.
+async fn trickle(stream: &mut tokio::net::tcp::OwnedWriteHalf, bytes: &[u8], every: Duration) {
+    use tokio::io::AsyncWriteExt;
+    for b in bytes {
+        if stream.write_all(&[*b]).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = test_config();
+    config.limits.body_read_timeout_secs = 1;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let body = json!({"content": "slowly"}).to_string();
+    let head = format!(
+        "POST /api/v1/chat/{room}/ HTTP/1.1\r\nHost: x\r\nAuthorization: Token {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        alice.token,
+        body.len()
+    );
+    let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(head.as_bytes()).await.unwrap();
+    // A byte every 400 ms: the 20 bytes would take 8 s, the deadline is 1 s.
+    let slow = tokio::spawn(async move {
+        trickle(&mut write, body.as_bytes(), Duration::from_millis(400)).await;
+        write
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(common::WAIT, read.read_to_end(&mut answer))
+        .await
+        .expect("the server cut the connection off")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    slow.abort();
+    // Nothing was stored, and the server serves on.
+    let (status, page) = s.get(&format!("/api/v1/chat/{room}/"), &bob.token).await;
+    assert_eq!(status, 200);
+    assert_eq!(common::contents(&page), Vec::<&str>::new());
+}
+
+#[tokio::test]
+async fn a_websocket_frame_sent_a_byte_at_a_time_gets_the_socket_dropped() {
+    let mut config = test_config();
+    config.limits.ws_ping_interval_secs = 1;
+    config.limits.ws_idle_timeout_secs = 2;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let (ws, _) = s.ws(&room, &alice, "").await;
+    s.until("alice is connected", |st| st.connections.total() == 1)
+        .await;
+    // Under the WebSocket: a text frame header announcing 60 bytes, then a byte every 300 ms
+    // (masked, as a client's frames are), never completing it.
+    let tcp = ws.socket.into_inner();
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = tcp else {
+        panic!("a plain socket")
+    };
+    let (mut read, mut write) = tcp.into_split();
+    let mut frame = vec![0x81, 0x80 | 60, 1, 2, 3, 4];
+    frame.extend(std::iter::repeat_n(b'a', 60));
+    let slow = tokio::spawn(async move {
+        trickle(&mut write, &frame, Duration::from_millis(300)).await;
+        write
+    });
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    tokio::time::timeout(common::WAIT, read.read_to_end(&mut rest))
+        .await
+        .expect("the server dropped the socket")
+        .ok();
+    slow.abort();
+    s.until("the socket's session ended", |st| {
+        st.connections.total() == 0
+    })
+    .await;
 }

@@ -7,6 +7,7 @@ mod health;
 mod openapi;
 mod schema;
 mod shutdown;
+mod stall;
 mod startup;
 mod tls;
 
