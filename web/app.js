@@ -1182,6 +1182,8 @@
 
     onError(frame) {
       if (frame.code === 'rate_limited') toast('You are sending messages too fast; they will go out in a moment.');
+      else if (frame.code === 'overloaded') toast('The server is busy; your messages will go out in a moment.');
+      else if (frame.code === 'storage_full') toast('The server cannot store messages right now; yours are kept here and sent when it can.');
       else if (frame.code !== 'not_found') toast(frame.message || 'Something went wrong.');
     }
 
