@@ -1190,3 +1190,84 @@ async fn a_bots_messages_are_marked_as_a_bots() {
     assert_eq!(marked, json!(2));
     alice.close().await;
 }
+
+#[tokio::test]
+async fn the_connection_banner_tells_the_truth_after_a_short_blip_and_a_real_outage() {
+    let Some(tools) = browser::tools(
+        "the_connection_banner_tells_the_truth_after_a_short_blip_and_a_real_outage",
+    ) else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let group = room(&server, &bob_token, &[alice_id], Some("Blips")).await;
+    server
+        .post_message(&group, &bob_token, "Before the blip")
+        .await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{group}']"))
+        .await;
+    alice.wait_message("Before the blip").await;
+    let banner_hidden = "return document.getElementById('offline').hidden;";
+    alice
+        .wait_for("the banner to be hidden", banner_hidden, vec![])
+        .await;
+
+    // A short blip: offline until the banner shows, back before anything failed.
+    alice.set_offline(true).await;
+    alice.visible("#offline").await;
+    alice.set_offline(false).await;
+    alice
+        .wait_for(
+            "the banner to go once the network is back",
+            banner_hidden,
+            vec![],
+        )
+        .await;
+    // The socket really is fine: a message arrives live, and the banner stays away.
+    server
+        .post_message(&group, &bob_token, "After the blip")
+        .await;
+    alice.wait_message("After the blip").await;
+    assert!(!alice.is_visible("#offline").await);
+
+    // "Retry now" while still offline keeps saying so; the network's return clears it.
+    alice.set_offline(true).await;
+    alice.visible("#offline").await;
+    alice.click("#retry").await;
+    let text = alice
+        .js(
+            "return document.getElementById('offline-text').textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        text.as_str().unwrap().starts_with("You're offline."),
+        "{text}"
+    );
+    alice.set_offline(false).await;
+    alice
+        .wait_for(
+            "the banner to go after the second blip",
+            banner_hidden,
+            vec![],
+        )
+        .await;
+
+    // A real outage: the server is gone, so the banner stays, though the network is up.
+    server.kill();
+    alice.visible("#offline").await;
+    alice
+        .wait_for(
+            "the banner to say it is reconnecting",
+            "return document.getElementById('offline-text').textContent.includes('Reconnecting');",
+            vec![],
+        )
+        .await;
+    alice.close().await;
+}

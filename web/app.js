@@ -29,6 +29,8 @@
   const GROUP_GAP_MS = 5 * 60 * 1000;
   const PING_EVERY_MS = 25000;
   const SILENT_LIMIT_MS = 60000;
+  // How long a socket has to answer the ping sent when the network comes back.
+  const PROBE_MS = 5000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -266,7 +268,10 @@
     bannerTimer = setInterval(update, 1000);
   }
 
+  /** Back online, or "Retry now": the banner is worked out again from what holds now, the
+   *  socket (if it looks open) is asked to prove it, and a closed one reconnects at once. */
   function retryNow() {
+    renderConnection();
     if (state.view) state.view.retryNow();
     refreshRooms();
   }
@@ -853,6 +858,7 @@
       this.typingTick = null;
       this.resendTimer = null;
       this.pingTimer = null;
+      this.probeTimer = null;
       this.lastHeard = 0;
       this.observer = null;
     }
@@ -883,6 +889,7 @@
       clearInterval(this.typingTick);
       clearInterval(this.resendTimer);
       clearInterval(this.pingTimer);
+      clearTimeout(this.probeTimer);
       if (this.observer) this.observer.disconnect();
       if (this.ws) {
         const ws = this.ws;
@@ -975,9 +982,29 @@
     }
 
     retryNow() {
-      if (this.stopped || this.ws) return;
+      if (this.stopped) return;
+      if (this.ws) {
+        this.probe();
+        return;
+      }
       this.attempt = 0;
       this.connect();
+    }
+
+    /** A socket that looks open may have died while the network was away: a ping it does not
+     *  answer within PROBE_MS replaces it. */
+    probe() {
+      const ws = this.ws;
+      if (!ws || !this.helloed) return;
+      const asked = Date.now();
+      this.send({ action: 'ping' });
+      clearTimeout(this.probeTimer);
+      this.probeTimer = setTimeout(() => {
+        if (this.ws === ws && this.lastHeard < asked) {
+          this.lost(ws, true);
+          ws.close();
+        }
+      }, PROBE_MS);
     }
 
     gone() {

@@ -25,11 +25,22 @@ pub const REQUIRE_VAR: &str = "CHAT_BROWSER_TESTS";
 /// Set to `docs` to also write the screenshots to `docs/screenshots/`.
 pub const SCREENSHOTS_VAR: &str = "CHAT_SCREENSHOTS";
 
-/// The browser and its driver.
+/// The browser and its driver, and axe-core, the accessibility checker run in its pages.
 #[derive(Clone)]
 pub struct Tools {
     pub chromium: PathBuf,
     pub chromedriver: PathBuf,
+    pub axe: PathBuf,
+}
+
+/// Where `.ci/run` installs axe-core (`npm install --prefix target/axe axe-core@4`); or set
+/// `AXE_CORE_JS` to its `axe.min.js`.
+fn find_axe() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("AXE_CORE_JS") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("target/axe/node_modules/axe-core/axe.min.js"))
+        .filter(|p| p.is_file())
 }
 
 fn find_program(env: &str, names: &[&str]) -> Option<PathBuf> {
@@ -50,21 +61,28 @@ pub fn tools(test: &str) -> Option<Tools> {
         &["chromium", "chromium-browser", "google-chrome"],
     );
     let chromedriver = find_program("CHROMEDRIVER", &["chromedriver"]);
-    match (chromium, chromedriver) {
-        (Some(chromium), Some(chromedriver)) => Some(Tools {
+    match (chromium, chromedriver, find_axe()) {
+        (Some(chromium), Some(chromedriver), Some(axe)) => Some(Tools {
             chromium,
             chromedriver,
+            axe,
         }),
-        (chromium, _) => {
-            let missing = if chromium.is_none() {
-                "chromium"
+        (chromium, chromedriver, _) => {
+            let reason = if chromium.is_none() || chromedriver.is_none() {
+                let missing = if chromium.is_none() {
+                    "chromium"
+                } else {
+                    "chromedriver"
+                };
+                format!(
+                    "{missing} not found (install Debian's `chromium chromium-driver`, or set \
+                     CHROMIUM / CHROMEDRIVER)"
+                )
             } else {
-                "chromedriver"
+                "axe-core not found (`npm install --prefix target/axe axe-core@4`, or set \
+                 AXE_CORE_JS)"
+                    .to_string()
             };
-            let reason = format!(
-                "{missing} not found (install Debian's `chromium chromium-driver`, or set \
-                 CHROMIUM / CHROMEDRIVER)"
-            );
             if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "require") {
                 panic!("{test}: {REQUIRE_VAR}=require but {reason}");
             }
@@ -181,6 +199,7 @@ impl Driver {
             .expect("start a browser session");
         Browser {
             client,
+            axe: self.tools.axe.clone(),
             _profile: profile,
         }
     }
@@ -212,6 +231,7 @@ impl Drop for Driver {
 /// One browser window.
 pub struct Browser {
     pub client: Client,
+    axe: PathBuf,
     _profile: tempfile::TempDir,
 }
 
@@ -230,6 +250,43 @@ fn truthy(v: &Value) -> bool {
 impl Browser {
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.expect("navigate");
+    }
+
+    /// Takes the browser's network away (`offline`) or gives it back, as Chromium's network
+    /// emulation does: the page's `navigator.onLine` and its `offline`/`online` events follow.
+    pub async fn set_offline(&self, offline: bool) {
+        self.client
+            .issue_cmd(NetworkConditions { offline })
+            .await
+            .expect("set the network conditions");
+    }
+
+    /// Runs axe-core's WCAG 2.1 A and AA rules on the page as it is now and fails, listing
+    /// them, if any violation is serious or critical. `view` names the page in the message.
+    pub async fn audit(&self, view: &str) {
+        let axe = std::fs::read_to_string(&self.axe).expect("read axe-core");
+        self.js(&format!("if (!window.axe) {{ {axe}\n }}"), vec![])
+            .await;
+        let found = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 axe.run(document, {runOnly: {type: 'tag', values: \
+                   ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}}) \
+                 .then(r => done(r.violations \
+                   .filter(v => v.impact === 'serious' || v.impact === 'critical') \
+                   .map(v => ({id: v.id, impact: v.impact, help: v.help, \
+                     nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)})))) \
+                 .catch(e => done([{id: 'axe-error', help: String(e)}]));",
+                vec![],
+            )
+            .await
+            .expect("run axe-core");
+        assert_eq!(
+            found,
+            json!([]),
+            "{view}: serious or critical accessibility violations"
+        );
     }
 
     /// Runs `script` (a function body) in the page and returns what it returns.
@@ -546,4 +603,33 @@ pub async fn log_in(browser: &Browser, server: &Server, username: &str) {
         )
         .await;
     browser.visible("#sidebar").await;
+}
+
+/// chromedriver's `POST /session/{id}/chromium/network_conditions`.
+#[derive(Debug)]
+struct NetworkConditions {
+    offline: bool,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for NetworkConditions {
+    fn endpoint(
+        &self,
+        base_url: &reqwest::Url,
+        session_id: Option<&str>,
+    ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
+        base_url.join(&format!(
+            "session/{}/chromium/network_conditions",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &reqwest::Url) -> (warp::http::Method, Option<String>) {
+        let conditions = serde_json::json!({"network_conditions": {
+            "offline": self.offline,
+            "latency": 0,
+            "download_throughput": -1,
+            "upload_throughput": -1,
+        }});
+        (warp::http::Method::POST, Some(conditions.to_string()))
+    }
 }
