@@ -152,7 +152,7 @@ async fn two_people_sign_up_chat_live_see_typing_and_reads_and_find_history_afte
     bob.wait_for(
         "an unread badge in Bob's room list",
         "const el = document.querySelector(arguments[0]); \
-         return el && el.querySelector('.badge')?.textContent === '1' \
+         return el && el.querySelector('.badge [aria-hidden]')?.textContent === '1' \
             && el.querySelector('.room-preview').textContent === 'Hi Bob! Lunch at 12:30?';",
         vec![json!(item)],
     )
@@ -405,7 +405,7 @@ async fn older_history_loads_as_you_scroll_up() {
     alice
         .wait_for(
             "the unread badge",
-            "return document.querySelector(arguments[0] + ' .badge')?.textContent === '99+';",
+            "return document.querySelector(arguments[0] + ' .badge [aria-hidden]')?.textContent === '99+';",
             vec![json!(item)],
         )
         .await;
@@ -1074,7 +1074,7 @@ async fn the_room_list_is_kept_current_by_the_all_rooms_socket() {
             "carol's room on top with its badge",
             "const top = document.querySelector('#rooms .room-item'); \
              return top && top.dataset.roomId === arguments[0] \
-               && top.querySelector('.badge')?.textContent === '1' \
+               && top.querySelector('.badge [aria-hidden]')?.textContent === '1' \
                && top.textContent.includes('are you there?');",
             vec![json!(with_carol)],
         )
@@ -1267,6 +1267,183 @@ async fn the_connection_banner_tells_the_truth_after_a_short_blip_and_a_real_out
             "the banner to say it is reconnecting",
             "return document.getElementById('offline-text').textContent.includes('Reconnecting');",
             vec![],
+        )
+        .await;
+    alice.close().await;
+}
+
+/// axe-core's WCAG 2.1 A/AA rules find nothing serious or critical on any view, on a desktop
+/// and on a phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_view_passes_an_accessibility_audit_on_desktop_and_phone() {
+    let Some(tools) =
+        browser::tools("every_view_passes_an_accessibility_audit_on_desktop_and_phone")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let group = room(&server, &bob_token, &[alice_id], Some("Audits")).await;
+    server
+        .post_message(&group, &bob_token, "The audit report is ready")
+        .await;
+    server
+        .post_message(&group, &alice_token, "Thanks, reading it now")
+        .await;
+    let driver = Driver::start(&tools);
+    for (device, phone) in [("desktop", false), ("phone", true)] {
+        let page = if phone {
+            driver.phone(PHONE.0, PHONE.1).await
+        } else {
+            driver.browser(DESKTOP.0, DESKTOP.1).await
+        };
+        page.goto(&server.url("/")).await;
+        page.visible("#login-form").await;
+        page.audit(&format!("{device} login")).await;
+        page.click("#to-signup").await;
+        page.visible("#signup-form").await;
+        page.audit(&format!("{device} sign-up")).await;
+        // The hints describe the fields; they are not part of their names.
+        assert_eq!(page.computed_label("#signup-username").await, "Username");
+        assert_eq!(page.computed_label("#signup-password").await, "Password");
+        log_in(&page, &server, "alice").await;
+        page.visible(&format!("#rooms .room-item[data-room-id='{group}']"))
+            .await;
+        page.audit(&format!("{device} room list")).await;
+        page.click("#new-chat").await;
+        page.visible("#new-chat-dialog").await;
+        page.wait_for(
+            "the people list",
+            "return document.querySelectorAll('#user-list li').length > 0;",
+            vec![],
+        )
+        .await;
+        page.audit(&format!("{device} new chat")).await;
+        page.click("#new-chat-close").await;
+        page.gone("#new-chat-dialog").await;
+        page.click(&format!("#rooms .room-item[data-room-id='{group}']"))
+            .await;
+        page.wait_message("Thanks, reading it now").await;
+        page.audit(&format!("{device} conversation")).await;
+        if phone {
+            page.click("#back").await;
+            page.visible("#room-filter").await;
+        }
+        page.type_into("#room-filter", &format!("audit{}", enter()))
+            .await;
+        page.wait_for(
+            "a search result",
+            "return document.querySelectorAll('#search-list .search-hit').length === 1;",
+            vec![],
+        )
+        .await;
+        page.audit(&format!("{device} search")).await;
+        page.close().await;
+    }
+}
+
+/// On a phone: focus lands at the top of the chats after sign-up, on the room's name (not the
+/// composer, which would pop the keyboard up) when a chat opens, and on the chat just left
+/// after Back; a new message from someone else is announced once, and a tick turning to
+/// "read" announces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn focus_follows_the_user_and_new_messages_are_announced_once() {
+    let Some(tools) = browser::tools("focus_follows_the_user_and_new_messages_are_announced_once")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let driver = Driver::start(&tools);
+    let alice = driver.phone(PHONE.0, PHONE.1).await;
+    sign_up(&alice, &server, "alice", "Alice").await;
+    alice
+        .wait_for(
+            "focus on the chats heading after sign-up",
+            "return document.activeElement?.id === 'chats-heading';",
+            vec![],
+        )
+        .await;
+    let (_, alice_login) = server
+        .call(
+            "POST",
+            "/api/v1/login/",
+            None,
+            Some(json!({"username": "alice", "password": browser::password("alice")})),
+        )
+        .await;
+    let alice_id = alice_login["user"]["id"].as_i64().unwrap();
+    let group = room(&server, &bob_token, &[alice_id], Some("Focus")).await;
+    let item = format!("#rooms .room-item[data-room-id='{group}']");
+    alice.click(&item).await;
+    alice.visible("#room-view").await;
+    alice
+        .wait_for(
+            "focus on the room's name",
+            "return document.activeElement?.id === 'room-name';",
+            vec![],
+        )
+        .await;
+
+    server.post_message(&group, &bob_token, "Hello there").await;
+    alice.wait_message("Hello there").await;
+    let announced =
+        "return [...document.querySelectorAll('#announcer p')].map(p => p.textContent);";
+    assert_eq!(
+        alice.js(announced, vec![]).await,
+        json!(["Bob: Hello there"])
+    );
+
+    // Alice answers; Bob reads it: the tick turns to "read", and nothing more is announced.
+    alice.click("#input").await;
+    alice
+        .type_into("#input", &format!("Hi Bob{}", enter()))
+        .await;
+    alice
+        .wait_for(
+            "Alice's message to be stored",
+            "const m = [...document.querySelectorAll('#message-list .msg.mine')].pop(); \
+             return m && m.dataset.id;",
+            vec![],
+        )
+        .await;
+    let mine = alice
+        .js(
+            "return [...document.querySelectorAll('#message-list .msg.mine')].pop().dataset.id;",
+            vec![],
+        )
+        .await;
+    let (status, _) = server
+        .call(
+            "PATCH",
+            &format!("/api/v1/messages/{}/update/", mine.as_str().unwrap()),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    alice
+        .wait_for(
+            "the read tick",
+            "return [...document.querySelectorAll('#message-list .msg.mine')].pop() \
+             .dataset.status === 'read';",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        alice.js(announced, vec![]).await,
+        json!(["Bob: Hello there"])
+    );
+
+    // Back: focus returns to the chat just left.
+    alice.click("#back").await;
+    alice.visible("#rooms").await;
+    alice
+        .wait_for(
+            "focus on the chat just left",
+            "return document.activeElement?.dataset?.roomId === arguments[0];",
+            vec![json!(group)],
         )
         .await;
     alice.close().await;

@@ -280,6 +280,13 @@
 
   let toastTimer = null;
 
+  /** Tells a screen reader of a new message, once: the announcer keeps the last few. */
+  function announce(text) {
+    const log = $('announcer');
+    log.append(h('p', { text }));
+    while (log.childElementCount > 5) log.firstElementChild.remove();
+  }
+
   function toast(message) {
     const el = $('toast');
     el.textContent = message;
@@ -442,6 +449,11 @@
     }, ROOMS_EVERY_MS);
     connectRoomsSocket();
     renderNotifyPrompt();
+    // Focus was in the auth form, now hidden: it lands at the top of the chats, not on the page.
+    if (!document.activeElement || document.activeElement === document.body
+        || $('auth').contains(document.activeElement)) {
+      $('chats-heading').focus();
+    }
     refreshRooms().then(route, route);
   }
 
@@ -758,10 +770,14 @@
         h('span', { class: 'room-line' },
           h('span', { class: 'room-preview', text: previewText(room) }),
           !open && room.mention_count
-            ? h('span', { class: 'badge mention', 'aria-label': `${room.mention_count} mentioning you`, text: '@' })
+            ? h('span', { class: 'badge mention' },
+              h('span', { 'aria-hidden': 'true', text: '@' }),
+              h('span', { class: 'sr-only', text: `${room.mention_count} mentioning you` }))
             : null,
           unread
-            ? h('span', { class: 'badge', 'aria-label': `${unread} unread`, text: unread > 99 ? '99+' : String(unread) })
+            ? h('span', { class: 'badge' },
+              h('span', { 'aria-hidden': 'true', text: unread > 99 ? '99+' : String(unread) }),
+              h('span', { class: 'sr-only', text: `${unread} unread` }))
             : null)));
       return h('li', null, button);
     });
@@ -810,16 +826,21 @@
       state.view.revealAfterLoad = state.revealNext.id;
     }
     state.revealNext = null;
-    if (window.matchMedia('(min-width: 721px)').matches || document.activeElement === document.body) {
-      $('input').focus();
-    }
+    // On a desktop the composer takes focus; on a phone that would pop the keyboard up over
+    // the conversation, so focus goes to the room's name, and the keyboard waits for a tap.
+    if (window.matchMedia('(min-width: 721px)').matches) $('input').focus();
+    else $('room-name').focus();
   }
 
   function closeRoom() {
+    const left = state.view ? state.view.room.room_id : null;
+    const focusWasInRoom = $('room-view').contains(document.activeElement)
+      || document.activeElement === document.body;
     if (state.view) {
       state.view.stop();
       state.view = null;
     }
+    $('announcer').replaceChildren();
     document.body.classList.remove('room-open');
     show($('room-view'), false);
     show($('room-placeholder'), true);
@@ -827,6 +848,11 @@
     $('typing').replaceChildren();
     renderConnection();
     if (state.me) renderRooms();
+    // Back to the list (a phone's Back): focus returns to the room just left.
+    if (left && focusWasInRoom) {
+      const item = document.querySelector(`#rooms .room-item[data-room-id="${left}"]`);
+      (item || $('chats-heading')).focus();
+    }
   }
 
   class RoomView {
@@ -1168,6 +1194,7 @@
       const atBottom = this.atBottom();
       const isNew = this.store(message);
       if (isNew) notifyMessage(this.room, message);
+      if (isNew && !mine) announce(`${senderName(this.room, message)}: ${message.content}`);
       if (this.typers.delete(message.sender_id)) this.renderTyping();
       this.render(mine || atBottom ? 'bottom' : 'auto');
       if (isNew && !mine && !atBottom) show($('jump'), true);

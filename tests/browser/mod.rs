@@ -255,10 +255,36 @@ impl Browser {
     /// Takes the browser's network away (`offline`) or gives it back, as Chromium's network
     /// emulation does: the page's `navigator.onLine` and its `offline`/`online` events follow.
     pub async fn set_offline(&self, offline: bool) {
+        let conditions = json!({"network_conditions": {
+            "offline": offline,
+            "latency": 0,
+            "download_throughput": -1,
+            "upload_throughput": -1,
+        }});
         self.client
-            .issue_cmd(NetworkConditions { offline })
+            .issue_cmd(SessionCommand {
+                method: warp::http::Method::POST,
+                path: "chromium/network_conditions".into(),
+                body: Some(conditions.to_string()),
+            })
             .await
             .expect("set the network conditions");
+    }
+
+    /// The accessible name the browser computes for the element at `css` (what a screen
+    /// reader announces), by WebDriver's Get Computed Label.
+    pub async fn computed_label(&self, css: &str) -> String {
+        let element = self.visible(css).await;
+        let label = self
+            .client
+            .issue_cmd(SessionCommand {
+                method: warp::http::Method::GET,
+                path: format!("element/{}/computedlabel", &*element.element_id()),
+                body: None,
+            })
+            .await
+            .expect("get the computed label");
+        label.as_str().unwrap_or_default().to_string()
     }
 
     /// Runs axe-core's WCAG 2.1 A and AA rules on the page as it is now and fails, listing
@@ -478,10 +504,20 @@ impl Server {
             .enable_all()
             .build()
             .expect("server runtime");
-        let state = {
+        // A killed predecessor on the same database lets go of it once its last task is
+        // dropped, a moment after `kill`, as a crashed process's lock goes with the process.
+        let state = loop {
             let _context = runtime.enter();
-            AppState::with_passwords(config, chat_server::passwords::cheap_passwords())
-                .expect("state")
+            match AppState::with_passwords(
+                config.clone(),
+                chat_server::passwords::cheap_passwords(),
+            ) {
+                Ok(state) => break state,
+                Err(e) if e.to_string().contains("already served") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("state: {e:#}"),
+            }
         };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -605,31 +641,29 @@ pub async fn log_in(browser: &Browser, server: &Server, username: &str) {
     browser.visible("#sidebar").await;
 }
 
-/// chromedriver's `POST /session/{id}/chromium/network_conditions`.
+/// A WebDriver command of the session that fantoccini has no method for: `method` on
+/// `/session/{id}/{path}`.
 #[derive(Debug)]
-struct NetworkConditions {
-    offline: bool,
+struct SessionCommand {
+    method: warp::http::Method,
+    path: String,
+    body: Option<String>,
 }
 
-impl fantoccini::wd::WebDriverCompatibleCommand for NetworkConditions {
+impl fantoccini::wd::WebDriverCompatibleCommand for SessionCommand {
     fn endpoint(
         &self,
         base_url: &reqwest::Url,
         session_id: Option<&str>,
     ) -> Result<reqwest::Url, <reqwest::Url as std::str::FromStr>::Err> {
         base_url.join(&format!(
-            "session/{}/chromium/network_conditions",
-            session_id.unwrap_or_default()
+            "session/{}/{}",
+            session_id.unwrap_or_default(),
+            self.path
         ))
     }
 
     fn method_and_body(&self, _: &reqwest::Url) -> (warp::http::Method, Option<String>) {
-        let conditions = serde_json::json!({"network_conditions": {
-            "offline": self.offline,
-            "latency": 0,
-            "download_throughput": -1,
-            "upload_throughput": -1,
-        }});
-        (warp::http::Method::POST, Some(conditions.to_string()))
+        (self.method.clone(), self.body.clone())
     }
 }
