@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use browser::{Driver, Server, config, enter, log_in, sign_up, tab};
 use common::TestServer;
+use fantoccini::key::Key;
 use serde_json::json;
 
 const DESKTOP: (u32, u32) = (1280, 800);
@@ -1446,5 +1447,92 @@ async fn focus_follows_the_user_and_new_messages_are_announced_once() {
             vec![json!(group)],
         )
         .await;
+    alice.close().await;
+}
+
+/// WebDriver's key codes for `keys`, pressed together (modifiers stay down to the end).
+fn keys(keys: &[Key]) -> String {
+    keys.iter().map(|k| char::from(*k)).collect()
+}
+
+/// The tab's icon carries the unread count and goes back to the plain icon once everything is
+/// read; Alt+Shift+Down opens the next chat with unread messages, Alt+Up the previous chat,
+/// Ctrl+K and / go to search, and Escape closes the search results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tab_icon_counts_unread_and_shortcuts_move_between_chats() {
+    let Some(tools) = browser::tools("the_tab_icon_counts_unread_and_shortcuts_move_between_chats")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let (_, carol_token) = server.user("carol", "Carol").await;
+    let quiet = room(&server, &carol_token, &[alice_id], Some("Quiet")).await;
+    server.post_message(&quiet, &carol_token, "Old news").await;
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    // Quiet's message is unread too: open it and read it, so only the new room will be unread.
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{quiet}']"))
+        .await;
+    alice.wait_message("Old news").await;
+    alice
+        .wait_for(
+            "the plain icon once everything is read",
+            "return document.getElementById('favicon').getAttribute('href') === '/assets/icon.svg';",
+            vec![],
+        )
+        .await;
+    // Bob writes in a new room while Alice reads Quiet: the icon gets its badge.
+    let busy = room(&server, &bob_token, &[alice_id], Some("Busy")).await;
+    server
+        .post_message(&busy, &bob_token, "Are you there?")
+        .await;
+    alice
+        .wait_for(
+            "a badged icon",
+            "return document.getElementById('favicon').getAttribute('href').startsWith('data:image/png');",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        alice.js("return document.title;", vec![]).await,
+        json!("(1) Chat")
+    );
+
+    // Alt+Shift+Down: the next chat with unread messages.
+    alice.keys(&keys(&[Key::Alt, Key::Shift, Key::Down])).await;
+    alice.wait_message("Are you there?").await;
+    assert_eq!(alice.room_id().await, busy);
+    alice
+        .wait_for(
+            "the plain icon again",
+            "return document.getElementById('favicon').getAttribute('href') === '/assets/icon.svg';",
+            vec![],
+        )
+        .await;
+    // Alt+Down from the last chat goes round to the first; Busy is on top, Quiet below it.
+    alice.keys(&keys(&[Key::Alt, Key::Down])).await;
+    alice.wait_message("Old news").await;
+    assert_eq!(alice.room_id().await, quiet);
+    alice.keys(&keys(&[Key::Alt, Key::Up])).await;
+    alice.wait_message("Are you there?").await;
+
+    // Ctrl+K: search; Escape closes the results.
+    alice.keys(&format!("{}k", keys(&[Key::Control]))).await;
+    alice
+        .wait_for(
+            "the search box focused",
+            "return document.activeElement?.id === 'room-filter';",
+            vec![],
+        )
+        .await;
+    alice.keys(&format!("news{}", enter())).await;
+    alice.visible("#search-results").await;
+    alice.click("#message-list").await;
+    alice.keys(&keys(&[Key::Escape])).await;
+    alice.gone("#search-results").await;
     alice.close().await;
 }

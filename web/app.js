@@ -280,6 +280,93 @@
 
   let toastTimer = null;
 
+  // ---------------------------------------------------------------- favicon
+
+  const favicon = { image: null, shown: 0 };
+
+  /** The tab's icon carries the unread count, as the title does: the app icon with a red
+   *  badge, drawn on a canvas (a `data:` URL, which the page's CSP allows for images). */
+  function renderFavicon(unread) {
+    if (unread === favicon.shown) return;
+    favicon.shown = unread;
+    const link = $('favicon');
+    if (!unread) {
+      link.type = 'image/svg+xml';
+      link.href = '/assets/icon.svg';
+      return;
+    }
+    const draw = () => {
+      if (favicon.shown !== unread) return;
+      const canvas = document.createElement('canvas');
+      canvas.width = 64;
+      canvas.height = 64;
+      const g = canvas.getContext('2d');
+      g.drawImage(favicon.image, 0, 0, 64, 64);
+      g.fillStyle = '#d92d20';
+      g.beginPath();
+      g.arc(44, 20, 20, 0, 2 * Math.PI);
+      g.fill();
+      g.fillStyle = '#ffffff';
+      g.font = 'bold 26px system-ui, sans-serif';
+      g.textAlign = 'center';
+      g.textBaseline = 'middle';
+      g.fillText(unread > 9 ? '9+' : String(unread), 44, 21);
+      link.type = 'image/png';
+      link.href = canvas.toDataURL('image/png');
+    };
+    if (favicon.image && favicon.image.complete) return draw();
+    favicon.image = new Image();
+    favicon.image.addEventListener('load', draw);
+    favicon.image.src = '/assets/icon.svg';
+  }
+
+  // ---------------------------------------------------------------- keyboard shortcuts
+
+  /** Alt+Down / Alt+Up: the next or previous chat in the list; Alt+Shift+Down / Up: the next
+   *  or previous one with unread messages; Ctrl+K (or / outside a text field): search;
+   *  Escape: closes what is open (picker, search, dialog), on a phone the chat too. */
+  function onShortcut(e) {
+    if (!state.me) return;
+    const typing = e.target.closest && e.target.closest('input, textarea, [contenteditable]');
+    if (e.altKey && (e.key === 'ArrowDown' || e.key === 'ArrowUp')) {
+      e.preventDefault();
+      stepRoom(e.key === 'ArrowDown' ? 1 : -1, e.shiftKey);
+    } else if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === 'k') {
+      e.preventDefault();
+      focusSearch();
+    } else if (e.key === '/' && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      e.preventDefault();
+      focusSearch();
+    } else if (e.key === 'Escape' && !typing) {
+      if (!$('search-results').hidden) closeSearch();
+      else if (state.view && !window.matchMedia('(min-width: 721px)').matches) location.hash = '';
+    }
+  }
+
+  function focusSearch() {
+    if (document.body.classList.contains('room-open') && !window.matchMedia('(min-width: 721px)').matches) {
+      location.hash = '';
+    }
+    $('room-filter').focus();
+    $('room-filter').select();
+  }
+
+  /** Opens the chat `by` places after the open one in the list (only unread ones if asked). */
+  function stepRoom(by, unreadOnly) {
+    const rooms = state.rooms;
+    if (!rooms.length) return;
+    const open = state.view ? rooms.findIndex((r) => r.room_id === state.view.room.room_id) : -1;
+    const n = rooms.length;
+    const start = open >= 0 ? open : (by > 0 ? -1 : n);
+    for (let step = 1; step <= n; step += 1) {
+      const room = rooms[(((start + by * step) % n) + n) % n];
+      if (!unreadOnly || room.unread_count > 0) {
+        location.hash = `#/c/${room.room_id}`;
+        return;
+      }
+    }
+  }
+
   /** Tells a screen reader of a new message, once: the announcer keeps the last few. */
   function announce(text) {
     const log = $('announcer');
@@ -784,6 +871,7 @@
     list.replaceChildren(...items);
     show($('rooms-empty'), state.rooms.length === 0);
     document.title = unreadTotal ? `(${unreadTotal}) Chat` : 'Chat';
+    renderFavicon(unreadTotal);
     if (hadFocus) {
       const again = list.querySelector(`[data-room-id="${hadFocus}"]`);
       if (again) again.focus();
@@ -1863,6 +1951,7 @@
     });
     $('search-close').addEventListener('click', closeSearch);
     document.addEventListener('keydown', (e) => { if (e.key === 'Escape') closePicker(); });
+    document.addEventListener('keydown', onShortcut);
     document.addEventListener('mousedown', (e) => {
       if (!$('reaction-picker').contains(e.target) && !e.target.closest('.more-reactions')) closePicker();
     });
