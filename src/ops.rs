@@ -120,12 +120,15 @@ async fn metrics(state: AppState) -> warp::reply::Response {
         tracing::warn!(error = %e, "metrics: cannot read the last message id");
         0
     });
+    let pressure = state.store.pressure();
     let snapshot = Snapshot {
         websocket_connections: state.connections.total(),
         active_rooms: state.hub.active_rooms() as u64,
         last_message_id,
         uptime: state.lifecycle.uptime(),
-        store: state.store.pressure(),
+        queued_reads: pressure.queued_reads,
+        queued_writes: pressure.queued_writes,
+        storage_failing: pressure.storage_failing,
     };
     let mut response = render(&METRICS, &snapshot).into_response();
     response.headers_mut().insert(
