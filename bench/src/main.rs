@@ -8,7 +8,10 @@
 //!
 //! Full suite (by hand, ~20 minutes): `bench/run`. Smoke (CI, under 2 minutes):
 //! `bench/run --smoke`. The abuse scenario is not in the default list: `bench/run --scenarios
-//! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`).
+//! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`). The soak,
+//! `bench/run --soak SECONDS`, runs a modest mixed load against one fresh chat-server for that
+//! long and samples it every minute (it also writes `bench/soak.svg`); `--smoke` ends with a
+//! short soak.
 //!
 //! # Layout
 //! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
@@ -19,12 +22,16 @@
 //! - `report`: medians, ratios, targets, the table and the JSON.
 //! - `abuse`: the abuse scenario, resource-exhaustion attacks on fresh servers with the default
 //!   abuse limits, and its picture of RSS over time.
+//! - `soak`: a long, modest mixed load on one fresh server, sampled for drift.
+//! - `plot`: the line charts of those pictures, as hand-written SVG.
 
 mod abuse;
 mod child;
 mod load;
 mod net;
+mod plot;
 mod report;
+mod soak;
 mod suite;
 mod sys;
 
@@ -73,7 +80,18 @@ struct Cli {
     /// Where to write the JSON results [default: <work-dir>/results.json]
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of the suite: a mixed load against one fresh chat-server for this many seconds,
+    /// sampled for drift (writes <work-dir>/soak.json and bench/soak.svg).
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<f64>,
+    /// How often the soak samples the server, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    soak_every: f64,
 }
+
+/// The soak `--smoke` ends with: long enough for a few samples.
+const SMOKE_SOAK_SECS: f64 = 20.0;
+const SMOKE_SOAK_EVERY_SECS: f64 = 5.0;
 
 fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -135,6 +153,18 @@ async fn run(cli: Cli) -> Result<bool> {
             );
         }
     }
+    if let Some(seconds) = cli.soak {
+        anyhow::ensure!(
+            seconds > 0.0 && cli.soak_every > 0.0,
+            "--soak and --soak-every take a positive number of seconds"
+        );
+        let options = soak::SoakOptions {
+            seconds,
+            every_secs: cli.soak_every,
+            keep_picture: !cli.smoke,
+        };
+        return soak::run(&env, &options).await;
+    }
     let out_path = cli.out.unwrap_or_else(|| env.work_dir.join("results.json"));
     let machine = sys::machine();
     eprintln!(
@@ -170,5 +200,17 @@ async fn run(cli: Cli) -> Result<bool> {
     for f in &failures {
         eprintln!("FAILED: {f}");
     }
-    Ok(problems.is_empty() && failures.is_empty())
+    let mut soaked = true;
+    if cli.smoke && kinds.contains(&Kind::Chat) {
+        let options = soak::SoakOptions {
+            seconds: SMOKE_SOAK_SECS,
+            every_secs: SMOKE_SOAK_EVERY_SECS,
+            keep_picture: false,
+        };
+        soaked = soak::run(&env, &options).await.unwrap_or_else(|e| {
+            eprintln!("FAILED: soak: {e:#}");
+            false
+        });
+    }
+    Ok(problems.is_empty() && failures.is_empty() && soaked)
 }
