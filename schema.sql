@@ -249,3 +249,9 @@ CREATE INDEX hooks_by_creator ON hooks (creator_id);
 -- Bots made by the operator (`chat-server bot create`) have no owner.
 ALTER TABLE users ADD COLUMN owner_id INTEGER REFERENCES users (id);
 CREATE INDEX users_by_owner ON users (owner_id) WHERE owner_id IS NOT NULL;
+
+-- migration: 12
+
+-- Always empty: while the disk is full or failing, the writer commits a row of 64 KiB here
+-- and deletes it in the same transaction, once a second, to learn when it can store again.
+CREATE TABLE storage_probe (bytes BLOB NOT NULL);

@@ -31,6 +31,11 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Read-only connections in the pool that serves reads.
     pub read_connections: u32,
+    /// Database reads that may wait for a reader; past this, requests get 503 `overloaded`.
+    pub max_queued_reads: usize,
+    /// Database writes that may wait for the writer; past this, requests get 503
+    /// `overloaded` (and WebSocket sends an `overloaded` error frame).
+    pub max_queued_writes: usize,
     /// PEM certificate chain; with `tls_key`, the server speaks HTTPS and WSS only.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) for `tls_cert`.
@@ -167,8 +172,21 @@ impl Default for ServerConfig {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             read_connections: 4,
+            max_queued_reads: 1024,
+            max_queued_writes: 4096,
             tls_cert: None,
             tls_key: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// How the database is sized.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            read_connections: self.read_connections,
+            max_queued_reads: self.max_queued_reads,
+            max_queued_writes: self.max_queued_writes,
         }
     }
 }
@@ -272,6 +290,18 @@ impl Config {
                 s.read_connections.into(),
                 1.0,
                 256.0,
+            ),
+            (
+                "server.max_queued_reads",
+                s.max_queued_reads as f64,
+                1.0,
+                1e7,
+            ),
+            (
+                "server.max_queued_writes",
+                s.max_queued_writes as f64,
+                1.0,
+                1e7,
             ),
             (
                 "auth.token_ttl_hours",

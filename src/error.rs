@@ -45,9 +45,24 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
     UpgradeRequired(&'static str),
+    /// The server's queues are full: 503 `overloaded`.
+    #[error("the server is busy; retry after {OVERLOAD_RETRY_AFTER_SECS} s")]
+    Overloaded,
+    /// Writes fail for the storage: 503 `storage_full`.
+    #[error(
+        "the server cannot store anything now (its disk is full or failing); retry after \
+         {STORAGE_RETRY_AFTER_SECS} s"
+    )]
+    StorageFull,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
+
+/// `Retry-After` of an `overloaded` answer: queues drain in well under a second.
+pub const OVERLOAD_RETRY_AFTER_SECS: u64 = 1;
+/// `Retry-After` of a `storage_full` answer (and of `/healthz` meanwhile): an operator has to
+/// free space, which takes longer.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 10;
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {
@@ -91,6 +106,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
+            ApiError::Overloaded | ApiError::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -109,6 +125,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::UpgradeRequired(_) => ErrorCode::UpgradeRequired,
+            ApiError::Overloaded => ErrorCode::Overloaded,
+            ApiError::StorageFull => ErrorCode::StorageFull,
             ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -122,7 +140,8 @@ impl ApiError {
         }
     }
 
-    /// The reply: the JSON error shape with its status (and `Retry-After` when rate limited).
+    /// The reply: the JSON error shape with its status (and `Retry-After` when the client
+    /// should come back later).
     pub fn response(&self) -> warp::reply::Response {
         self.record();
         let message = self.to_string();
@@ -145,10 +164,16 @@ impl ApiError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Token"));
         }
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            ApiError::Overloaded => Some(OVERLOAD_RETRY_AFTER_SECS),
+            ApiError::StorageFull => Some(STORAGE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from((*retry_after_secs).max(1)));
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -166,6 +191,9 @@ impl From<StoreError> for ApiError {
             // Like a room that does not exist: a non-member learns nothing about it.
             StoreError::NotMember => ApiError::NotFound,
             StoreError::Refused(refusal) => refusal.into(),
+            StoreError::Overloaded => ApiError::Overloaded,
+            // Logged once per episode by the store, not once per request.
+            err if err.is_storage_fault() => ApiError::StorageFull,
             err => ApiError::Internal(err.into()),
         }
     }

@@ -200,6 +200,8 @@ pub struct Metrics {
     pub checkpoint_latency: Histogram,
     /// Checkpoints the writer ran itself because the checkpointer fell behind.
     pub writer_checkpoints: Counter,
+    /// Times the database began failing writes for its storage (disk full, I/O errors).
+    pub storage_fault_episodes: Counter,
     /// WebSocket sessions ended by the server for a reason of its own, by close code.
     pub sessions_closed_shutdown: Counter,
     pub sessions_closed_deactivated: Counter,
@@ -233,6 +235,7 @@ impl Metrics {
             write_batch_jobs: Counter::new(),
             checkpoint_latency: Histogram::new(),
             writer_checkpoints: Counter::new(),
+            storage_fault_episodes: Counter::new(),
             sessions_closed_shutdown: Counter::new(),
             sessions_closed_deactivated: Counter::new(),
             websocket_resyncs: Counter::new(),
@@ -277,6 +280,8 @@ pub struct Snapshot {
     /// Highest message id in the database (messages stored over the database's life).
     pub last_message_id: i64,
     pub uptime: Duration,
+    /// What the store has queued, and whether its storage fails.
+    pub store: crate::store::Pressure,
 }
 
 /// Renders everything in the Prometheus text exposition format (version 0.0.4).
@@ -307,6 +312,21 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "chat_last_message_id",
         "Highest message id in the database.",
         s.last_message_id as f64,
+    );
+    gauge(
+        "chat_store_queued_reads",
+        "Database reads waiting for a reader thread (refused past server.max_queued_reads).",
+        s.store.queued_reads as f64,
+    );
+    gauge(
+        "chat_store_queued_writes",
+        "Database writes waiting for the writer (refused past server.max_queued_writes).",
+        s.store.queued_writes as f64,
+    );
+    gauge(
+        "chat_storage_failing",
+        "1 while the database cannot store writes (disk full or failing), else 0.",
+        if s.store.storage_failing { 1.0 } else { 0.0 },
     );
     gauge(
         "chat_uptime_seconds",
@@ -354,6 +374,11 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "chat_writer_checkpoints_total",
         "WAL checkpoints the writer ran itself because the WAL outgrew the background checkpointer.",
         m.writer_checkpoints.get(),
+    );
+    counter(
+        "chat_storage_fault_episodes_total",
+        "Times the database began failing writes for its storage (disk full, I/O errors).",
+        m.storage_fault_episodes.get(),
     );
 
     let _ = writeln!(
@@ -465,6 +490,7 @@ mod tests {
                 active_rooms: 1,
                 last_message_id: 7,
                 uptime: Duration::from_secs(1),
+                store: Default::default(),
             },
         );
         assert!(

@@ -331,6 +331,10 @@ pub enum ErrorCode {
     RateLimited,
     UpgradeRequired,
     InternalError,
+    /// 503: the server's queues are full; retry after `Retry-After`.
+    Overloaded,
+    /// 503: the database cannot store writes (its disk is full or failing); reads still work.
+    StorageFull,
     /// WebSocket only: a binary frame.
     UnsupportedFrame,
     /// WebSocket only: an `action` the server does not know.
@@ -341,7 +345,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// In declaration order, so that `code as usize` indexes it.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidJson,
         ErrorCode::ValidationError,
@@ -355,6 +359,8 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::UpgradeRequired,
         ErrorCode::InternalError,
+        ErrorCode::Overloaded,
+        ErrorCode::StorageFull,
         ErrorCode::UnsupportedFrame,
         ErrorCode::UnknownAction,
         ErrorCode::InvalidFrame,
@@ -375,6 +381,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UpgradeRequired => "upgrade_required",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::UnknownAction => "unknown_action",
             ErrorCode::InvalidFrame => "invalid_frame",

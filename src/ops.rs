@@ -52,13 +52,23 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 }
 
 /// `GET /healthz`: 200 when the database answers a read and the writer commits; 503 while
-/// shutting down or when the database does not answer in time.
+/// shutting down, while writes fail for the storage (`storage_full`: the disk is full or
+/// failing) or when the database does not answer in time.
 async fn healthz(state: AppState) -> warp::reply::Response {
     if state.lifecycle.is_shutting_down() {
         return health_reply(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", None);
     }
     match tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await {
         Ok(Ok(version)) => health_reply(StatusCode::OK, "ok", Some(version)),
+        // Logged once per episode by the store.
+        Ok(Err(e)) if e.is_storage_fault() => {
+            let mut reply = health_reply(StatusCode::SERVICE_UNAVAILABLE, "storage_full", None);
+            reply.headers_mut().insert(
+                warp::http::header::RETRY_AFTER,
+                HeaderValue::from(crate::error::STORAGE_RETRY_AFTER_SECS),
+            );
+            reply
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check failed");
             health_reply(StatusCode::SERVICE_UNAVAILABLE, "database_error", None)
@@ -115,6 +125,7 @@ async fn metrics(state: AppState) -> warp::reply::Response {
         active_rooms: state.hub.active_rooms() as u64,
         last_message_id,
         uptime: state.lifecycle.uptime(),
+        store: state.store.pressure(),
     };
     let mut response = render(&METRICS, &snapshot).into_response();
     response.headers_mut().insert(

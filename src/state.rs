@@ -74,7 +74,7 @@ impl AppState {
 
     /// Like [`AppState::new`] with a given password hasher (tests use a cheap one).
     pub fn with_passwords(config: Config, passwords: Arc<Passwords>) -> anyhow::Result<AppState> {
-        let store = Store::open(&config.server.db, config.server.read_connections)?;
+        let store = Store::open_with(&config.server.db, config.server.store_options())?;
         Ok(Self::with_store(config, passwords, Arc::new(store)))
     }
 

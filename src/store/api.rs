@@ -369,6 +369,8 @@ pub trait ChatStore: Send + Sync {
 
     /// Proves the database answers reads and takes writes; returns the schema version.
     fn health(&self) -> Fut<'_, i64>;
+    /// What waits in the store's queues, and whether its storage fails writes; at once.
+    fn pressure(&self) -> super::Pressure;
     /// The newest message id of the whole server.
     fn last_message_id(&self) -> Fut<'_, i64>;
     /// Commits every queued write and closes; later writes fail.

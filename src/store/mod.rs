@@ -20,6 +20,7 @@ pub mod admin;
 pub mod api;
 mod checkpoint;
 pub mod edits;
+mod health;
 pub mod hooks;
 pub mod lookups;
 pub mod messages;
@@ -45,6 +46,7 @@ use tokio::sync::{oneshot, watch};
 pub use api::{ChatStore, Refusal};
 use checkpoint::Checkpointer;
 pub use checkpoint::Progress as CheckpointProgress;
+use health::{Queue, Storage};
 
 /// The schema, as migrations; see the comment at the top of `schema.sql`.
 pub const SCHEMA: &str = include_str!("../../schema.sql");
@@ -69,6 +71,12 @@ pub enum StoreError {
     Pool(String),
     #[error("the database writer has stopped")]
     WriterGone,
+    /// The queue of the readers or of the writer is full: refused at once.
+    #[error("the database has more work queued than it may")]
+    Overloaded,
+    /// The storage is failing (see [`StoreError::is_storage_fault`]); the cause.
+    #[error("the database cannot store writes: {0}")]
+    StorageFull(String),
     #[error("invalid schema: {0}")]
     Schema(String),
     /// The user acting on a room is not, or no longer, one of its members.
@@ -97,7 +105,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What a write job leaves behind once its statements ran: called with the transaction's fate.
 type Completion = Box<dyn FnOnce(Result<()>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+/// A write's statements, run on the connection (or, with `None`, refused unrun); besides
+/// its completion, the error it failed with if the storage failed it.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (Completion, Option<StoreError>) + Send>;
 /// A read, run on a reader thread with a connection (or the pool's error).
 type ReadJob = Box<dyn FnOnce(Result<&Connection>) + Send>;
 
@@ -122,12 +132,44 @@ enum Command {
     Close(oneshot::Sender<Result<()>>),
 }
 
+/// How a [`Store`] is sized.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Read-only connections, each with a thread of its own.
+    pub read_connections: u32,
+    /// Reads waiting for a reader thread, past which a read is refused (`Overloaded`).
+    pub max_queued_reads: usize,
+    /// Writes waiting for the writer, past which a write is refused (`Overloaded`).
+    pub max_queued_writes: usize,
+}
+
+impl StoreOptions {
+    pub fn new(read_connections: u32) -> StoreOptions {
+        StoreOptions {
+            read_connections,
+            max_queued_reads: 1024,
+            max_queued_writes: 4096,
+        }
+    }
+}
+
+/// What the store has queued, and whether its storage is failing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pressure {
+    pub queued_reads: usize,
+    pub queued_writes: usize,
+    pub storage_failing: bool,
+}
+
 /// Cheap handle to the database; clone freely.
 #[derive(Clone)]
 pub struct Store {
     /// Queue of the reader threads, each of which takes a pooled read-only connection per job.
     readers: crossbeam_channel::Sender<ReadJob>,
+    read_queue: Arc<Queue>,
     writer: mpsc::Sender<Command>,
+    write_queue: Arc<Queue>,
+    storage: Arc<Storage>,
     /// The background checkpointer's progress; `None` for `:memory:`, which has no WAL.
     checkpoints: Option<watch::Receiver<CheckpointProgress>>,
 }
@@ -273,8 +315,15 @@ pub fn open_for_admin(path: &str) -> Result<Connection> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer,
+    /// with the default queue bounds.
     pub fn open(path: &str, read_connections: u32) -> Result<Store> {
+        Store::open_with(path, StoreOptions::new(read_connections))
+    }
+
+    /// Opens (creating if needed) the database at `path`, migrates it and starts the writer.
+    pub fn open_with(path: &str, options: StoreOptions) -> Result<Store> {
+        let read_connections = options.read_connections;
         let memory = path == ":memory:";
         let (uri, flags) = if memory {
             let mut id = [0u8; 8];
@@ -323,12 +372,14 @@ impl Store {
         // a burst of reads queues here instead of waking a thread per read that then waits for
         // one.
         let (readers, jobs) = crossbeam_channel::unbounded::<ReadJob>();
+        let read_queue = Arc::new(Queue::new(options.max_queued_reads));
         for _ in 0..read_connections {
-            let (pool, jobs) = (pool.clone(), jobs.clone());
+            let (pool, jobs, queue) = (pool.clone(), jobs.clone(), read_queue.clone());
             std::thread::Builder::new()
                 .name("sqlite-reader".into())
                 .spawn(move || {
                     while let Ok(job) = jobs.recv() {
+                        queue.leave();
                         // A panicking read fails only itself (its caller sees the dropped
                         // reply); the thread goes on serving the others.
                         let _ =
@@ -356,13 +407,24 @@ impl Store {
         };
 
         let (tx, rx) = mpsc::channel::<Command>();
+        let write_queue = Arc::new(Queue::new(options.max_queued_writes));
+        let storage = Arc::new(Storage::default());
+        let writer_side = Writer {
+            conn: writer,
+            checkpointer,
+            queue: write_queue.clone(),
+            storage: storage.clone(),
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, checkpointer, rx))
+            .spawn(move || writer_side.run(rx))
             .map_err(|e| StoreError::Pool(format!("cannot start writer thread: {e}")))?;
         Ok(Store {
             readers,
+            read_queue,
             writer: tx,
+            write_queue,
+            storage,
             checkpoints,
         })
     }
@@ -382,9 +444,11 @@ impl Store {
             }
             let _ = tx.send(conn.and_then(|conn| in_read_transaction(conn, f)));
         });
-        self.readers
-            .send(job)
-            .map_err(|_| StoreError::Pool("the reader threads have stopped".into()))?;
+        self.read_queue.enter()?;
+        if self.readers.send(job).is_err() {
+            self.read_queue.leave();
+            return Err(StoreError::Pool("the reader threads have stopped".into()));
+        }
         rx.await
             .map_err(|_| StoreError::Pool("a read was dropped unanswered".into()))?
     }
@@ -423,19 +487,41 @@ impl Store {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |committed: Result<()>| {
-                let outcome = committed.and(result);
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f),
+                None => Err(StoreError::Other("not run".into())),
+            };
+            let fault = match &result {
+                Err(e) if e.is_storage_fault() => Some(e.clone()),
+                _ => None,
+            };
+            let completion: Completion = Box::new(move |committed: Result<()>| {
+                let outcome = committed.and(result).map_err(|e| match e {
+                    e if e.is_storage_fault() => StoreError::StorageFull(e.to_string()),
+                    e => e,
+                });
                 if let Ok(value) = &outcome {
                     after_commit(value);
                 }
                 let _ = tx.send(outcome);
-            })
+            });
+            (completion, fault)
         });
-        self.writer
-            .send(Command::Write(job))
-            .map_err(|_| StoreError::WriterGone)?;
+        self.write_queue.enter()?;
+        if self.writer.send(Command::Write(job)).is_err() {
+            self.write_queue.leave();
+            return Err(StoreError::WriterGone);
+        }
         Ok(Pending(rx))
+    }
+
+    /// What is queued, and whether the storage is failing.
+    pub fn pressure(&self) -> Pressure {
+        Pressure {
+            queued_reads: self.read_queue.len(),
+            queued_writes: self.write_queue.len(),
+            storage_failing: self.storage.is_failing(),
+        }
     }
 
     /// The background checkpointer's progress (`None` for `:memory:`, which has no WAL).
@@ -495,36 +581,98 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
-fn writer_loop(
+/// The writer thread's side: the only write connection, and what it reports to.
+struct Writer {
     conn: Connection,
-    mut checkpointer: Option<Checkpointer>,
-    rx: mpsc::Receiver<Command>,
-) {
-    let mut completions: Vec<Completion> = Vec::with_capacity(MAX_BATCH);
-    let mut closing = None;
-    while let Ok(command) = rx.recv() {
-        let first = match command {
-            Command::Write(job) => job,
-            Command::Close(reply) => {
+    checkpointer: Option<Checkpointer>,
+    queue: Arc<Queue>,
+    storage: Arc<Storage>,
+}
+
+/// A batch's jobs, run in one transaction.
+struct Batch {
+    completions: Vec<Completion>,
+    /// The first error of a job that the storage failed.
+    fault: Option<StoreError>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut batch = Batch {
+            completions: Vec::with_capacity(MAX_BATCH),
+            fault: None,
+        };
+        let mut closing = None;
+        loop {
+            // While the storage fails, a probe now and then finds out when it is back.
+            let command = if self.storage.is_failing() {
+                match rx.recv_timeout(health::PROBE_EVERY) {
+                    Ok(command) => command,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.storage.probe(&self.conn);
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => break,
+                }
+            };
+            let first = match command {
+                Command::Write(job) => job,
+                Command::Close(reply) => {
+                    closing = Some(reply);
+                    break;
+                }
+            };
+            if let Err(reply) = self.commit_batch(first, &rx, &mut batch) {
                 closing = Some(reply);
                 break;
             }
-        };
+        }
+        if let Some(reply) = closing {
+            // Nothing can be queued behind us any more: refuse later writes.
+            drop(rx);
+            if let Some(checkpointer) = &mut self.checkpointer {
+                checkpointer.stop();
+            }
+            let _ = reply.send(checkpoint(&self.conn));
+        }
+        tracing::debug!("database writer stopped");
+    }
+
+    /// Runs `first` and whatever is queued behind it (up to [`MAX_BATCH`] jobs) in one
+    /// transaction, commits it and answers every job. A `Close` met in the queue is returned
+    /// after the batch committed.
+    fn commit_batch(
+        &mut self,
+        first: Job,
+        rx: &mpsc::Receiver<Command>,
+        batch: &mut Batch,
+    ) -> std::result::Result<(), oneshot::Sender<Result<()>>> {
+        let conn = &self.conn;
         let started = std::time::Instant::now();
+        let changes_before = conn.total_changes();
+        let mut closing = None;
         let began = conn
             .prepare_cached("BEGIN IMMEDIATE")
             .and_then(|mut s| s.execute([]));
         if let Err(e) = began {
             let err = StoreError::from(e);
-            tracing::error!(error = %err, "cannot begin write transaction");
-            // Fail this job and retry with the next one.
-            first(&conn)(Err(err));
-            continue;
+            // Fail this job, unrun, and retry with the next one.
+            self.queue.leave();
+            let (done, _) = first(None);
+            self.fail(&err, 1);
+            done(Err(err));
+            return Ok(());
         }
-        completions.push(first(&conn));
-        while completions.len() < MAX_BATCH {
+        self.run_job(first, batch);
+        // A storage failure may have rolled the whole transaction back: nothing more joins it.
+        while batch.completions.len() < MAX_BATCH && !conn.is_autocommit() {
             match rx.try_recv() {
-                Ok(Command::Write(job)) => completions.push(job(&conn)),
+                Ok(Command::Write(job)) => self.run_job(job, batch),
                 Ok(Command::Close(reply)) => {
                     closing = Some(reply);
                     break;
@@ -532,42 +680,70 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        // The batch's changes of message text reach the full-text index in its transaction.
-        let committed = search_index::apply_queue(&conn).and_then(|_| {
-            conn.prepare_cached("COMMIT")
-                .and_then(|mut s| s.execute([]))
-                .map(drop)
-                .map_err(StoreError::from)
-        });
+        let committed = match batch.fault.take() {
+            Some(fault) if conn.is_autocommit() => Err(fault),
+            fault => {
+                // The batch's changes of message text reach the full-text index in its
+                // transaction.
+                let committed = search_index::apply_queue(conn).and_then(|_| {
+                    conn.prepare_cached("COMMIT")
+                        .and_then(|mut s| s.execute([]))
+                        .map(drop)
+                        .map_err(StoreError::from)
+                });
+                match (&committed, fault) {
+                    (Ok(()), Some(fault)) => self.fail(&fault, 1),
+                    // A commit that changed nothing writes nothing, and proves nothing.
+                    (Ok(()), None) if conn.total_changes() > changes_before => {
+                        self.storage.committed()
+                    }
+                    _ => {}
+                }
+                committed
+            }
+        };
         if let Err(e) = &committed {
-            tracing::error!(error = %e, "commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
+            if e.is_storage_fault() {
+                self.fail(e, batch.completions.len());
+            } else {
+                tracing::error!(error = %e, "commit failed");
+            }
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
         crate::metrics::METRICS
             .write_batch_latency
             .observe(started.elapsed());
         crate::metrics::METRICS
             .write_batch_jobs
-            .add(completions.len() as u64);
-        for done in completions.drain(..) {
+            .add(batch.completions.len() as u64);
+        for done in batch.completions.drain(..) {
             done(committed.clone());
         }
-        if let Some(checkpointer) = &checkpointer {
-            checkpointer.after_commit(&conn);
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.after_commit(conn);
         }
-        if closing.is_some() {
-            break;
+        closing.map_or(Ok(()), Err)
+    }
+
+    fn run_job(&self, job: Job, batch: &mut Batch) {
+        self.queue.leave();
+        let (done, fault) = job(Some(&self.conn));
+        batch.completions.push(done);
+        if batch.fault.is_none() {
+            batch.fault = fault;
         }
     }
-    if let Some(reply) = closing {
-        // Nothing can be queued behind us any more: refuse later writes.
-        drop(rx);
-        if let Some(checkpointer) = &mut checkpointer {
-            checkpointer.stop();
+
+    /// `jobs` writes failed for the storage (or for another reason, which is logged).
+    fn fail(&self, error: &StoreError, jobs: usize) {
+        if error.is_storage_fault() {
+            self.storage.failed(error, jobs);
+        } else {
+            tracing::error!(error = %error, "cannot begin write transaction");
         }
-        let _ = reply.send(checkpoint(&conn));
     }
-    tracing::debug!("database writer stopped");
 }
 
 /// Moves the WAL's content into the database file and truncates the WAL, so the file alone

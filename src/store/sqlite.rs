@@ -553,11 +553,20 @@ impl ChatStore for Store {
 
     fn health(&self) -> Fut<'_, i64> {
         Box::pin(async move {
+            if self.pressure().storage_failing {
+                return Err(StoreError::StorageFull(
+                    "writes fail for the storage (disk full or failing)".into(),
+                ));
+            }
             let version = self.read(admin::health).await?;
             // An empty job through the writer: proves it is alive and can take the write lock.
             self.write(|_| Ok(())).await?;
             Ok(version)
         })
+    }
+
+    fn pressure(&self) -> super::Pressure {
+        Store::pressure(self)
     }
 
     fn last_message_id(&self) -> Fut<'_, i64> {

@@ -70,7 +70,7 @@ impl TestServer {
 
     pub async fn start_with(config: Config) -> TestServer {
         let sqlite =
-            chat_server::store::Store::open(&config.server.db, config.server.read_connections)
+            chat_server::store::Store::open_with(&config.server.db, config.server.store_options())
                 .expect("open the database");
         let state = AppState::with_store(
             config,

@@ -12,6 +12,7 @@ mod authz;
 mod cli;
 mod contract;
 mod edits;
+mod faults;
 mod hooks;
 mod hostile;
 mod logs;

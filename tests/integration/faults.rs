@@ -1,0 +1,263 @@
+//! When the machine misbehaves: a full disk, queues past their bounds.
+
+use crate::common;
+
+use chat_server::metrics::METRICS;
+use common::{TestServer, test_config};
+use serde_json::{Value, json};
+
+/// A request's status, `Retry-After` and JSON body.
+async fn send(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Option<u64>, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = s
+        .http
+        .request(method, s.url(path))
+        .header("authorization", format!("Token {token}"));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Caps the database at the pages it has now, as a full disk would: the next write that needs
+/// one more page fails with SQLite's "database or disk is full".
+async fn fill_the_disk(s: &TestServer, pages: Option<i64>) {
+    s.sqlite
+        .write(move |c| {
+            let cap = match pages {
+                Some(pages) => pages,
+                None => c.query_row("PRAGMA page_count", [], |r| r.get(0))?,
+            };
+            c.pragma_update_and_check(None, "max_page_count", cap, |r| r.get::<_, i64>(0))?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_storage_full_keeps_reads_and_recovers_when_space_returns() {
+    let mut config = test_config();
+    config.limits.send_burst = 100_000;
+    config.limits.send_rate_per_sec = 100_000.0;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let path = format!("/api/v1/chat/{room}/");
+    let (mut ws, _) = s.ws(&room, &bob, "").await;
+    let episodes = METRICS.storage_fault_episodes.get();
+
+    fill_the_disk(&s, None).await;
+    let mut acked = Vec::new();
+    let mut refusals = 0;
+    for i in 0..5000 {
+        let body = json!({"content": format!("message {i} {}", "x".repeat(200))});
+        let (status, retry, body) = send(&s, "POST", &path, &alice.token, Some(body)).await;
+        match status {
+            201 => acked.push(body["content"].as_str().unwrap().to_string()),
+            503 => {
+                assert_eq!(body["error"]["code"], "storage_full", "{body}");
+                assert_eq!(retry, Some(10));
+                refusals += 1;
+                if refusals == 20 {
+                    break;
+                }
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(refusals, 20, "the capped database never filled up");
+
+    // The load balancer hears of it; the socket's sends are refused the same way.
+    let (status, retry, health) = send(&s, "GET", "/healthz", &alice.token, None).await;
+    assert_eq!((status, retry), (503, Some(10)), "{health}");
+    assert_eq!(health["database"], "storage_full");
+    ws.send_json(json!({"action": "message", "content": "from the socket", "client_id": "w1"}))
+        .await;
+    let error = ws.next_of("error").await;
+    assert_eq!(error["code"], "storage_full", "{error}");
+    // Twenty refused posts and a refused frame are one episode.
+    assert_eq!(METRICS.storage_fault_episodes.get(), episodes + 1);
+
+    // Reads go on, and everything acknowledged is there.
+    let (status, _, page) = send(&s, "GET", &format!("{path}?limit=100"), &bob.token, None).await;
+    assert_eq!(status, 200, "{page}");
+    let mut stored: Vec<String> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect();
+    stored.reverse();
+    let expected: Vec<String> = acked.iter().rev().take(100).rev().cloned().collect();
+    assert_eq!(stored, expected);
+    let (status, _, _) = send(&s, "GET", "/api/v1/me/", &bob.token, None).await;
+    assert_eq!(status, 200);
+
+    // Space returns: with no request at all, the server finds out by itself.
+    fill_the_disk(&s, Some(1 << 30)).await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let (status, _, _) = send(&s, "GET", "/healthz", &alice.token, None).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/healthz stayed 503"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _, _) = send(
+        &s,
+        "POST",
+        &path,
+        &alice.token,
+        Some(json!({"content": "back"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        ws.say("from the socket", "w1").await["content"],
+        "from the socket"
+    );
+    let (_, _, page) = send(&s, "GET", &format!("{path}?limit=2"), &bob.token, None).await;
+    // Newest first.
+    assert_eq!(common::contents(&page), ["from the socket", "back"]);
+    assert_eq!(METRICS.storage_fault_episodes.get(), episodes + 1);
+}
+
+/// Holds the writer thread inside a job until the returned sender is sent to or dropped.
+async fn block_the_writer(s: &TestServer) -> std::sync::mpsc::Sender<()> {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let store = s.sqlite.clone();
+    tokio::spawn(async move {
+        store
+            .write(move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+            .unwrap();
+    });
+    running.await.unwrap();
+    release
+}
+
+#[tokio::test]
+async fn past_the_write_queue_bound_requests_get_503_overloaded_at_once_and_nothing_queued_is_lost()
+{
+    // A file in WAL mode, where reads go on while a write transaction is open (in SQLite's
+    // in-memory databases they wait for it).
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config();
+    config.server.db = dir.path().join("chat.db").to_str().unwrap().into();
+    config.server.max_queued_writes = 3;
+    config.limits.send_burst = 1000;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let path = format!("/api/v1/chat/{room}/");
+    let (mut ws, _) = s.ws(&room, &alice, "").await;
+    let overloaded = METRICS.rejected_count(chat_server::error::ErrorCode::Overloaded);
+
+    let release = block_the_writer(&s).await;
+    // Three posts wait for the writer...
+    let mut waiting = Vec::new();
+    for i in 0..3 {
+        let client = TestServer::client_for(&s.addr.to_string());
+        let (path, token) = (path.clone(), alice.token.clone());
+        waiting.push(tokio::spawn(async move {
+            let body = json!({"content": format!("queued {i}")});
+            client.post(&path, &token, body).await
+        }));
+    }
+    s.until("three writes are queued", |_| {
+        s.sqlite.pressure().queued_writes == 3
+    })
+    .await;
+    // ...and the fourth is refused without waiting, over REST and on the socket.
+    let (status, retry, body) = send(
+        &s,
+        "POST",
+        &path,
+        &alice.token,
+        Some(json!({"content": "refused"})),
+    )
+    .await;
+    assert_eq!((status, retry), (503, Some(1)), "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    ws.send_json(json!({"action": "message", "content": "refused too", "client_id": "w1"}))
+        .await;
+    assert_eq!(ws.next_of("error").await["code"], "overloaded");
+    // Reads are not held up by the writes.
+    let (status, _, _) = send(&s, "GET", &format!("{path}?limit=10"), &bob.token, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        METRICS.rejected_count(chat_server::error::ErrorCode::Overloaded),
+        overloaded + 2
+    );
+
+    release.send(()).unwrap();
+    for post in waiting {
+        assert_eq!(post.await.unwrap().0, 201);
+    }
+    let (_, _, page) = send(&s, "GET", &format!("{path}?after=0"), &bob.token, None).await;
+    let mut contents = common::contents(&page);
+    contents.sort();
+    assert_eq!(contents, ["queued 0", "queued 1", "queued 2"]);
+}
+
+#[tokio::test]
+async fn past_the_read_queue_bound_requests_get_503_overloaded_at_once() {
+    let mut config = test_config();
+    config.server.max_queued_reads = 1;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    // Both reader threads busy.
+    let mut releases = Vec::new();
+    for _ in 0..2 {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        releases.push(release);
+        let store = s.sqlite.clone();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            store
+                .read(move |_| {
+                    let _ = started.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+        });
+        running.await.unwrap();
+    }
+    let client = TestServer::client_for(&s.addr.to_string());
+    let token = alice.token.clone();
+    let waiting = tokio::spawn(async move { client.get("/api/v1/me/", &token).await });
+    s.until("a read is queued", |_| {
+        s.sqlite.pressure().queued_reads == 1
+    })
+    .await;
+    let (status, retry, body) = send(&s, "GET", "/api/v1/chats/", &alice.token, None).await;
+    assert_eq!((status, retry), (503, Some(1)), "{body}");
+    assert_eq!(body["error"]["code"], "overloaded");
+    drop(releases);
+    assert_eq!(waiting.await.unwrap().0, 200);
+}
