@@ -24,6 +24,7 @@ mod health;
 pub mod hooks;
 pub mod lookups;
 pub mod messages;
+pub mod preflight;
 pub mod replay;
 pub mod rooms;
 pub mod search_index;
@@ -79,6 +80,9 @@ pub enum StoreError {
     StorageFull(String),
     #[error("invalid schema: {0}")]
     Schema(String),
+    /// The database cannot be served as it is (see `preflight`).
+    #[error("{0}")]
+    Startup(String),
     /// The user acting on a room is not, or no longer, one of its members.
     #[error("not a member of the room")]
     NotMember,
@@ -196,6 +200,8 @@ fn apply_pragmas(conn: &Connection, memory: bool) -> rusqlite::Result<()> {
 /// Applies every migration of `schema.sql` newer than the database's `user_version`.
 pub fn migrate(conn: &mut Connection) -> Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let path = conn.path().unwrap_or_default().to_string();
+    preflight::newer_than_known(Path::new(&path), current, last_migration()?)?;
     for (version, sql) in migrations()? {
         if version <= current {
             continue;
@@ -260,6 +266,11 @@ fn index_leftovers(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// The version of the newest migration: the schema this binary writes.
+fn last_migration() -> Result<i64> {
+    Ok(migrations()?.last().map_or(0, |(v, _)| *v))
+}
+
 /// Splits `schema.sql` at its `-- migration: N` markers.
 fn migrations() -> Result<Vec<(i64, &'static str)>> {
     let mut out = Vec::new();
@@ -302,6 +313,9 @@ pub fn open_for_admin(path: &str) -> Result<Connection> {
             "the admin commands need a database file, not :memory:".into(),
         ));
     }
+    // A file this binary cannot serve is refused before anything opens it for writing.
+    preflight::check_header(Path::new(path))?;
+    preflight::check_schema(Path::new(path), last_migration()?)?;
     let mut conn = Connection::open(path)?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -325,6 +339,16 @@ impl Store {
     pub fn open_with(path: &str, options: StoreOptions) -> Result<Store> {
         let read_connections = options.read_connections;
         let memory = path == ":memory:";
+        // Before anything opens the file for writing.
+        let lock = if memory {
+            None
+        } else {
+            let db = Path::new(path);
+            let lock = preflight::prepare(db)?;
+            preflight::check_header(db)?;
+            preflight::check_schema(db, last_migration()?)?;
+            Some(lock)
+        };
         let (uri, flags) = if memory {
             let mut id = [0u8; 8];
             rand::fill(&mut id);
@@ -410,6 +434,7 @@ impl Store {
         let write_queue = Arc::new(Queue::new(options.max_queued_writes));
         let storage = Arc::new(Storage::default());
         let writer_side = Writer {
+            lock,
             conn: writer,
             checkpointer,
             queue: write_queue.clone(),
@@ -583,6 +608,8 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
 
 /// The writer thread's side: the only write connection, and what it reports to.
 struct Writer {
+    /// This server's claim on the database file, held until the writer stops.
+    lock: Option<preflight::ServerLock>,
     conn: Connection,
     checkpointer: Option<Checkpointer>,
     queue: Arc<Queue>,
@@ -638,7 +665,10 @@ impl Writer {
             if let Some(checkpointer) = &mut self.checkpointer {
                 checkpointer.stop();
             }
-            let _ = reply.send(checkpoint(&self.conn));
+            let checkpointed = checkpoint(&self.conn);
+            // Whoever waits for the close may open the database again at once.
+            drop(self.lock.take());
+            let _ = reply.send(checkpointed);
         }
         tracing::debug!("database writer stopped");
     }

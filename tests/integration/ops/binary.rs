@@ -3,11 +3,7 @@
 use crate::common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use common::{TestServer, WAIT, test_config};
@@ -234,85 +230,6 @@ async fn backup_copies_a_database_that_is_being_written_and_the_copy_serves() {
     )
     .await;
     assert!(!ok && stderr.contains("does not exist"), "{stderr}");
-}
-
-/// The real binary, serving; its log lines arrive on a channel.
-struct Spawned {
-    child: Option<Child>,
-    pid: u32,
-    addr: SocketAddr,
-    _lines: std_mpsc::Receiver<String>,
-}
-
-impl Spawned {
-    fn start(db: &Path, config: &Path) -> Spawned {
-        let mut child = Command::new(BIN)
-            .args(["--db", db.to_str().unwrap(), "--port", "0", "--config"])
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std_mpsc::channel();
-        // Drain the log continuously so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(WAIT)
-                .expect("the server did not report its address");
-            if line.contains("listening")
-                && let Some(rest) = line.split("addr=").nth(1)
-            {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        Spawned {
-            pid: child.id(),
-            child: Some(child),
-            addr,
-            _lines: rx,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    fn terminate(&self) {
-        self.signal("-TERM");
-    }
-
-    /// Waits for the process to exit; fails (and kills it) after `limit`.
-    async fn exit_status(mut self, limit: Duration) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let waited = tokio::task::spawn_blocking(move || child.wait().unwrap());
-        match tokio::time::timeout(limit, waited).await {
-            Ok(status) => status.unwrap(),
-            Err(_) => {
-                self.signal("-KILL");
-                panic!("the server did not exit within {limit:?}");
-            }
-        }
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 async fn api(

@@ -7,11 +7,16 @@ mod health;
 mod openapi;
 mod schema;
 mod shutdown;
+mod startup;
 mod tls;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use crate::common::WAIT;
 
 pub(super) const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
 
@@ -98,5 +103,84 @@ impl AdminSetup {
             self.config.clone(),
         ]);
         v
+    }
+}
+
+/// The real binary, serving; its log lines arrive on a channel.
+pub(super) struct Spawned {
+    child: Option<Child>,
+    pub pid: u32,
+    pub addr: std::net::SocketAddr,
+    _lines: std_mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    pub fn start(db: &Path, config: &Path) -> Spawned {
+        let mut child = Command::new(BIN)
+            .args(["--db", db.to_str().unwrap(), "--port", "0", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std_mpsc::channel();
+        // Drain the log continuously so the server never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(WAIT)
+                .expect("the server did not report its address");
+            if line.contains("listening")
+                && let Some(rest) = line.split("addr=").nth(1)
+            {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        Spawned {
+            pid: child.id(),
+            child: Some(child),
+            addr,
+            _lines: rx,
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// Waits for the process to exit; fails (and kills it) after `limit`.
+    pub async fn exit_status(mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let waited = tokio::task::spawn_blocking(move || child.wait().unwrap());
+        match tokio::time::timeout(limit, waited).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                self.signal("-KILL");
+                panic!("the server did not exit within {limit:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
