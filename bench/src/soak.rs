@@ -12,8 +12,8 @@
 //! - logins and logouts: 2 users log in once a second each and log that token out again, so
 //!   tokens do not pile up.
 //!
-//! Every `every` seconds (a minute by default) and at the end it samples the server's RSS, its
-//! open descriptors, the size of the WAL file and of the database, and p50/p99 latency and
+//! Every `every` seconds (a minute by default) and at the end it samples the server's RSS (and
+//! how much of it is heap, how much the memory-mapped database), its open descriptors, the size of the WAL file and of the database, and p50/p99 latency and
 //! errors of each operation over that interval. Any error response, failed or timed-out
 //! operation is an error, and a soak with errors fails. It prints a table at the end, writes
 //! `<work-dir>/soak.json` and draws RSS, descriptors, WAL size and p99 over time in
@@ -198,6 +198,10 @@ struct Row {
     /// Seconds since the load began.
     t_s: f64,
     rss_kib: u64,
+    /// The RSS's parts: anonymous (heap), mapped files (the database), shared memory.
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
+    rss_shmem_kib: u64,
     fds: usize,
     wal_bytes: u64,
     db_bytes: u64,
@@ -334,9 +338,13 @@ pub async fn run(env: &Env, options: &SoakOptions) -> Result<bool> {
     let mut next = began + every;
     let sample = |cpu_before: &mut f64| -> Result<Row> {
         let cpu = sys::cpu_seconds(pid)?;
+        let (rss_anon_kib, rss_file_kib, rss_shmem_kib) = sys::rss_parts_kib(pid)?;
         let row = Row {
             t_s: began.elapsed().as_secs_f64(),
             rss_kib: sys::rss_kib(pid)?,
+            rss_anon_kib,
+            rss_file_kib,
+            rss_shmem_kib,
             fds: sys::open_fds(pid)?,
             wal_bytes: file_size(&with_suffix(&db, "-wal")),
             db_bytes: file_size(&db),
@@ -787,11 +795,12 @@ fn clock(seconds: f64) -> String {
 fn progress(row: &Row, total_s: f64) -> String {
     let p99 = |name| row.op(name).map_or(0.0, |o| o.p99_ms);
     format!(
-        "  soak {}/{}: rss {:.1} MiB, fds {}, wal {:.2} MiB, db {:.1} MiB, p99 ms post {:.1} page {:.1} \
+        "  soak {}/{}: rss {:.1} MiB (heap {:.1}), fds {}, wal {:.2} MiB, db {:.1} MiB, p99 ms post {:.1} page {:.1} \
          read {:.1} ws {:.1} login {:.1}, errors {}",
         clock(row.t_s),
         clock(total_s),
         row.rss_kib as f64 / 1024.0,
+        row.rss_anon_kib as f64 / 1024.0,
         row.fds,
         mib(row.wal_bytes),
         mib(row.db_bytes),
@@ -814,9 +823,11 @@ fn table(rows: &[Row], options: &SoakOptions) -> String {
         options.seconds, options.every_secs
     );
     s.push_str(
-        "| t | RSS MiB | fds | WAL MiB | DB MiB | CPU % | post | page | read | ws connect | login | logout | ops | errors |\n",
+        "| t | RSS MiB | heap MiB | files MiB | fds | WAL MiB | DB MiB | CPU % | post | page | read | ws connect | login | logout | ops | errors |\n",
     );
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str(
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     let mut prev_t = 0.0;
     for row in rows {
         let pair = |name| {
@@ -827,9 +838,11 @@ fn table(rows: &[Row], options: &SoakOptions) -> String {
         let span = (row.t_s - prev_t).max(1e-9);
         let _ = writeln!(
             s,
-            "| {} | {:.1} | {} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {} | {:.2} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
             clock(row.t_s),
             row.rss_kib as f64 / 1024.0,
+            row.rss_anon_kib as f64 / 1024.0,
+            (row.rss_file_kib + row.rss_shmem_kib) as f64 / 1024.0,
             row.fds,
             mib(row.wal_bytes),
             mib(row.db_bytes),
@@ -869,7 +882,13 @@ fn picture(rows: &[Row], options: &SoakOptions) -> String {
         panel(
             "resident memory",
             "RSS (MiB)",
-            vec![line("RSS", &|r| r.rss_kib as f64 / 1024.0)],
+            vec![
+                line("RSS", &|r| r.rss_kib as f64 / 1024.0),
+                line("heap (anonymous)", &|r| r.rss_anon_kib as f64 / 1024.0),
+                line("mapped files and shm", &|r| {
+                    (r.rss_file_kib + r.rss_shmem_kib) as f64 / 1024.0
+                }),
+            ],
         ),
         panel(
             "open file descriptors",
@@ -922,6 +941,9 @@ mod tests {
         let row = |t_s: f64, ops: Vec<OpFigures>| Row {
             t_s,
             rss_kib: 10 * 1024,
+            rss_anon_kib: 6 * 1024,
+            rss_file_kib: 3 * 1024,
+            rss_shmem_kib: 1024,
             fds: 30,
             wal_bytes: 4 << 20,
             db_bytes: 8 << 20,
@@ -939,10 +961,10 @@ mod tests {
             keep_picture: false,
         };
         let text = table(&rows, &options);
-        assert!(text.contains("| 1:00 | 10.0 | 30 | 4.00 | 8.0 | 10 |"));
+        assert!(text.contains("| 1:00 | 10.0 | 6.0 | 4.0 | 30 | 4.00 | 8.0 | 10 |"));
         assert_eq!(text.lines().filter(|l| l.starts_with("| 2:00")).count(), 1);
         let svg = picture(&rows, &options);
-        assert_eq!(svg.matches("<polyline").count(), 4 + OPS.len());
+        assert_eq!(svg.matches("<polyline").count(), 3 + 1 + 2 + OPS.len());
         assert!(svg.contains("WAL (peak 4.0)"));
     }
 }
