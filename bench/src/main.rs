@@ -11,7 +11,8 @@
 //! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`). The soak,
 //! `bench/run --soak SECONDS`, runs a modest mixed load against one fresh chat-server for that
 //! long and samples it every minute (it also writes `bench/soak.svg`); `--smoke` ends with a
-//! short soak.
+//! short soak and runs the overload scenario at small sizes. The overload scenario, `bench/run --scenarios overload --servers chat` (about
+//! 2.5 minutes; it also writes `bench/overload.svg`), is not in the default list either.
 //!
 //! # Layout
 //! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
@@ -22,6 +23,8 @@
 //! - `report`: medians, ratios, targets, the table and the JSON.
 //! - `abuse`: the abuse scenario, resource-exhaustion attacks on fresh servers with the default
 //!   abuse limits, and its picture of RSS over time.
+//! - `overload`: durable REST posts offered open loop at up to twice their saturation rate, on
+//!   a fresh server: accepted, refused with 503 `overloaded`, latency and RSS.
 //! - `soak`: a long, modest mixed load on one fresh server, sampled for drift.
 //! - `plot`: the line charts of those pictures, as hand-written SVG.
 
@@ -29,6 +32,7 @@ mod abuse;
 mod child;
 mod load;
 mod net;
+mod overload;
 mod plot;
 mod report;
 mod soak;
@@ -57,14 +61,10 @@ struct Cli {
     /// Which servers to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "chat,bare")]
     servers: Vec<String>,
-    /// Which scenarios to run.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "rooms,big,durable,history,mixed,search"
-    )]
-    scenarios: Vec<Scenario>,
+    /// Which scenarios to run [default: rooms,big,durable,history,mixed,search; with --smoke
+    /// also overload, and then a 20 s soak]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Option<Vec<Scenario>>,
     /// The chat-server binary [default: next to this one]
     #[arg(long)]
     chat_bin: Option<PathBuf>,
@@ -88,6 +88,15 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     soak_every: f64,
 }
+
+const DEFAULT_SCENARIOS: [Scenario; 6] = [
+    Scenario::Rooms,
+    Scenario::Big,
+    Scenario::Durable,
+    Scenario::History,
+    Scenario::Mixed,
+    Scenario::Search,
+];
 
 /// The soak `--smoke` ends with: long enough for a few samples.
 const SMOKE_SOAK_SECS: f64 = 20.0;
@@ -165,6 +174,16 @@ async fn run(cli: Cli) -> Result<bool> {
         };
         return soak::run(&env, &options).await;
     }
+    // A smoke run of the default list also checks the overload scenario and the soak, so
+    // neither can rot; a list given by hand runs just that.
+    let by_hand = cli.scenarios.is_some();
+    let scenarios = cli.scenarios.unwrap_or_else(|| {
+        let mut list = DEFAULT_SCENARIOS.to_vec();
+        if cli.smoke {
+            list.push(Scenario::Overload);
+        }
+        list
+    });
     let out_path = cli.out.unwrap_or_else(|| env.work_dir.join("results.json"));
     let machine = sys::machine();
     eprintln!(
@@ -176,7 +195,7 @@ async fn run(cli: Cli) -> Result<bool> {
     let mut failures = Vec::new();
     for run in 1..=runs {
         for &kind in &kinds {
-            match suite::run_server(kind, run, &sizes, &env, &cli.scenarios).await {
+            match suite::run_server(kind, run, &sizes, &env, &scenarios).await {
                 Ok(out) => {
                     all.figures.extend(out.figures);
                     all.details.extend(out.details);
@@ -201,7 +220,7 @@ async fn run(cli: Cli) -> Result<bool> {
         eprintln!("FAILED: {f}");
     }
     let mut soaked = true;
-    if cli.smoke && kinds.contains(&Kind::Chat) {
+    if cli.smoke && !by_hand && kinds.contains(&Kind::Chat) {
         let options = soak::SoakOptions {
             seconds: SMOKE_SOAK_SECS,
             every_secs: SMOKE_SOAK_EVERY_SECS,
