@@ -10,9 +10,10 @@
 //! `bench/run --smoke`. The abuse scenario is not in the default list: `bench/run --scenarios
 //! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`). The soak,
 //! `bench/run --soak SECONDS`, runs a modest mixed load against one fresh chat-server for that
-//! long and samples it every minute (it also writes `bench/soak.svg`); `--smoke` ends with a
-//! short soak and runs the overload scenario at small sizes. The overload scenario, `bench/run --scenarios overload --servers chat` (about
-//! 2.5 minutes; it also writes `bench/overload.svg`), is not in the default list either.
+//! long and samples it every minute (it also writes `bench/soak.svg`). The overload scenario,
+//! `bench/run --scenarios overload --servers chat` (about 7 minutes for its 3 runs; it also
+//! writes `bench/overload.svg`), is not in the default list either. `--smoke` runs the overload
+//! scenario at small sizes and ends with a 12 s soak.
 //!
 //! # Layout
 //! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
@@ -62,7 +63,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "chat,bare")]
     servers: Vec<String>,
     /// Which scenarios to run [default: rooms,big,durable,history,mixed,search; with --smoke
-    /// also overload, and then a 20 s soak]
+    /// also overload, and then a 12 s soak]
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
     /// The chat-server binary [default: next to this one]
@@ -99,8 +100,8 @@ const DEFAULT_SCENARIOS: [Scenario; 6] = [
 ];
 
 /// The soak `--smoke` ends with: long enough for a few samples.
-const SMOKE_SOAK_SECS: f64 = 20.0;
-const SMOKE_SOAK_EVERY_SECS: f64 = 5.0;
+const SMOKE_SOAK_SECS: f64 = 12.0;
+const SMOKE_SOAK_EVERY_SECS: f64 = 4.0;
 
 fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;

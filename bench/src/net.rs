@@ -93,6 +93,11 @@ impl Http {
         })
     }
 
+    /// Whether the server has closed the connection (an idle keep-alive one, say).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends one request and reads the whole response.
     pub async fn request(
         &mut self,
