@@ -39,6 +39,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use crate::child::Server;
 use crate::load::{Percentiles, new_histogram};
 use crate::net::{Http, connect_tcp_from, connect_ws, connect_ws_from};
+use crate::plot;
 use crate::suite::{Env, Recorder, start_chat};
 use crate::sys;
 
@@ -207,20 +208,25 @@ argon2_parallelism = 1
 
 /// A signed-up, logged-in user.
 #[derive(Debug, Clone)]
-struct User {
-    id: i64,
-    token: String,
+pub(crate) struct User {
+    pub(crate) id: i64,
+    pub(crate) token: String,
+}
+
+/// The password of the `i`-th user of `users`.
+pub(crate) fn password(i: usize) -> String {
+    format!("abuse-password-{i}")
 }
 
 /// Signs up and logs in `n` users named `<prefix><i>`, four at a time, each on a connection of
 /// its own: the setup's signups spread over the rotating source addresses, one or two on each,
 /// far from `signups_per_ip_per_hour`.
-async fn users(server: SocketAddr, prefix: &str, n: usize) -> Result<Vec<User>> {
+pub(crate) async fn users(server: SocketAddr, prefix: &str, n: usize) -> Result<Vec<User>> {
     futures_util::stream::iter(0..n)
         .map(|i| async move {
             let mut http = Http::connect(server).await?;
             let username = format!("{prefix}{i}");
-            let password = format!("abuse-password-{i}");
+            let password = password(i);
             let user = http
                 .json(
                     Method::POST,
@@ -249,7 +255,7 @@ async fn users(server: SocketAddr, prefix: &str, n: usize) -> Result<Vec<User>> 
 }
 
 /// Creates a room of `owner` with `members` (user ids) and returns its id.
-async fn create_room(
+pub(crate) async fn create_room(
     server: SocketAddr,
     owner: &User,
     members: &[i64],
@@ -1443,136 +1449,33 @@ async fn replays(rec: &mut Recorder<'_>, env: &Env, sizes: &AbuseSizes) -> Resul
     Ok(samples)
 }
 
-/// A step of 1, 2 or 5 times a power of ten that cuts `0..max` into five to ten parts.
-fn tick_step(max: f64) -> f64 {
-    let rough = (max / 8.0).max(1e-9);
-    let power = 10f64.powf(rough.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
-        .into_iter()
-        .map(|m| m * power)
-        .find(|step| *step >= rough)
-        .unwrap_or(10.0 * power)
-}
-
-/// The picture of the server's RSS over time during each attack: one polyline per attack,
-/// seconds since the attack began on x, MiB on y.
+/// The picture of the server's RSS over time during each attack: one line per attack, seconds
+/// since the attack began on x, MiB on y.
 fn rss_svg(series: &[(&str, Vec<Sample>)], run: usize) -> String {
-    use std::fmt::Write as _;
-    const W: f64 = 960.0;
-    const H: f64 = 520.0;
-    const LEFT: f64 = 70.0;
-    const RIGHT: f64 = 250.0;
-    const TOP: f64 = 50.0;
-    const BOTTOM: f64 = 60.0;
-    const COLORS: [&str; 6] = [
-        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-    ];
-    let mib = |s: &Sample| s.rss_kib as f64 / 1024.0;
-    let t_max = series
-        .iter()
-        .flat_map(|(_, s)| s.iter().map(|s| s.t_s))
-        .fold(1.0, f64::max);
-    let y_max = series
-        .iter()
-        .flat_map(|(_, s)| s.iter().map(mib))
-        .fold(1.0, f64::max);
-    let (x_step, y_step) = (tick_step(t_max), tick_step(y_max));
-    // Time ends with the samples; MiB at the next tick above the highest.
-    let x_end = t_max;
-    let y_end = (y_max / y_step).ceil() * y_step;
-    let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    let x = |t: f64| LEFT + t / x_end * plot_w;
-    let y = |v: f64| TOP + plot_h - v / y_end * plot_h;
-
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">chat-server RSS during each abuse attack (fresh process, default limits, run {run})</text>"#,
-        W / 2.0
-    );
-    let mut t = 0.0;
-    while t <= x_end + x_step / 100.0 {
-        let px = x(t);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{px:.1}" y1="{TOP}" x2="{px:.1}" y2="{:.1}" stroke="#e5e5e5"/><text x="{px:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 18.0,
-            trim_number(t)
-        );
-        t += x_step;
-    }
-    let mut v = 0.0;
-    while v <= y_end + y_step / 2.0 {
-        let py = y(v);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e5e5"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            LEFT - 8.0,
-            py + 4.0,
-            trim_number(v)
-        );
-        v += y_step;
-    }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">seconds since the attack began</text>"#,
-        LEFT + plot_w / 2.0,
-        H - 18.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">RSS (MiB)</text>"#,
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
-    );
-    for (i, (name, samples)) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let points: Vec<String> = samples
+    let panel = plot::Panel {
+        title: String::new(),
+        x_label: "seconds since the attack began".into(),
+        y_label: "RSS (MiB)".into(),
+        series: series
             .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.t_s), y(mib(p))))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            points.join(" ")
-        );
-        let ly = TOP + 10.0 + i as f64 * 22.0;
-        let lx = LEFT + plot_w + 16.0;
-        let peak = samples.iter().map(mib).fold(0.0, f64::max);
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{} (peak {peak:.1})</text>"#,
-            lx + 24.0,
-            lx + 30.0,
-            ly + 4.0,
-            xml_escape(name)
-        );
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-/// A tick label: no trailing zeros.
-fn trim_number(v: f64) -> String {
-    let text = format!("{v:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+            .map(|(name, samples)| {
+                plot::Series::new(
+                    *name,
+                    samples
+                        .iter()
+                        .map(|s| (s.t_s, s.rss_kib as f64 / 1024.0))
+                        .collect(),
+                )
+            })
+            .collect(),
+    };
+    plot::svg(
+        &format!(
+            "chat-server RSS during each abuse attack (fresh process, default limits, run {run})"
+        ),
+        &[panel],
+        410.0,
+    )
 }
 
 #[cfg(test)]
@@ -1598,16 +1501,6 @@ mod tests {
             r#"{"type":"message","seq":43,"message":{"id":43,"room_id":"ab","content":"x"}}"#;
         assert_eq!(message_id(frame), Some(43));
         assert_eq!(message_id(r#"{"type":"hello","last_message_id":41}"#), None);
-    }
-
-    #[test]
-    fn ticks_are_round_numbers() {
-        assert_eq!(tick_step(10.03), 2.0);
-        assert_eq!(tick_step(23.0), 5.0);
-        assert_eq!(tick_step(302.0), 50.0);
-        assert_eq!(tick_step(1.6), 0.2);
-        assert_eq!(trim_number(2.50), "2.5");
-        assert_eq!(trim_number(10.0), "10");
     }
 
     #[test]

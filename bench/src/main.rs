@@ -8,7 +8,12 @@
 //!
 //! Full suite (by hand, ~20 minutes): `bench/run`. Smoke (CI, under 2 minutes):
 //! `bench/run --smoke`. The abuse scenario is not in the default list: `bench/run --scenarios
-//! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`).
+//! abuse --servers chat` (about 2 minutes; it also writes `bench/abuse-rss.svg`). The soak,
+//! `bench/run --soak SECONDS`, runs a modest mixed load against one fresh chat-server for that
+//! long and samples it every minute (it also writes `bench/soak.svg`). The overload scenario,
+//! `bench/run --scenarios overload --servers chat` (about 7 minutes for its 3 runs; it also
+//! writes `bench/overload.svg`), is not in the default list either. `--smoke` runs the overload
+//! scenario at small sizes and ends with a 12 s soak.
 //!
 //! # Layout
 //! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
@@ -19,12 +24,19 @@
 //! - `report`: medians, ratios, targets, the table and the JSON.
 //! - `abuse`: the abuse scenario, resource-exhaustion attacks on fresh servers with the default
 //!   abuse limits, and its picture of RSS over time.
+//! - `overload`: durable REST posts offered open loop at up to twice their saturation rate, on
+//!   a fresh server: accepted, refused with 503 `overloaded`, latency and RSS.
+//! - `soak`: a long, modest mixed load on one fresh server, sampled for drift.
+//! - `plot`: the line charts of those pictures, as hand-written SVG.
 
 mod abuse;
 mod child;
 mod load;
 mod net;
+mod overload;
+mod plot;
 mod report;
+mod soak;
 mod suite;
 mod sys;
 
@@ -50,14 +62,10 @@ struct Cli {
     /// Which servers to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "chat,bare")]
     servers: Vec<String>,
-    /// Which scenarios to run.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "rooms,big,durable,history,mixed,search"
-    )]
-    scenarios: Vec<Scenario>,
+    /// Which scenarios to run [default: rooms,big,durable,history,mixed,search; with --smoke
+    /// also overload, and then a 12 s soak]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    scenarios: Option<Vec<Scenario>>,
     /// The chat-server binary [default: next to this one]
     #[arg(long)]
     chat_bin: Option<PathBuf>,
@@ -73,7 +81,27 @@ struct Cli {
     /// Where to write the JSON results [default: <work-dir>/results.json]
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Instead of the suite: a mixed load against one fresh chat-server for this many seconds,
+    /// sampled for drift (writes <work-dir>/soak.json and bench/soak.svg).
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<f64>,
+    /// How often the soak samples the server, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    soak_every: f64,
 }
+
+const DEFAULT_SCENARIOS: [Scenario; 6] = [
+    Scenario::Rooms,
+    Scenario::Big,
+    Scenario::Durable,
+    Scenario::History,
+    Scenario::Mixed,
+    Scenario::Search,
+];
+
+/// The soak `--smoke` ends with: long enough for a few samples.
+const SMOKE_SOAK_SECS: f64 = 12.0;
+const SMOKE_SOAK_EVERY_SECS: f64 = 4.0;
 
 fn sibling(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -135,6 +163,28 @@ async fn run(cli: Cli) -> Result<bool> {
             );
         }
     }
+    if let Some(seconds) = cli.soak {
+        anyhow::ensure!(
+            seconds > 0.0 && cli.soak_every > 0.0,
+            "--soak and --soak-every take a positive number of seconds"
+        );
+        let options = soak::SoakOptions {
+            seconds,
+            every_secs: cli.soak_every,
+            keep_picture: !cli.smoke,
+        };
+        return soak::run(&env, &options).await;
+    }
+    // A smoke run of the default list also checks the overload scenario and the soak, so
+    // neither can rot; a list given by hand runs just that.
+    let by_hand = cli.scenarios.is_some();
+    let scenarios = cli.scenarios.unwrap_or_else(|| {
+        let mut list = DEFAULT_SCENARIOS.to_vec();
+        if cli.smoke {
+            list.push(Scenario::Overload);
+        }
+        list
+    });
     let out_path = cli.out.unwrap_or_else(|| env.work_dir.join("results.json"));
     let machine = sys::machine();
     eprintln!(
@@ -146,7 +196,7 @@ async fn run(cli: Cli) -> Result<bool> {
     let mut failures = Vec::new();
     for run in 1..=runs {
         for &kind in &kinds {
-            match suite::run_server(kind, run, &sizes, &env, &cli.scenarios).await {
+            match suite::run_server(kind, run, &sizes, &env, &scenarios).await {
                 Ok(out) => {
                     all.figures.extend(out.figures);
                     all.details.extend(out.details);
@@ -170,5 +220,17 @@ async fn run(cli: Cli) -> Result<bool> {
     for f in &failures {
         eprintln!("FAILED: {f}");
     }
-    Ok(problems.is_empty() && failures.is_empty())
+    let mut soaked = true;
+    if cli.smoke && !by_hand && kinds.contains(&Kind::Chat) {
+        let options = soak::SoakOptions {
+            seconds: SMOKE_SOAK_SECS,
+            every_secs: SMOKE_SOAK_EVERY_SECS,
+            keep_picture: false,
+        };
+        soaked = soak::run(&env, &options).await.unwrap_or_else(|e| {
+            eprintln!("FAILED: soak: {e:#}");
+            false
+        });
+    }
+    Ok(problems.is_empty() && failures.is_empty() && soaked)
 }

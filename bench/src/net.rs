@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
-use hyper::{Method, Request, StatusCode};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::{TcpSocket, TcpStream};
@@ -93,6 +93,11 @@ impl Http {
         })
     }
 
+    /// Whether the server has closed the connection (an idle keep-alive one, say).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends one request and reads the whole response.
     pub async fn request(
         &mut self,
@@ -101,6 +106,18 @@ impl Http {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Bytes)> {
+        let (status, _, bytes) = self.request_with_headers(method, path, token, body).await?;
+        Ok((status, bytes))
+    }
+
+    /// Sends one request and reads the whole response, its headers included.
+    pub async fn request_with_headers(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         self.sender.ready().await?;
         let mut req = Request::builder()
             .method(method)
@@ -118,8 +135,9 @@ impl Http {
         };
         let response = self.sender.send_request(req.body(Full::new(body))?).await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await?.to_bytes();
-        Ok((status, bytes))
+        Ok((status, headers, bytes))
     }
 
     /// A JSON request that must succeed; the parsed response.

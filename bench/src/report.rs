@@ -560,6 +560,164 @@ const ABUSE_HEADLINES: &[Headline] = &[
     ),
 ];
 
+/// The overload scenario's figures, on a fresh server: the saturation rate, then each open-loop
+/// step. Shown only when it ran.
+const OVERLOAD_HEADLINES: &[Headline] = &[
+    h(
+        "overload",
+        "saturation_posts_per_s",
+        "overload: saturation, durable REST posts/s (closed loop)",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "accepted_per_s",
+        "overload 0.5×: accepted posts/s",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "refused_share",
+        "overload 0.5×: share refused 503 overloaded",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "accepted_p50_ms",
+        "overload 0.5×: accepted p50 ms",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "accepted_p99_ms",
+        "overload 0.5×: accepted p99 ms",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "refused_p99_ms",
+        "overload 0.5×: refused p99 ms",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "accepted_p99_from_send_ms",
+        "overload 0.5×: accepted p99 ms from send",
+        None,
+    ),
+    h("overload_0.5x", "timeouts", "overload 0.5×: timeouts", None),
+    h(
+        "overload_0.5x",
+        "other_answers",
+        "overload 0.5×: other answers",
+        None,
+    ),
+    h(
+        "overload_0.5x",
+        "rss_peak_mib",
+        "overload 0.5×: peak RSS, MiB",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "accepted_per_s",
+        "overload 1×: accepted posts/s",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "refused_share",
+        "overload 1×: share refused 503 overloaded",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "accepted_p50_ms",
+        "overload 1×: accepted p50 ms",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "accepted_p99_ms",
+        "overload 1×: accepted p99 ms",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "refused_p99_ms",
+        "overload 1×: refused p99 ms",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "accepted_p99_from_send_ms",
+        "overload 1×: accepted p99 ms from send",
+        None,
+    ),
+    h("overload_1x", "timeouts", "overload 1×: timeouts", None),
+    h(
+        "overload_1x",
+        "other_answers",
+        "overload 1×: other answers",
+        None,
+    ),
+    h(
+        "overload_1x",
+        "rss_peak_mib",
+        "overload 1×: peak RSS, MiB",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "accepted_per_s",
+        "overload 2×: accepted posts/s",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "refused_share",
+        "overload 2×: share refused 503 overloaded",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "accepted_p50_ms",
+        "overload 2×: accepted p50 ms",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "accepted_p99_ms",
+        "overload 2×: accepted p99 ms",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "refused_p99_ms",
+        "overload 2×: refused p99 ms",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "accepted_p99_from_send_ms",
+        "overload 2×: accepted p99 ms from send",
+        None,
+    ),
+    h("overload_2x", "timeouts", "overload 2×: timeouts", None),
+    h(
+        "overload_2x",
+        "other_answers",
+        "overload 2×: other answers",
+        None,
+    ),
+    h(
+        "overload_2x",
+        "rss_peak_mib",
+        "overload 2×: peak RSS, MiB",
+        None,
+    ),
+];
+
 /// One row of the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -607,9 +765,16 @@ fn is_abuse(scenario: &str) -> bool {
 pub fn summarize(figures: &[Figure], smoke: bool) -> Vec<Row> {
     let abuse_ran = figures.iter().any(|f| is_abuse(f.scenario));
     let abuse: &[Headline] = if abuse_ran { ABUSE_HEADLINES } else { &[] };
+    let overload_ran = figures.iter().any(|f| f.scenario.starts_with("overload"));
+    let overload: &[Headline] = if overload_ran {
+        OVERLOAD_HEADLINES
+    } else {
+        &[]
+    };
     HEADLINES
         .iter()
         .chain(abuse)
+        .chain(overload)
         .map(|hl| {
             let chat_runs = values(figures, "chat", hl.scenario, hl.metric);
             let bare_runs = values(figures, "bare", hl.scenario, hl.metric);

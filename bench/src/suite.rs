@@ -1,7 +1,7 @@
 //! The scenarios of docs/CONTRACT.md section 3, run against one server: setup through the API,
 //! seeding the history room, then fan-out, latency, connect storm, idle memory, durable posts
-//! and history paging, each recorded as named figures. The abuse scenario (`abuse`) runs on
-//! servers of its own.
+//! and history paging, each recorded as named figures. The abuse (`abuse`) and overload
+//! (`overload`) scenarios run on servers of their own.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crate::abuse::{self, AbuseSizes};
 use crate::child::{Kind, Server, free_port, write_chat_config};
 use crate::load::{self, Fleet, Publishers, Room, Step};
 use crate::net::Http;
+use crate::overload::{self, OverloadSizes};
 use crate::sys;
 
 /// The sizes of every scenario; `full` is docs/CONTRACT.md's, `smoke` a small version for CI.
@@ -43,6 +44,8 @@ pub struct Sizes {
     pub connect_concurrency: usize,
     /// The abuse scenario's sizes.
     pub abuse: AbuseSizes,
+    /// The overload scenario's sizes.
+    pub overload: OverloadSizes,
 }
 
 impl Sizes {
@@ -69,6 +72,7 @@ impl Sizes {
             paging_secs: 10.0,
             connect_concurrency: 500,
             abuse: AbuseSizes::full(),
+            overload: OverloadSizes::full(),
         }
     }
 
@@ -93,6 +97,7 @@ impl Sizes {
             paging_secs: 1.0,
             connect_concurrency: 100,
             abuse: AbuseSizes::smoke(),
+            overload: OverloadSizes::smoke(),
         }
     }
 }
@@ -116,6 +121,9 @@ pub enum Scenario {
     /// Five resource-exhaustion attacks, each on a fresh chat-server with the default abuse
     /// limits (not run against the bare server, which has none).
     Abuse,
+    /// Durable REST posts at 0.5, 1 and 2 times their saturation rate, open loop, on a fresh
+    /// chat-server: what is accepted, what is refused with 503, and how fast (chat-server only).
+    Overload,
 }
 
 /// One measured number.
@@ -532,7 +540,10 @@ pub async fn run_server(
         out: &mut out,
     };
     eprintln!("[run {run}] {} server", kind.name());
-    if scenarios.iter().any(|s| *s != Scenario::Abuse) {
+    if scenarios
+        .iter()
+        .any(|s| !matches!(s, Scenario::Abuse | Scenario::Overload))
+    {
         run_suite(&mut rec, kind, sizes, env, scenarios).await?;
     }
     if scenarios.contains(&Scenario::Abuse) {
@@ -542,6 +553,16 @@ pub async fn run_server(
                 .context("abuse")?,
             Kind::Bare => {
                 eprintln!("  abuse: skipped for the bare server (it has no abuse limits)")
+            }
+        }
+    }
+    if scenarios.contains(&Scenario::Overload) {
+        match kind {
+            Kind::Chat => overload::run(&mut rec, env, &sizes.overload)
+                .await
+                .context("overload")?,
+            Kind::Bare => {
+                eprintln!("  overload: skipped for the bare server (it stores nothing)")
             }
         }
     }

@@ -60,16 +60,34 @@ pub fn machine_busy_seconds() -> Result<f64> {
 
 /// Resident set size in KiB, from `VmRSS` in `/proc/<pid>/status`.
 pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The parts of the RSS in KiB: anonymous memory (the heap), pages of mapped files (for
+/// chat-server, mostly the memory-mapped database) and shared memory (its `-shm` index).
+pub fn rss_parts_kib(pid: u32) -> Result<(u64, u64, u64)> {
+    Ok((
+        status_kib(pid, "RssAnon")?,
+        status_kib(pid, "RssFile")?,
+        status_kib(pid, "RssShmem")?,
+    ))
+}
+
+/// A `<field>:  <n> kB` line of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let line = text
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .with_context(|| format!("no {field}"))?;
     Ok(line
         .split_whitespace()
         .nth(1)
-        .context("malformed VmRSS")?
+        .with_context(|| format!("malformed {field}"))?
         .parse()?)
 }
 
