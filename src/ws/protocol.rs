@@ -75,9 +75,9 @@ impl Close {
 }
 
 /// A frame from the client. Unknown fields (such as a forged `sender_id`) are ignored.
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub(crate) enum ClientFrame {
+pub enum ClientFrame {
     Message {
         content: String,
         client_id: Option<String>,
@@ -114,9 +114,16 @@ pub(crate) fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
     WsMessage::text(ServerFrame::error(code, message).to_json())
 }
 
+/// A text frame from the client as the frame it asks for, or the error frame that answers it.
+/// A well-formed frame, the usual case, is parsed once; anything else is parsed again step by
+/// step ([`diagnose`]) to say what is wrong with it.
+pub fn parse_frame(text: &str) -> Result<ClientFrame, WsMessage> {
+    serde_json::from_str::<ClientFrame>(text).or_else(|_| diagnose(text))
+}
+
 /// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
 /// the direct parse refused but the step-by-step one accepts (a repeated key: the last wins).
-pub(crate) fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
+pub fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| error_frame(ErrorCode::InvalidJson, &e.to_string()))?;
     let action = value.get("action").and_then(Value::as_str);
