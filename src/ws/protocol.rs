@@ -117,8 +117,18 @@ pub(crate) fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
 /// A text frame from the client as the frame it asks for, or the error frame that answers it.
 /// A well-formed frame, the usual case, is parsed once; anything else is parsed again step by
 /// step ([`diagnose`]) to say what is wrong with it.
+///
+/// Every frame is one JSON object: serde would also read an internally tagged enum from an
+/// array whose first element is the tag (`["ping"]`), so only an object takes the direct path.
 pub fn parse_frame(text: &str) -> Result<ClientFrame, WsMessage> {
-    serde_json::from_str::<ClientFrame>(text).or_else(|_| diagnose(text))
+    let object = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    if object {
+        serde_json::from_str::<ClientFrame>(text).or_else(|_| diagnose(text))
+    } else {
+        diagnose(text)
+    }
 }
 
 /// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
@@ -181,6 +191,31 @@ mod tests {
         assert_eq!(
             code(r#"{"action":"read","message_id":"x"}"#),
             "invalid_frame"
+        );
+    }
+
+    #[test]
+    fn a_frame_is_an_object_and_never_an_array() {
+        // Found by fuzzing: serde reads an internally tagged enum from an array whose first
+        // element is the tag, so these parsed as a ping and as a message to store.
+        let code = |text: &str| match parse_frame(text) {
+            Err(WsMessage::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            Err(other) => panic!("{text}: {other:?}"),
+            Ok(frame) => panic!("{text} parsed as {frame:?}"),
+        };
+        for text in [
+            r#"["ping"]"#,
+            r#" ["message","sneaked in",null,null,null]"#,
+            r#"["read",7]"#,
+        ] {
+            assert_eq!(code(text), "unknown_action", "{text}");
+        }
+        assert_eq!(
+            parse_frame(" \r\n\t{\"action\":\"ping\"}"),
+            Ok(ClientFrame::Ping)
         );
     }
 }
