@@ -196,8 +196,8 @@ mod tests {
 
     #[test]
     fn a_frame_is_an_object_and_never_an_array() {
-        // Found by fuzzing: serde reads an internally tagged enum from an array whose first
-        // element is the tag, so these parsed as a ping and as a message to store.
+        // Found with the `ws_frame` fuzz target's checks: serde reads an internally tagged
+        // enum from an array whose first element is the tag, so these parsed as frames.
         let code = |text: &str| match parse_frame(text) {
             Err(WsMessage::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap()["code"]
                 .as_str()
