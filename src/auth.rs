@@ -163,7 +163,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignupBody {
+pub struct SignupBody {
     username: String,
     password: String,
     password2: Option<String>,
@@ -179,7 +179,7 @@ struct SignupBody {
 }
 
 /// The field errors of a sign-up, and its username if that one is valid.
-fn validate_signup(b: &SignupBody) -> (FieldErrors, Option<Username>) {
+pub fn validate_signup(b: &SignupBody) -> (FieldErrors, Option<Username>) {
     let mut errors = FieldErrors::new();
     let username = match Username::parse(&b.username) {
         Ok(name) => Some(name),
@@ -262,7 +262,7 @@ async fn signup(
 }
 
 #[derive(Deserialize)]
-struct LoginBody {
+pub struct LoginBody {
     username: String,
     password: String,
 }
@@ -341,7 +341,7 @@ async fn login(
 }
 
 /// `?all=1|0`: whether a logout ends every session of the caller.
-struct LogoutQuery {
+pub struct LogoutQuery {
     all: bool,
 }
 

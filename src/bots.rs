@@ -61,7 +61,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBot {
+pub struct CreateBot {
     username: String,
     #[serde(default)]
     first_name: String,

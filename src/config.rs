@@ -286,6 +286,9 @@ impl Config {
         let l = &self.limits;
         let a = &self.auth;
         const MIB: f64 = 1024.0 * 1024.0;
+        // The slowest a rate limit may refill: a token in about 11.6 days. A slower one makes
+        // the wait of a refusal too long for a `Duration` (a panic when a send is refused).
+        const MIN_RATE: f64 = 1e-6;
         // (option, value, least, most)
         let ranges: &[(&str, f64, f64, f64)] = &[
             (
@@ -363,7 +366,7 @@ impl Config {
             (
                 "limits.send_rate_per_sec",
                 l.send_rate_per_sec,
-                f64::MIN_POSITIVE,
+                MIN_RATE,
                 1e6,
             ),
             ("limits.send_burst", l.send_burst.into(), 1.0, 1e6),
@@ -397,12 +400,7 @@ impl Config {
                 0.0,
                 5000.0,
             ),
-            (
-                "limits.typing_per_sec",
-                l.typing_per_sec,
-                f64::MIN_POSITIVE,
-                1000.0,
-            ),
+            ("limits.typing_per_sec", l.typing_per_sec, MIN_RATE, 1000.0),
             (
                 "limits.max_connections_per_user",
                 l.max_connections_per_user.into(),
@@ -517,13 +515,8 @@ impl Config {
         for &(name, value, least, most) in ranges {
             // `!(..)` so that NaN fails too
             if !(value >= least && value <= most) {
-                let from = if least == f64::MIN_POSITIVE {
-                    "above 0".to_string()
-                } else {
-                    format!("at least {least}")
-                };
                 return Err(format!(
-                    "{name} must be {from} and at most {most} (it is {value})"
+                    "{name} must be at least {least} and at most {most} (it is {value})"
                 ));
             }
         }
@@ -629,7 +622,9 @@ mod tests {
                 }
                 match value {
                     toml::Value::Integer(_) => {}
-                    toml::Value::Float(_) => bad.extend(["0.0", "-0.5", "nan", "inf", "1e300"]),
+                    toml::Value::Float(_) => {
+                        bad.extend(["0.0", "-0.5", "nan", "inf", "1e300", "1e-300", "5e-7"])
+                    }
                     _ => continue,
                 }
                 walked += 1;
@@ -641,6 +636,28 @@ mod tests {
             }
         }
         assert!(walked >= 24, "walked only {walked} options");
+    }
+
+    /// Found with the `config` fuzz target's checks: a rate just above zero was accepted, and
+    /// the first refused send or typing event panicked turning its wait into a `Duration`.
+    #[test]
+    fn the_slowest_rates_accepted_refuse_with_a_finite_wait() {
+        let err = Config::from_toml("[limits]\nsend_rate_per_sec = 1e-300\n").unwrap_err();
+        assert!(
+            err.contains("send_rate_per_sec must be at least 0.000001"),
+            "{err}"
+        );
+        let err = Config::from_toml("[limits]\ntyping_per_sec = 1e-20\n").unwrap_err();
+        assert!(err.contains("typing_per_sec"), "{err}");
+        let text = "[limits]\nsend_rate_per_sec = 1e-6\nsend_burst = 1\ntyping_per_sec = 1e-6\n";
+        let config = Config::from_toml(text).unwrap();
+        let limiters = crate::state::Limiters::new(&config.limits);
+        let (user, room) = (crate::model::UserId(1), crate::model::RoomId(1));
+        assert!(limiters.sends.take(&user).is_ok());
+        let wait = limiters.sends.take(&user).unwrap_err();
+        assert!(wait.as_secs() > 900_000, "{wait:?}");
+        assert!(limiters.typing.take(&(user, room)).is_ok());
+        assert!(limiters.typing.take(&(user, room)).is_err());
     }
 
     #[test]

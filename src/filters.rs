@@ -22,13 +22,12 @@ pub fn json_body<T: DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + use<T> {
     warp::body::content_length_limit(max)
         .and(warp::body::bytes())
-        .and_then(|body: Bytes| async move { from_json(&body) })
+        .and_then(|body: Bytes| async move { from_json(&body).map_err(Rejection::from) })
 }
 
 /// `body` parsed as JSON into `T`; bad JSON is a 400 `invalid_json`.
-fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Rejection> {
-    serde_json::from_slice::<T>(body)
-        .map_err(|e| Rejection::from(ApiError::InvalidJson(e.to_string())))
+pub fn from_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice::<T>(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
 /// Like [`json_body`], and also `application/x-www-form-urlencoded` (what an HTML form posts,
@@ -41,26 +40,39 @@ pub fn form_or_json_body<T: DeserializeOwned + Send>(
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::body::bytes())
         .and_then(|content_type: Option<String>, body: Bytes| async move {
-            let form = content_type.is_some_and(|t| {
-                t.split(';').next().is_some_and(|m| {
-                    m.trim()
-                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                })
-            });
-            let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-            if form && !json {
-                serde_urlencoded::from_bytes::<T>(&body).map_err(|e| {
-                    Rejection::from(ApiError::InvalidJson(format!("invalid form data: {e}")))
-                })
-            } else {
-                from_json(&body)
-            }
+            from_form_or_json(content_type.as_deref(), &body).map_err(Rejection::from)
         })
+}
+
+/// `body` parsed into `T` as [`form_or_json_body`] reads it, given its `Content-Type`.
+pub fn from_form_or_json<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let form = content_type.is_some_and(|t| {
+        t.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+    });
+    let json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if form && !json {
+        serde_urlencoded::from_bytes::<T>(body)
+            .map_err(|e| ApiError::InvalidJson(format!("invalid form data: {e}")))
+    } else {
+        from_json(body)
+    }
 }
 
 /// A request's query parameters, for [`FromQuery`] to read; a name given twice keeps its last
 /// value.
 pub struct Params(HashMap<String, String>);
+
+impl From<HashMap<String, String>> for Params {
+    fn from(map: HashMap<String, String>) -> Params {
+        Params(map)
+    }
+}
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -105,7 +117,7 @@ pub trait FromQuery: Sized {
 /// handler reports it after authentication: a stranger learns nothing from parameter errors.
 pub fn query<T: FromQuery + Send + 'static>()
 -> impl Filter<Extract = (Result<T, ApiError>,), Error = Rejection> + Clone {
-    warp::query::<HashMap<String, String>>().map(|map| T::from_query(&Params(map)))
+    warp::query::<HashMap<String, String>>().map(|map| T::from_query(&Params::from(map)))
 }
 
 /// Integers in request bodies as JSON Schema counts them: `7`, `7.0` and `7e0` are one

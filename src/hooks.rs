@@ -82,7 +82,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateHook {
+pub struct CreateHook {
     name: String,
 }
 
@@ -166,7 +166,7 @@ async fn delete(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct HookPost {
+pub struct HookPost {
     content: String,
     client_id: Option<String>,
 }
@@ -204,7 +204,7 @@ async fn post(
             client_id: None,
         }
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+        crate::filters::from_json(&body)?
     };
     let (message, created) = chat::send(&state, &bot, room, &content, client_id, None).await?;
     let status = if created {

@@ -133,7 +133,7 @@ fn page_limit(query: &Params) -> Result<u32, ApiError> {
 }
 
 /// `?limit=&before=` of the mentions list.
-struct MentionsQuery {
+pub struct MentionsQuery {
     limit: u32,
     before: Option<MessageId>,
 }
@@ -164,7 +164,7 @@ async fn mentions_route(
 }
 
 /// `?q=&room_id=&limit=&before=` of a search.
-struct SearchQuery {
+pub struct SearchQuery {
     query: Query,
     room_id: Option<String>,
     limit: u32,
@@ -226,7 +226,7 @@ fn message_id(text: &str) -> Result<MessageId, ApiError> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EditBody {
+pub struct EditBody {
     content: String,
 }
 
@@ -256,7 +256,7 @@ async fn delete_route(
 }
 
 /// `?limit=&before=&after=`: the page a history request asks for.
-struct HistoryQuery {
+pub struct HistoryQuery {
     page: Page,
     limit: u32,
 }
@@ -302,7 +302,7 @@ async fn history(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PostBody {
+pub struct PostBody {
     content: String,
     client_id: Option<String>,
     /// The id of the message of this room the new one answers.

@@ -71,7 +71,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
 }
 
 /// `?limit=&before=`.
-struct RoomsQuery {
+pub struct RoomsQuery {
     limit: Option<u32>,
     before: Option<RoomCursor>,
 }
@@ -119,7 +119,7 @@ async fn list(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateRoom {
+pub struct CreateRoom {
     #[serde(deserialize_with = "crate::filters::json_int::many")]
     members: Vec<i64>,
     name: Option<String>,
@@ -139,7 +139,7 @@ async fn create(auth: Auth, body: CreateRoom, state: AppState) -> Result<impl Re
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddMember {
+pub struct AddMember {
     #[serde(deserialize_with = "crate::filters::json_int::one")]
     user_id: i64,
 }
@@ -163,7 +163,7 @@ async fn add_member(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Rename {
+pub struct Rename {
     name: String,
 }
 

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
 use crate::connections::{Connections, Replays};
 use crate::hub::{Hub, LocalHub, PresenceDamper};
 use crate::lifecycle::Lifecycle;
@@ -65,6 +65,28 @@ fn per_period<K: Hash + Eq + Clone>(per_period: u32, period_secs: f64) -> Bucket
     Buckets::new(n / period_secs, n)
 }
 
+impl Limiters {
+    /// The limiters `limits` describes.
+    pub fn new(l: &LimitsConfig) -> Limiters {
+        let window = Duration::from_secs(l.login_window_secs);
+        Limiters {
+            sends: Buckets::new(l.send_rate_per_sec, f64::from(l.send_burst)),
+            typing: Buckets::new(l.typing_per_sec, l.typing_per_sec.max(1.0)),
+            login: LoginThrottle::new(
+                l.login_failures_per_user_and_ip,
+                l.login_failures_per_user,
+                l.login_failures_per_ip,
+                window,
+                Duration::from_millis(l.login_slowdown_ms),
+            ),
+            signups: per_period(l.signups_per_ip_per_hour, 3600.0),
+            rooms_created: per_period(l.rooms_created_per_user_per_hour, 3600.0),
+            ws_connects_user: per_period(l.ws_connects_per_user_per_min, 60.0),
+            ws_connects_ip: per_period(l.ws_connects_per_ip_per_min, 60.0),
+        }
+    }
+}
+
 impl AppState {
     /// Opens the database and builds the state the configuration describes.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
@@ -85,22 +107,7 @@ impl AppState {
         store: Arc<dyn ChatStore>,
     ) -> AppState {
         let l = &config.limits;
-        let window = Duration::from_secs(l.login_window_secs);
-        let limits = Limiters {
-            sends: Buckets::new(l.send_rate_per_sec, f64::from(l.send_burst)),
-            typing: Buckets::new(l.typing_per_sec, l.typing_per_sec.max(1.0)),
-            login: LoginThrottle::new(
-                l.login_failures_per_user_and_ip,
-                l.login_failures_per_user,
-                l.login_failures_per_ip,
-                window,
-                Duration::from_millis(l.login_slowdown_ms),
-            ),
-            signups: per_period(l.signups_per_ip_per_hour, 3600.0),
-            rooms_created: per_period(l.rooms_created_per_user_per_hour, 3600.0),
-            ws_connects_user: per_period(l.ws_connects_per_user_per_min, 60.0),
-            ws_connects_ip: per_period(l.ws_connects_per_ip_per_min, 60.0),
-        };
+        let limits = Limiters::new(l);
         let tls = config.server.tls_cert.is_some();
         AppState(Arc::new(Shared {
             cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),

@@ -38,7 +38,7 @@ async fn me(auth: Auth) -> impl Reply {
 }
 
 /// `?limit=&offset=&exclude=1,2&search=`: a page of the directory.
-struct DirectoryQuery {
+pub struct DirectoryQuery {
     query: UserQuery,
     /// `exclude` and `search` as given, for the links to the next and previous pages.
     echo: Vec<(&'static str, String)>,

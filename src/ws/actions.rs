@@ -3,7 +3,7 @@
 
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use super::protocol::{ClientFrame, api_error_frame, diagnose, error_frame};
+use super::protocol::{ClientFrame, api_error_frame, error_frame, parse_frame};
 use super::session::{End, Session};
 use crate::chat::{self, mark_read, submit};
 use crate::error::{ApiError, ErrorCode};
@@ -48,14 +48,9 @@ impl Session {
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        // A well-formed frame, the usual case, is parsed once; anything else is parsed again
-        // step by step to say what is wrong with it.
-        let frame = match serde_json::from_str::<ClientFrame>(text) {
+        let frame = match parse_frame(text) {
             Ok(frame) => frame,
-            Err(_) => match diagnose(text) {
-                Ok(frame) => frame,
-                Err(error) => return self.reply(error).await,
-            },
+            Err(error) => return self.reply(error).await,
         };
         let result = match frame {
             ClientFrame::Message {

@@ -47,8 +47,9 @@ use crate::filters::{query, with_state};
 use crate::state::{AppState, ClientAddr};
 
 pub use crate::hub::presence_event;
-pub use protocol::Close;
-use upgrade::{Peer, UpgradeQuery, upgrade};
+pub use protocol::{ClientFrame, Close, diagnose, parse_frame};
+use upgrade::{Peer, upgrade};
+pub use upgrade::{UpgradeQuery, socket_config};
 
 /// The client's address, and its connection's place under the TCP caps, which the socket
 /// holds for as long as it is open.

@@ -75,9 +75,9 @@ impl Close {
 }
 
 /// A frame from the client. Unknown fields (such as a forged `sender_id`) are ignored.
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
-pub(crate) enum ClientFrame {
+pub enum ClientFrame {
     Message {
         content: String,
         client_id: Option<String>,
@@ -114,9 +114,26 @@ pub(crate) fn error_frame(code: ErrorCode, message: &str) -> WsMessage {
     WsMessage::text(ServerFrame::error(code, message).to_json())
 }
 
+/// A text frame from the client as the frame it asks for, or the error frame that answers it.
+/// A well-formed frame, the usual case, is parsed once; anything else is parsed again step by
+/// step ([`diagnose`]) to say what is wrong with it.
+///
+/// Every frame is one JSON object: serde would also read an internally tagged enum from an
+/// array whose first element is the tag (`["ping"]`), so only an object takes the direct path.
+pub fn parse_frame(text: &str) -> Result<ClientFrame, WsMessage> {
+    let object = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    if object {
+        serde_json::from_str::<ClientFrame>(text).or_else(|_| diagnose(text))
+    } else {
+        diagnose(text)
+    }
+}
+
 /// Why `text` is not a valid frame, as the error frame for it; or the frame, for input that
 /// the direct parse refused but the step-by-step one accepts (a repeated key: the last wins).
-pub(crate) fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
+pub fn diagnose(text: &str) -> Result<ClientFrame, WsMessage> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| error_frame(ErrorCode::InvalidJson, &e.to_string()))?;
     let action = value.get("action").and_then(Value::as_str);
@@ -174,6 +191,31 @@ mod tests {
         assert_eq!(
             code(r#"{"action":"read","message_id":"x"}"#),
             "invalid_frame"
+        );
+    }
+
+    #[test]
+    fn a_frame_is_an_object_and_never_an_array() {
+        // Found with the `ws_frame` fuzz target's checks: serde reads an internally tagged
+        // enum from an array whose first element is the tag, so these parsed as frames.
+        let code = |text: &str| match parse_frame(text) {
+            Err(WsMessage::Text(t)) => serde_json::from_str::<Value>(t.as_str()).unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            Err(other) => panic!("{text}: {other:?}"),
+            Ok(frame) => panic!("{text} parsed as {frame:?}"),
+        };
+        for text in [
+            r#"["ping"]"#,
+            r#" ["message","sneaked in",null,null,null]"#,
+            r#"["read",7]"#,
+        ] {
+            assert_eq!(code(text), "unknown_action", "{text}");
+        }
+        assert_eq!(
+            parse_frame(" \r\n\t{\"action\":\"ping\"}"),
+            Ok(ClientFrame::Ping)
         );
     }
 }

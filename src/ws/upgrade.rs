@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::admission::ConnTicket;
 use crate::auth::{authenticate_token, ip_key, token_from_header};
 use crate::chat::member_request;
+use crate::config::LimitsConfig;
 use crate::error::ApiError;
 use crate::filters::{FromQuery, Params};
 use crate::metrics::{Bound, METRICS};
@@ -62,7 +63,7 @@ pub(crate) struct Peer {
 
 /// `?token=&since=`. `since` is checked only after the token, so a stranger learns nothing
 /// from its errors.
-pub(crate) struct UpgradeQuery {
+pub struct UpgradeQuery {
     token: Option<String>,
     since: Result<Option<Seq>, ApiError>,
     events: Result<Events, ApiError>,
@@ -145,15 +146,7 @@ pub(crate) async fn upgrade(
     }
     let accept = derive_accept_key(key.as_bytes());
 
-    let limits = &state.config.limits;
-    let config = WebSocketConfig::default()
-        // tungstenite zero-fills the whole read buffer before every read, so all of it is
-        // resident for every connection: 2 KiB holds any usual client frame in one read.
-        .read_buffer_size(2 * 1024)
-        .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(1024 * 1024)
-        .max_message_size(Some(limits.max_ws_message_bytes))
-        .max_frame_size(Some(limits.max_ws_message_bytes));
+    let config = socket_config(&state.config.limits);
     let user = auth.user;
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -184,6 +177,18 @@ pub(crate) async fn upgrade(
         HeaderValue::from_str(&accept).map_err(ApiError::internal)?,
     );
     Ok(response)
+}
+
+/// The buffers and the message size bound of every socket the server accepts.
+pub fn socket_config(limits: &LimitsConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // tungstenite zero-fills the whole read buffer before every read, so all of it is
+        // resident for every connection: 2 KiB holds any usual client frame in one read.
+        .read_buffer_size(2 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(limits.max_ws_message_bytes))
+        .max_frame_size(Some(limits.max_ws_message_bytes))
 }
 
 /// How long a client refused because too many replays are running is asked to wait.

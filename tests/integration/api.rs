@@ -472,6 +472,26 @@ async fn websocket_bad_frames_get_error_frames_and_the_socket_stays_open() {
 }
 
 #[tokio::test]
+async fn websocket_frames_that_are_not_objects_are_refused_and_store_nothing() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").await;
+    let bob = s.user("bob").await;
+    let room = s.room(&alice, &[&bob], None).await;
+    let (mut a, _) = s.ws(&room, &alice, "").await;
+
+    // Every frame is one JSON object (docs/PROTOCOL.md): an array that starts with an action
+    // is not a frame of that action.
+    for text in [r#"["message","sneaked in",null,null,null]"#, r#"["ping"]"#] {
+        a.send_text(text).await;
+        assert_eq!(a.next_of("error").await["code"], "unknown_action", "{text}");
+    }
+    let m = a.say("only this", "c1").await;
+    let (_, history) = s.get(&format!("/api/v1/chat/{room}/"), &alice.token).await;
+    assert_eq!(history["results"].as_array().unwrap().len(), 1);
+    assert_eq!(history["results"][0]["id"], m["id"]);
+}
+
+#[tokio::test]
 async fn data_survives_a_restart_on_a_file_database() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config();
