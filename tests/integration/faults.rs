@@ -211,10 +211,8 @@ async fn past_the_write_queue_bound_requests_get_503_overloaded_at_once_and_noth
     // Reads are not held up by the writes.
     let (status, _, _) = send(&s, "GET", &format!("{path}?limit=10"), &bob.token, None).await;
     assert_eq!(status, 200);
-    assert_eq!(
-        METRICS.rejected_count(chat_server::error::ErrorCode::Overloaded),
-        overloaded + 2
-    );
+    // Both refusals are counted (the process-wide counter also counts other tests' refusals).
+    assert!(METRICS.rejected_count(chat_server::error::ErrorCode::Overloaded) >= overloaded + 2);
 
     release.send(()).unwrap();
     for post in waiting {
