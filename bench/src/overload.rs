@@ -31,7 +31,7 @@ use crate::child::write_chat_config;
 use crate::load::{Percentiles, new_histogram};
 use crate::net::Http;
 use crate::plot;
-use crate::suite::{Env, Recorder, start_chat};
+use crate::suite::{Env, Recorder, settle, start_chat};
 use crate::sys;
 
 /// Longest wait for a connection, and then for the answer, before a request is a timeout.
@@ -429,19 +429,6 @@ async fn connect_pool(addr: SocketAddr, size: usize) -> Result<Arc<Pool>> {
         free: Arc::new(Semaphore::new(size)),
         size,
     }))
-}
-
-/// Waits (at most 30 s) until the server uses under 5% of a core: the end of the last step's
-/// work, before the next one.
-async fn settle(pid: u32) -> Result<()> {
-    for _ in 0..120 {
-        let before = sys::cpu_seconds(pid)?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if sys::cpu_seconds(pid)? - before < 0.0125 {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// One open-loop step at `multiple` times the `saturation` rate for `sizes.step_secs`.

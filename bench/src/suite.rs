@@ -383,8 +383,8 @@ pub(crate) async fn start_chat(env: &Env, config: &Path, db: &Path) -> Result<Se
 }
 
 /// Waits (at most 30 s) until the server uses under 5% of a core: the end of a burst of
-/// connection or presence work, before an idle measurement.
-async fn settle(pid: u32) -> Result<()> {
+/// work (connections, presence, a load step), before the next measurement.
+pub(crate) async fn settle(pid: u32) -> Result<()> {
     for _ in 0..120 {
         let before = sys::cpu_seconds(pid)?;
         tokio::time::sleep(Duration::from_millis(250)).await;
