@@ -15,6 +15,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub cors: CorsConfig,
     pub metrics: MetricsConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -163,6 +164,14 @@ pub struct CorsConfig {
 pub struct MetricsConfig {
     /// The bearer token `/metrics` asks for; without one it answers loopback clients only.
     pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebConfig {
+    /// For developing the web client: serve its files from this directory (as they are on
+    /// each request) instead of the copy embedded in the binary.
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {

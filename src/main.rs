@@ -53,6 +53,9 @@ struct ServeArgs {
     /// PEM private key of --tls-cert
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve the web client from this directory (e.g. web/) instead of the embedded copy
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
 }
 
 /// The database an admin command works on.
@@ -178,6 +181,9 @@ fn serve_config(cli: &ServeArgs) -> Result<Config, String> {
     if let (Some(cert), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
         config.server.tls_cert = Some(cert.clone());
         config.server.tls_key = Some(key.clone());
+    }
+    if let Some(dir) = &cli.web_dir {
+        config.web.dir = Some(dir.clone());
     }
     config.validate()?;
     Ok(config)

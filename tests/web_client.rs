@@ -37,6 +37,8 @@ async fn page_is_served_with_its_own_strict_csp_and_the_api_keeps_its_own() {
         "frame-ancestors 'none'",
         "form-action 'none'",
         "base-uri 'none'",
+        "manifest-src 'self'",
+        "worker-src 'self'",
     ] {
         assert!(csp.contains(directive), "{directive} missing from {csp}");
     }
@@ -81,6 +83,135 @@ async fn page_is_served_with_its_own_strict_csp_and_the_api_keeps_its_own() {
         api.headers()["content-security-policy"],
         "default-src 'none'; frame-ancestors 'none'"
     );
+}
+
+/// The width and height a PNG's header gives.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    let be = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[tokio::test]
+async fn the_client_is_installable_and_its_worker_is_versioned_by_what_it_serves() {
+    let server = TestServer::start().await;
+    let html = server
+        .http
+        .get(server.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"<link rel="manifest" href="/assets/manifest.webmanifest">"#));
+
+    let res = server
+        .http
+        .get(server.url("/assets/manifest.webmanifest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "application/manifest+json");
+    let manifest: serde_json::Value = res.json().await.expect("the manifest is JSON");
+    assert_eq!(manifest["name"], "Chat");
+    assert_eq!(manifest["short_name"], "Chat");
+    assert_eq!(manifest["start_url"], "/");
+    assert_eq!(manifest["display"], "standalone");
+    // The light theme's colours; the page's theme-color meta tags give the dark one too.
+    assert_eq!(manifest["background_color"], "#eef1f6");
+    assert!(html.contains(r##"media="(prefers-color-scheme: dark)" content="#0d1117""##));
+    let mut sizes = Vec::new();
+    for icon in manifest["icons"].as_array().unwrap() {
+        let src = icon["src"].as_str().unwrap();
+        let res = server.http.get(server.url(src)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{src}");
+        assert_eq!(
+            res.headers()["content-type"],
+            icon["type"].as_str().unwrap()
+        );
+        let body = res.bytes().await.unwrap();
+        if icon["type"] == "image/png" {
+            let (w, h) = png_size(&body);
+            assert_eq!(icon["sizes"], format!("{w}x{h}"), "{src}");
+            sizes.push((w, icon["purpose"].as_str().unwrap().to_string()));
+        }
+    }
+    for wanted in [(192, "any"), (512, "any"), (512, "maskable")] {
+        assert!(
+            sizes.contains(&(wanted.0, wanted.1.to_string())),
+            "{wanted:?} in {sizes:?}"
+        );
+    }
+
+    let res = server
+        .http
+        .get(server.url("/assets/sw.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    // Never from the browser's HTTP cache: an upgrade's worker is seen at the next check.
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    // From /assets/, it may control the whole origin.
+    assert_eq!(res.headers()["service-worker-allowed"], "/");
+    let worker = res.text().await.unwrap();
+    let version = worker
+        .split("const VERSION = '")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("sw.js names its version")
+        .to_string();
+    assert_eq!(version.len(), 16, "{version}");
+    assert!(version.bytes().all(|b| b.is_ascii_hexdigit()), "{version}");
+    // The shell it keeps is the page's own files; never the API, the sockets or the probes.
+    for path in ["/api/", "/ws/", "/healthz", "/metrics"] {
+        assert!(!worker.contains(&format!("'{path}")), "{path} in sw.js");
+    }
+
+    // A server serving another client (`[web] dir`) serves another worker, byte for byte.
+    let client = browser::changed_client("\n// another build\n");
+    let mut config = common::test_config();
+    config.web.dir = Some(client.path().to_path_buf());
+    let other = TestServer::start_with(config).await;
+    let other_worker = other
+        .http
+        .get(other.url("/assets/sw.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(other_worker, worker);
+    assert!(!other_worker.contains(&version));
+    let script = other
+        .http
+        .get(other.url("/assets/app.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(script.ends_with("// another build\n"));
+    // The same files, the same version: nothing to update.
+    let again = TestServer::start().await;
+    let same = again
+        .http
+        .get(again.url("/assets/sw.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(same, worker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

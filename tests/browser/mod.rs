@@ -271,6 +271,62 @@ impl Browser {
             .expect("set the network conditions");
     }
 
+    /// Runs the Chrome DevTools Protocol command `cmd` with `params` in this window's tab, as
+    /// chromedriver's `goog/cdp/execute` does, and returns its result.
+    pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        self.client
+            .issue_cmd(SessionCommand {
+                method: warp::http::Method::POST,
+                path: "goog/cdp/execute".into(),
+                body: Some(json!({"cmd": cmd, "params": params}).to_string()),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    }
+
+    /// The title of the browser's tab `handle` (which may be hidden behind another), as the
+    /// browser lists its targets.
+    pub async fn tab_title(&self, handle: &str) -> String {
+        let targets = self.cdp("Target.getTargets", json!({})).await;
+        targets["targetInfos"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|t| t["targetId"] == handle)
+            .and_then(|t| t["title"].as_str())
+            .unwrap_or_else(|| panic!("no tab {handle} in {targets}"))
+            .to_string()
+    }
+
+    /// This window's handle (for Chromium, its tab's target id).
+    pub async fn handle(&self) -> String {
+        self.client.window().await.expect("window handle").into()
+    }
+
+    /// Opens a new tab in front of this one and switches to it; returns its handle.
+    pub async fn new_tab(&self) -> String {
+        let tab = self.client.new_window(true).await.expect("a new tab");
+        self.client
+            .switch_to_window(tab.handle.clone())
+            .await
+            .expect("switch to the new tab");
+        tab.handle.into()
+    }
+
+    /// Brings tab `handle` to the front and sends the next commands to it.
+    pub async fn switch_to(&self, handle: &str) {
+        let handle = fantoccini::wd::WindowHandle::try_from(handle).expect("a handle");
+        self.client
+            .switch_to_window(handle)
+            .await
+            .expect("switch tabs");
+    }
+
+    /// Reloads the page, as the browser's reload button does.
+    pub async fn reload(&self) {
+        self.client.refresh().await.expect("reload");
+    }
+
     /// The accessible name the browser computes for the element at `css` (what a screen
     /// reader announces), by WebDriver's Get Computed Label.
     pub async fn computed_label(&self, css: &str) -> String {
@@ -605,6 +661,28 @@ impl Drop for Server {
 
 pub fn password(username: &str) -> String {
     format!("{username}-secret-pw")
+}
+
+/// `config` serving the web client from `dir` (`[web] dir`) instead of the embedded copy.
+pub fn with_web_dir(mut config: Config, dir: &Path) -> Config {
+    config.web.dir = Some(dir.to_path_buf());
+    config
+}
+
+/// A copy of the client (`web/`) in a new directory, with `script` appended to `app.js`: a
+/// client that differs from the embedded one, for a server to serve with [`with_web_dir`].
+pub fn changed_client(script: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("client dir");
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    for entry in std::fs::read_dir(&web).expect("web/") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).expect("copy");
+    }
+    let app = dir.path().join("app.js");
+    let mut code = std::fs::read_to_string(&app).expect("app.js");
+    code.push_str(script);
+    std::fs::write(app, code).expect("write app.js");
+    dir
 }
 
 /// A test configuration: a throwaway in-memory database unless `db` is given.
