@@ -1443,6 +1443,12 @@ async fn every_view_passes_an_accessibility_audit_on_desktop_and_phone() {
         page.visible(&format!("#rooms .room-item[data-room-id='{group}']"))
             .await;
         page.audit(&format!("{device} room list")).await;
+        // The notice of a new version, as an upgraded server makes it appear.
+        page.js("document.getElementById('update').hidden = false;", vec![])
+            .await;
+        page.audit(&format!("{device} update notice")).await;
+        page.js("document.getElementById('update').hidden = true;", vec![])
+            .await;
         page.click("#new-chat").await;
         page.visible("#new-chat-dialog").await;
         page.wait_for(
@@ -1665,5 +1671,393 @@ async fn the_tab_icon_counts_unread_and_shortcuts_move_between_chats() {
     alice.click("#message-list").await;
     alice.keys(&keys(&[Key::Escape])).await;
     alice.gone("#search-results").await;
+    alice.close().await;
+}
+
+/// Resolves, in the page, to the paths a service worker that controls the page has kept (one
+/// cache, the shell), or to `null`.
+const SHELL_KEPT: &str = "return navigator.serviceWorker.controller \
+     ? caches.keys().then(keys => keys.length === 1 && caches.open(keys[0])) \
+         .then(c => c && c.keys()) \
+         .then(reqs => reqs && reqs.map(r => new URL(r.url).pathname).sort()) \
+     : null;";
+
+/// What the service worker keeps: the page's files, and nothing else.
+const SHELL: [&str; 8] = [
+    "/",
+    "/assets/app.css",
+    "/assets/app.js",
+    "/assets/icon-192.png",
+    "/assets/icon-512.png",
+    "/assets/icon-maskable-512.png",
+    "/assets/icon.svg",
+    "/assets/manifest.webmanifest",
+];
+
+/// The open room's last message of mine is `text`, still waiting to be sent.
+const LAST_MINE_PENDING: &str = "const m = [...document.querySelectorAll('#message-list .msg.mine')].pop(); \
+     return !!m && m.dataset.status === 'pending' \
+       && m.querySelector('.text').textContent === arguments[0];";
+
+/// The open room's last message of mine is `text`, and the server has it.
+const LAST_MINE_SENT: &str = "const m = [...document.querySelectorAll('#message-list .msg.mine')].pop(); \
+     return !!m && !!m.dataset.id && m.dataset.status !== 'pending' \
+       && m.querySelector('.text').textContent === arguments[0];";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_opens_from_its_cache_while_the_server_is_down_and_sends_the_queue_once() {
+    let Some(tools) = browser::tools(
+        "the_client_opens_from_its_cache_while_the_server_is_down_and_sends_the_queue_once",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Server::start(config(Some(&db)), any_port());
+    let addr = server.addr;
+    let (alice_id, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let room = room(&server, &alice_token, &[bob_id], None).await;
+    server
+        .post_message(&room, &bob_token, "Kept for the road")
+        .await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    // The manifest the page links is JSON, and every icon it names loads, of its type.
+    let icons = alice
+        .js(
+            "return fetch(document.querySelector('link[rel=manifest]').href) \
+             .then(r => r.json()) \
+             .then(m => Promise.all(m.icons.map(i => fetch(i.src) \
+               .then(r => r.ok && r.headers.get('content-type') === i.type)))) \
+             .then(ok => ok.length >= 4 && ok.every(Boolean));",
+            vec![],
+        )
+        .await;
+    assert_eq!(icons, json!(true));
+    // The worker controls the page and keeps exactly the shell: no API answer, ever.
+    let kept = alice
+        .wait_for(
+            "the service worker to control the page and keep the shell",
+            SHELL_KEPT,
+            vec![],
+        )
+        .await;
+    assert_eq!(kept, json!(SHELL));
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{room}']"))
+        .await;
+    alice.wait_message("Kept for the road").await;
+    alice
+        .wait_for(
+            "the room socket",
+            "return document.getElementById('room-status').textContent === '@bob';",
+            vec![],
+        )
+        .await;
+    assert_eq!(alice.js(SHELL_KEPT, vec![]).await, json!(SHELL));
+
+    // The server goes away; a reload opens the client from the worker's cache, with the
+    // room list and the conversation as they were.
+    server.kill();
+    alice.reload().await;
+    alice
+        .visible(&format!("#rooms .room-item[data-room-id='{room}']"))
+        .await;
+    alice.wait_message("Kept for the road").await;
+    alice.visible("#offline").await;
+    assert_eq!(alice.room_id().await, room);
+
+    // What Alice writes now is queued, and stays queued across another reload.
+    let queued = "Written with the server down";
+    alice
+        .type_into("#input", &format!("{queued}{}", enter()))
+        .await;
+    alice
+        .wait_for(
+            "the message to be queued",
+            LAST_MINE_PENDING,
+            vec![json!(queued)],
+        )
+        .await;
+    alice.reload().await;
+    alice
+        .wait_for(
+            "the queued message after a reload",
+            LAST_MINE_PENDING,
+            vec![json!(queued)],
+        )
+        .await;
+    alice.wait_message("Kept for the road").await;
+    alice
+        .wait_for(
+            "the banner to count the queued message",
+            "return document.getElementById('offline-text').textContent \
+               .includes('1 unsent message will be sent');",
+            vec![],
+        )
+        .await;
+    alice.screenshot("desktop-offline-reload").await;
+
+    // The server comes back: the message goes out, and the server has it once.
+    let server = Server::start(config(Some(&db)), addr);
+    alice
+        .wait_for_within(
+            std::time::Duration::from_secs(40),
+            "the queued message to be delivered",
+            LAST_MINE_SENT,
+            vec![json!(queued)],
+        )
+        .await;
+    assert_eq!(
+        history_texts(&server, &room, &bob_token).await,
+        [queued, "Kept for the road"]
+    );
+    // Nothing is left queued to be sent again: a reload online shows it sent, once.
+    alice.reload().await;
+    alice
+        .wait_for(
+            "the room socket after the reload",
+            "return document.getElementById('room-status').textContent === '@bob';",
+            vec![],
+        )
+        .await;
+    alice
+        .wait_for("the sent message", LAST_MINE_SENT, vec![json!(queued)])
+        .await;
+    let left = alice
+        .js(
+            "return JSON.parse(sessionStorage.getItem(arguments[0])).pending.length;",
+            vec![json!(format!("chat.cache.{alice_id}.room.{room}"))],
+        )
+        .await;
+    assert_eq!(left, json!(0));
+    assert_eq!(
+        history_texts(&server, &room, &bob_token).await,
+        [queued, "Kept for the road"]
+    );
+    assert_eq!(alice.message_texts().await, ["Kept for the road", queued]);
+
+    // Logging out forgets everything kept.
+    alice.click("#logout").await;
+    alice.visible("#login-form").await;
+    let left = alice
+        .js(
+            "return [sessionStorage, localStorage].flatMap(a => Object.keys(a)) \
+             .filter(k => k.startsWith('chat.cache.') || k === 'chat.session');",
+            vec![],
+        )
+        .await;
+    assert_eq!(left, json!([]));
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_page_switches_to_the_client_an_upgraded_server_brings() {
+    let Some(tools) =
+        browser::tools("an_open_page_switches_to_the_client_an_upgraded_server_brings")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = Server::start(config(Some(&db)), any_port());
+    let addr = server.addr;
+    let (_, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let room = room(&server, &alice_token, &[bob_id], None).await;
+    server
+        .post_message(&room, &bob_token, "Before the upgrade")
+        .await;
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .click(&format!("#rooms .room-item[data-room-id='{room}']"))
+        .await;
+    alice.wait_message("Before the upgrade").await;
+    alice
+        .wait_for("the shell to be kept", SHELL_KEPT, vec![])
+        .await;
+    let old_cache = alice.js("return caches.keys();", vec![]).await;
+    // Gone with a reload: proof the page did reload.
+    alice.js("window.oldClient = true;", vec![]).await;
+
+    // The server is upgraded (here: serves a changed client from a directory). The open page
+    // notices when it reconnects and reloads itself into the new client, in the same room.
+    server.kill();
+    let next = browser::changed_client("\ndocument.documentElement.dataset.client = 'next';\n");
+    let server = Server::start(browser::with_web_dir(config(Some(&db)), next.path()), addr);
+    alice
+        .wait_for_within(
+            std::time::Duration::from_secs(40),
+            "the page to reload into the new client",
+            "return document.documentElement.dataset.client === 'next' && !window.oldClient;",
+            vec![],
+        )
+        .await;
+    alice.wait_message("Before the upgrade").await;
+    assert_eq!(alice.room_id().await, room);
+    let new_cache = alice
+        .wait_for(
+            "the old version's files to be gone",
+            "return caches.keys().then(k => k.length === 1 && k);",
+            vec![],
+        )
+        .await;
+    assert_ne!(new_cache, old_cache);
+
+    // With a draft in the composer the page asks first instead of throwing it away.
+    alice.type_into("#input", "A draft").await;
+    server.kill();
+    let third = browser::changed_client("\ndocument.documentElement.dataset.client = 'third';\n");
+    let _server = Server::start(browser::with_web_dir(config(Some(&db)), third.path()), addr);
+    alice
+        .wait_for_within(
+            std::time::Duration::from_secs(40),
+            "the update notice",
+            "return !document.getElementById('update').hidden;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        alice
+            .js(
+                "return [document.documentElement.dataset.client, \
+                   document.getElementById('input').value];",
+                vec![]
+            )
+            .await,
+        json!(["next", "A draft"])
+    );
+    alice.screenshot("desktop-update").await;
+    alice.click("#update-reload").await;
+    alice
+        .wait_for(
+            "the third client",
+            "return document.documentElement.dataset.client === 'third';",
+            vec![],
+        )
+        .await;
+    alice.wait_message("Before the upgrade").await;
+    alice.close().await;
+}
+
+/// The contents of room `room`'s messages as the server has them, newest first.
+async fn history_texts(server: &Server, room: &str, token: &str) -> Vec<String> {
+    let (status, page) = server
+        .call("GET", &format!("/api/v1/chat/{room}/"), Some(token), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    common::contents(&page)
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+/// Waits until the title of tab `tab` (behind another) is `wanted`.
+async fn wait_tab_title(page: &browser::Browser, tab: &str, wanted: &str) {
+    let deadline = std::time::Instant::now() + browser::WAIT;
+    loop {
+        let title = page.tab_title(tab).await;
+        if title == wanted {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the hidden tab's title is {title:?}, not {wanted:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Watches the title of tab `tab` for longer than two flashes: it must stay `wanted`.
+async fn tab_title_stays(page: &browser::Browser, tab: &str, wanted: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(2500);
+    while std::time::Instant::now() < until {
+        assert_eq!(page.tab_title(tab).await, wanted);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_tab_flashes_its_title_for_new_messages_once_the_setting_is_on() {
+    let Some(tools) =
+        browser::tools("a_hidden_tab_flashes_its_title_for_new_messages_once_the_setting_is_on")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (alice_id, _) = server.user("alice", "Alice").await;
+    let (_, bob_token) = server.user("bob", "Bob").await;
+    let room = room(&server, &bob_token, &[alice_id], None).await;
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    log_in(&alice, &server, "alice").await;
+    alice
+        .visible(&format!("#rooms .room-item[data-room-id='{room}']"))
+        .await;
+
+    // Off by default: a checkbox with a name of its own.
+    assert_eq!(
+        alice.computed_label("#alerts").await,
+        "Sound and flashing title for new messages while this tab is in the background"
+    );
+    assert_eq!(
+        alice
+            .js("return document.getElementById('alerts').checked;", vec![])
+            .await,
+        json!(false)
+    );
+
+    // Another tab in front hides this one. Off, a message only counts in the title.
+    let page = alice.handle().await;
+    let other = alice.new_tab().await;
+    server
+        .post_message(&room, &bob_token, "While the setting is off")
+        .await;
+    wait_tab_title(&alice, &page, "(1) Chat").await;
+    tab_title_stays(&alice, &page, "(1) Chat").await;
+
+    // On (and remembered across a reload) ...
+    alice.switch_to(&page).await;
+    alice.click("#alerts").await;
+    assert_eq!(
+        alice
+            .js("return localStorage.getItem('chat.alerts');", vec![])
+            .await,
+        json!("on")
+    );
+    alice.reload().await;
+    alice.visible("#alerts").await;
+    assert_eq!(
+        alice
+            .js("return document.getElementById('alerts').checked;", vec![])
+            .await,
+        json!(true)
+    );
+
+    // ... a message while the tab is hidden flashes its title, on and off ...
+    alice.switch_to(&other).await;
+    server
+        .post_message(&room, &bob_token, "While the setting is on")
+        .await;
+    wait_tab_title(&alice, &page, "New message from Bob").await;
+    wait_tab_title(&alice, &page, "(2) Chat").await;
+    wait_tab_title(&alice, &page, "New message from Bob").await;
+
+    // ... until the tab is seen again.
+    alice.switch_to(&page).await;
+    alice
+        .wait_for(
+            "the flashing to stop",
+            "return !document.hidden && document.title === '(2) Chat';",
+            vec![],
+        )
+        .await;
+    tab_title_stays(&alice, &page, "(2) Chat").await;
     alice.close().await;
 }

@@ -8,6 +8,15 @@
 (() => {
   const API = '/api/v1';
   const SESSION_KEY = 'chat.session';
+  /** What is kept for offline use, per user, beside the session: `chat.cache.<user id>.*`. */
+  const CACHE_PREFIX = 'chat.cache.';
+  /** The rooms kept for offline use: the most recent ones. */
+  const CACHED_ROOMS = 200;
+  /** The hidden-tab alert setting ('on' or absent), a preference of this browser. */
+  const ALERTS_KEY = 'chat.alerts';
+  const FLASH_EVERY_MS = 1000;
+  /** How often an open page asks whether the server has a newer client. */
+  const UPDATE_EVERY_MS = 60 * 60 * 1000;
   const PAGE_SIZE = 50;
   /** How often the room list is fetched while the all-rooms socket is down ... */
   const ROOMS_EVERY_MS = 4000;
@@ -173,6 +182,71 @@
       sessionStorage.removeItem(SESSION_KEY);
       localStorage.removeItem(SESSION_KEY);
     },
+    /** The storage area that holds the session ("keep me signed in": localStorage). */
+    area() {
+      for (const area of [sessionStorage, localStorage]) {
+        try {
+          if (area.getItem(SESSION_KEY)) return area;
+        } catch (_) { /* unusable */ }
+      }
+      return null;
+    },
+  };
+
+  // ---------------------------------------------------------------- kept for offline use
+
+  /** The room list, the newest page of each room opened, and the messages not yet sent, kept
+   *  in the same storage area as the session (so they go when it does) for the signed-in
+   *  user: a reload while the server is unreachable shows them, and sends the queued ones. */
+  const kept = {
+    key(part) {
+      return `${CACHE_PREFIX}${state.me.id}.${part}`;
+    },
+    read(part) {
+      const area = session.area();
+      if (!area || !state.me) return null;
+      try {
+        const raw = area.getItem(this.key(part));
+        return raw ? JSON.parse(raw) : null;
+      } catch (_) {
+        return null;
+      }
+    },
+    write(part, value) {
+      const area = session.area();
+      if (!area || !state.me) return;
+      try {
+        area.setItem(this.key(part), JSON.stringify(value));
+      } catch (_) { /* full or unavailable: the page works without it */ }
+    },
+    /** The rooms (ids) with messages waiting to be sent. */
+    roomsWithPending() {
+      const area = session.area();
+      if (!area || !state.me) return [];
+      const prefix = this.key('room.');
+      const ids = [];
+      for (let i = 0; i < area.length; i += 1) {
+        const key = area.key(i);
+        if (key && key.startsWith(prefix)) ids.push(key.slice(prefix.length));
+      }
+      return ids.filter((id) => {
+        const room = this.read(`room.${id}`);
+        return room && room.pending && room.pending.length > 0;
+      });
+    },
+    /** Forgets everything kept, for every user (signing out). */
+    clear() {
+      for (const area of [sessionStorage, localStorage]) {
+        try {
+          const keys = [];
+          for (let i = 0; i < area.length; i += 1) {
+            const key = area.key(i);
+            if (key && key.startsWith(CACHE_PREFIX)) keys.push(key);
+          }
+          for (const key of keys) area.removeItem(key);
+        } catch (_) { /* unusable */ }
+      }
+    },
   };
 
   // ---------------------------------------------------------------- app state
@@ -187,6 +261,7 @@
     roomsInFlight: null,
     roomsFetchedAt: 0,
     restDown: false,
+    roomsFromCache: false,
   };
 
   // ---------------------------------------------------------------- API
@@ -504,6 +579,8 @@
 
   function signOutLocally() {
     session.clear();
+    kept.clear();
+    stopFlash();
     state.token = null;
     state.me = null;
     state.rooms = [];
@@ -512,7 +589,7 @@
     state.roomsTimer = null;
     closeRoomsSocket();
     $('rooms').replaceChildren();
-    document.title = 'Chat';
+    setTitle('Chat');
     if (history.replaceState) history.replaceState(null, '', location.pathname);
   }
 
@@ -534,8 +611,17 @@
       const notifying = 'Notification' in window && Notification.permission === 'granted';
       if (due && (document.visibilityState === 'visible' || state.restDown || notifying)) refreshRooms();
     }, ROOMS_EVERY_MS);
+    if (!state.rooms.length) {
+      const rooms = kept.read('rooms');
+      if (Array.isArray(rooms) && rooms.length) {
+        state.rooms = rooms;
+        state.roomsFromCache = true;
+        renderRooms();
+      }
+    }
     connectRoomsSocket();
     renderNotifyPrompt();
+    renderConnection();
     // Focus was in the auth form, now hidden: it lands at the top of the chats, not on the page.
     if (!document.activeElement || document.activeElement === document.body
         || $('auth').contains(document.activeElement)) {
@@ -571,7 +657,9 @@
     state.roomsFetchedAt = Date.now();
     state.roomsInFlight = api('GET', '/chats/?limit=500')
       .then((rooms) => {
-        notifyFromRooms(state.rooms, rooms);
+        // Rooms shown from what was kept are not news: their messages came before the reload.
+        if (!state.roomsFromCache) notifyFromRooms(state.rooms, rooms);
+        state.roomsFromCache = false;
         state.rooms = rooms;
         if (state.view) {
           const fresh = rooms.find((r) => r.room_id === state.view.room.room_id);
@@ -579,6 +667,7 @@
         }
         renderRooms();
         if (!state.view && location.hash.startsWith('#/c/')) route();
+        sendKeptPending();
       })
       .catch(() => {})
       .finally(() => { state.roomsInFlight = null; });
@@ -634,7 +723,11 @@
     switch (frame.type) {
       case 'hello':
         // Anything missed while the socket was down is in the list as fetched now.
-        if (roomsSocket.attempt > 0 || roomsSocket.helloed) refreshRooms();
+        // A new server may bring a new client, too.
+        if (roomsSocket.attempt > 0 || roomsSocket.helloed) {
+          refreshRooms();
+          checkForUpdate();
+        }
         roomsSocket.helloed = true;
         roomsSocket.attempt = 0;
         return;
@@ -765,6 +858,7 @@
   /** Shows a browser notification for a message that mentions you or is sent to you
    * directly, while the tab is hidden and if you allowed notifications. */
   function notifyMessage(room, message) {
+    alertHidden(room, message);
     if (!document.hidden || !('Notification' in window) || Notification.permission !== 'granted') return;
     if (!state.me || message.sender_id === state.me.id || message.deleted) return;
     if (!room.is_direct && !mentionsMe(message)) return;
@@ -791,6 +885,181 @@
   function renderNotifyPrompt() {
     const wanted = 'Notification' in window && Notification.permission === 'default';
     show($('notify'), Boolean(state.me && wanted));
+  }
+
+  // ---------------------------------------------------------------- hidden-tab alerts
+
+  /** With the sidebar's setting on, a new message from someone else while this tab is hidden
+   *  plays a chime (made with WebAudio) and flashes the title, "New message from Bob", until
+   *  the tab is seen again. Off unless turned on; remembered by this browser. */
+  const alerts = { on: false, audio: null, flashTimer: null, flashText: '', lastId: 0 };
+  let baseTitle = 'Chat';
+
+  /** The title the page has when nothing flashes: the unread count. */
+  function setTitle(title) {
+    baseTitle = title;
+    if (!alerts.flashTimer) document.title = title;
+  }
+
+  function loadAlertSetting() {
+    try {
+      alerts.on = localStorage.getItem(ALERTS_KEY) === 'on';
+    } catch (_) {
+      alerts.on = false;
+    }
+    $('alerts').checked = alerts.on;
+  }
+
+  function onAlertSetting(event) {
+    alerts.on = event.target.checked;
+    try {
+      if (alerts.on) localStorage.setItem(ALERTS_KEY, 'on');
+      else localStorage.removeItem(ALERTS_KEY);
+    } catch (_) { /* kept for this page only */ }
+    // A click is what lets a page play sound: the audio context is made (or woken) now.
+    if (alerts.on) unlockAudio();
+  }
+
+  /** Makes (or resumes) the audio context during a user's gesture, as autoplay rules want. */
+  function unlockAudio() {
+    if (!alerts.on) return;
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return;
+    try {
+      if (!alerts.audio) alerts.audio = new Context();
+      if (alerts.audio.state === 'suspended') alerts.audio.resume().catch(() => {});
+    } catch (_) {
+      alerts.audio = null;
+    }
+  }
+
+  function alertHidden(room, message) {
+    if (!alerts.on || !document.hidden || !state.me) return;
+    if (message.sender_id === state.me.id || message.deleted || message.id <= alerts.lastId) return;
+    alerts.lastId = message.id;
+    chime();
+    flashTitle(`New message from ${senderName(room, message)}`);
+  }
+
+  /** Two short soft notes, rising. */
+  function chime() {
+    const ctx = alerts.audio;
+    if (!ctx) return;
+    try {
+      if (ctx.state === 'suspended') ctx.resume().catch(() => {});
+      const t = ctx.currentTime;
+      const gain = ctx.createGain();
+      gain.connect(ctx.destination);
+      gain.gain.setValueAtTime(0.0001, t);
+      gain.gain.exponentialRampToValueAtTime(0.15, t + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + 0.5);
+      for (const [frequency, at] of [[880, 0], [1318.5, 0.12]]) {
+        const osc = ctx.createOscillator();
+        osc.type = 'sine';
+        osc.frequency.value = frequency;
+        osc.connect(gain);
+        osc.start(t + at);
+        osc.stop(t + 0.5);
+      }
+    } catch (_) { /* no sound, the title still flashes */ }
+  }
+
+  function flashTitle(text) {
+    alerts.flashText = text;
+    document.title = text;
+    if (alerts.flashTimer) return;
+    let lit = true;
+    alerts.flashTimer = setInterval(() => {
+      lit = !lit;
+      document.title = lit ? alerts.flashText : baseTitle;
+    }, FLASH_EVERY_MS);
+  }
+
+  function stopFlash() {
+    if (!alerts.flashTimer) return;
+    clearInterval(alerts.flashTimer);
+    alerts.flashTimer = null;
+    document.title = baseTitle;
+  }
+
+  // ---------------------------------------------------------------- offline shell and updates
+
+  /** The service worker (`/assets/sw.js`, for the whole origin) keeps this page's files, so
+   *  the client opens while the server cannot be reached. A server with another client serves
+   *  another worker; once it has taken over, the page reloads into the new client, at once if
+   *  nothing typed would be lost, else when the user says so. Service workers need a secure
+   *  context (HTTPS, or http://localhost); elsewhere the page simply works online only. */
+  const worker = { registration: null, hadController: false, reloading: false };
+
+  function registerWorker() {
+    if (!('serviceWorker' in navigator)) return;
+    worker.hadController = Boolean(navigator.serviceWorker.controller);
+    navigator.serviceWorker.addEventListener('controllerchange', onNewWorker);
+    navigator.serviceWorker.register('/assets/sw.js', { scope: '/' }).then((registration) => {
+      worker.registration = registration;
+    }, () => { /* works online only */ });
+    setInterval(checkForUpdate, UPDATE_EVERY_MS);
+  }
+
+  /** Asks the server for its worker now (the browser also does on each page load). */
+  function checkForUpdate() {
+    if (worker.registration) worker.registration.update().catch(() => {});
+  }
+
+  function onNewWorker() {
+    // The first worker of this page only starts keeping its files: nothing changed.
+    if (!worker.hadController) {
+      worker.hadController = true;
+      return;
+    }
+    if (worker.reloading) return;
+    if (nothingToLose()) reloadForUpdate();
+    else show($('update'), true);
+  }
+
+  function reloadForUpdate() {
+    worker.reloading = true;
+    location.reload();
+  }
+
+  /** Whether a reload now would lose nothing: no text typed in a field on screen, no dialog
+   *  open. Queued messages are kept across reloads. */
+  function nothingToLose() {
+    const fields = document.querySelectorAll('input:not([type="checkbox"]), textarea');
+    const typed = [...fields].some((el) => el.value && el.getClientRects().length > 0);
+    return !typed && !$('new-chat-dialog').open;
+  }
+
+  /** Sends the messages queued in rooms that are not open (a room left while they waited, or
+   *  the page reloaded on another one) over REST, with their `client_id`, so each is stored
+   *  once however often it is tried. */
+  let sendingKept = false;
+
+  async function sendKeptPending() {
+    if (sendingKept || !state.me) return;
+    sendingKept = true;
+    try {
+      for (const roomId of kept.roomsWithPending()) {
+        if (state.view && state.view.room.room_id === roomId) continue;
+        const room = kept.read(`room.${roomId}`);
+        for (const p of room.pending.slice()) {
+          const body = { content: p.content, client_id: p.client_id };
+          if (p.reply_to_id) body.reply_to = p.reply_to_id;
+          try {
+            await api('POST', `/chat/${encodeURIComponent(roomId)}/`, body);
+          } catch (e) {
+            if (!e.status || e.status === 429 || e.status >= 500) return; // later
+            toast(`A message could not be sent: ${e.message}`);
+          }
+          if (!state.me || (state.view && state.view.room.room_id === roomId)) break;
+          const now = kept.read(`room.${roomId}`) || room;
+          now.pending = (now.pending || []).filter((q) => q.client_id !== p.client_id);
+          kept.write(`room.${roomId}`, now);
+        }
+      }
+    } finally {
+      sendingKept = false;
+    }
   }
 
   function roomTitle(room) {
@@ -870,8 +1139,9 @@
     });
     list.replaceChildren(...items);
     show($('rooms-empty'), state.rooms.length === 0);
-    document.title = unreadTotal ? `(${unreadTotal}) Chat` : 'Chat';
+    setTitle(unreadTotal ? `(${unreadTotal}) Chat` : 'Chat');
     renderFavicon(unreadTotal);
+    kept.write('rooms', state.rooms.slice(0, CACHED_ROOMS));
     if (hadFocus) {
       const again = list.querySelector(`[data-room-id="${hadFocus}"]`);
       if (again) again.focus();
@@ -953,6 +1223,7 @@
       this.pending = []; // messages sent but not acknowledged, in order
       this.nodes = new Map(); // render key -> { el, sig }
       this.loaded = false;
+      this.fromCache = false; // showing what was kept, not yet the server's copy
       this.hasMore = false;
       this.loadingOlder = false;
       this.online = new Set();
@@ -980,11 +1251,13 @@
     // -- lifecycle
 
     start() {
+      this.restore();
       this.renderHeader();
       this.renderHistoryTop();
       this.renderTyping();
       $('input').value = '';
       autosize();
+      if (this.messages.size || this.pending.length) this.render('bottom');
       this.observer = new IntersectionObserver((entries) => {
         if (entries.some((e) => e.isIntersecting)) this.loadOlder();
       }, { root: $('messages'), rootMargin: '200px 0px 0px 0px' });
@@ -1016,6 +1289,26 @@
     updateRoom(fresh) {
       this.room = fresh;
       this.renderHeader();
+    }
+
+    // -- kept for offline use
+
+    /** Shows what was kept of this room, until the server sends it as it is now. */
+    restore() {
+      const saved = kept.read(`room.${this.room.room_id}`);
+      if (!saved) return;
+      for (const m of saved.messages || []) this.store(m);
+      this.fromCache = this.messages.size > 0;
+      this.pending = (saved.pending || []).map((p) => ({ ...p, sentAt: 0, pending: true }));
+    }
+
+    /** Keeps the newest page of messages and every unsent one. */
+    persist() {
+      const newest = [...this.messages.values()].sort((a, b) => b.id - a.id).slice(0, PAGE_SIZE).reverse();
+      kept.write(`room.${this.room.room_id}`, {
+        messages: newest,
+        pending: this.pending.map(({ sentAt, ...p }) => p),
+      });
     }
 
     // -- connection
@@ -1153,7 +1446,15 @@
       if (this.stopped) return;
       this.loaded = true;
       this.hasMore = page.has_more;
+      if (this.fromCache) {
+        // What was kept gives way to the server's copy (edits, deletions since).
+        this.fromCache = false;
+        this.messages.clear();
+      }
       for (const m of page.results) this.store(m);
+      // A queued message the server already has (its answer was lost) is not sent again.
+      const stored = new Set(page.results.map((m) => m.client_id).filter(Boolean));
+      this.pending = this.pending.filter((p) => !stored.has(p.client_id));
       this.render('bottom');
       this.renderHistoryTop();
       if (this.revealAfterLoad) {
@@ -1197,7 +1498,7 @@
 
     renderHistoryTop() {
       show($('load-older'), this.loaded && this.hasMore && !this.loadingOlder);
-      show($('history-loading'), this.loadingOlder || !this.loaded);
+      show($('history-loading'), this.loadingOlder || (!this.loaded && !this.fromCache));
       show($('history-start'), this.loaded && !this.hasMore && this.messages.size > 0);
     }
 
@@ -1243,6 +1544,7 @@
         // were away: refresh the flags of the newest messages we already have.
         this.refreshReadFlags().catch(() => {});
         refreshRooms();
+        checkForUpdate();
       }
       this.resendPending(true);
       this.maybeMarkRead();
@@ -1656,6 +1958,7 @@
 
       if (stick) box.scrollTop = box.scrollHeight;
       else if (mode === 'keep') box.scrollTop = prevTop + (box.scrollHeight - prevHeight);
+      this.persist();
     }
 
     node(key, sig, build) {
@@ -1925,6 +2228,10 @@
     $('to-login').addEventListener('click', () => showAuth('login'));
     $('logout').addEventListener('click', onLogout);
     $('retry').addEventListener('click', retryNow);
+    $('update-reload').addEventListener('click', reloadForUpdate);
+    $('alerts').addEventListener('change', onAlertSetting);
+    document.addEventListener('pointerdown', unlockAudio);
+    document.addEventListener('keydown', unlockAudio);
 
     $('new-chat').addEventListener('click', openNewChat);
     $('empty-new-chat').addEventListener('click', openNewChat);
@@ -2005,6 +2312,8 @@
     window.addEventListener('offline', renderConnection);
     document.addEventListener('visibilitychange', () => {
       if (document.visibilityState !== 'visible') return;
+      stopFlash();
+      checkForUpdate();
       refreshRooms();
       if (state.view) state.view.maybeMarkRead();
     });
@@ -2012,6 +2321,8 @@
 
   async function boot() {
     wire();
+    loadAlertSetting();
+    registerWorker();
     const saved = session.load();
     if (!saved || !saved.token) {
       showAuth('login');
