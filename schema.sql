@@ -255,3 +255,38 @@ CREATE INDEX users_by_owner ON users (owner_id) WHERE owner_id IS NOT NULL;
 -- Always empty: while the disk is full or failing, the writer commits a row of 64 KiB here
 -- and deletes it in the same transaction, once a second, to learn when it can store again.
 CREATE TABLE storage_probe (bytes BLOB NOT NULL);
+
+-- migration: 13
+
+-- Files. Each upload is a row; its bytes are a file in the files directory (`--files`, by
+-- default `<db>.files/`) named by their SHA-256, one file for every upload of the same bytes,
+-- and so are its thumbnails. A file is in place (written, synced, renamed) before the row that
+-- names it commits, and is removed only once no row names it. An upload is its uploader's
+-- until a message attaches it (`message_id`, at `position` among the message's files), then
+-- the message's room's: its members may download it. Uploads no message attached are removed
+-- after `limits.unattached_upload_secs`, a deleted message's at once.
+CREATE TABLE uploads (
+    id           INTEGER PRIMARY KEY,
+    public_id    TEXT    NOT NULL UNIQUE,
+    owner_id     INTEGER NOT NULL REFERENCES users (id),
+    sha256       TEXT    NOT NULL,
+    -- as the uploader gave it, for display; never a path
+    filename     TEXT    NOT NULL,
+    -- sniffed from the bytes
+    content_type TEXT    NOT NULL,
+    size         INTEGER NOT NULL,
+    -- an image the server could decode: its size as shown, and its thumbnails' files
+    width        INTEGER,
+    height       INTEGER,
+    thumb_small  TEXT,
+    thumb_large  TEXT,
+    thumb_type   TEXT,
+    created      INTEGER NOT NULL,
+    message_id   INTEGER REFERENCES messages (id),
+    position     INTEGER
+);
+CREATE INDEX uploads_by_message ON uploads (message_id, position) WHERE message_id IS NOT NULL;
+CREATE INDEX uploads_unattached ON uploads (created) WHERE message_id IS NULL;
+CREATE INDEX uploads_by_owner ON uploads (owner_id);
+-- how many uploads a message carries: looked up only where there are some
+ALTER TABLE messages ADD COLUMN attachments INTEGER NOT NULL DEFAULT 0;

@@ -10,7 +10,7 @@ use crate::frames::{Frame, ServerFrame};
 use crate::hub::{Event, EventKind, Hub};
 use crate::membership::RoomCaps;
 use crate::metrics::{Bound, METRICS};
-use crate::model::{Message, MessageId, Refusal, Room, RoomId, User, UserId};
+use crate::model::{MAX_ATTACHMENTS, Message, MessageId, Refusal, Room, RoomId, User, UserId};
 use crate::ratelimit::retry_after_secs;
 use crate::state::AppState;
 use crate::store::api::{
@@ -166,11 +166,54 @@ pub async fn send(
     state: &AppState,
     sender: &User,
     room: RoomRef,
-    content: &str,
-    client_id: Option<String>,
-    reply_to: Option<MessageId>,
+    draft: Draft,
 ) -> Result<(Message, bool), ApiError> {
-    Ok(submit(state, sender, room, content, client_id, reply_to)?.await?)
+    Ok(submit(state, sender, room, draft)?.await?)
+}
+
+/// What a sender asks to post.
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub content: String,
+    /// The sender's idempotency key.
+    pub client_id: Option<String>,
+    /// The message of the same room this one answers.
+    pub reply_to: Option<MessageId>,
+    /// The ids of the sender's uploads to attach, in order.
+    pub attachments: Vec<String>,
+}
+
+impl Draft {
+    /// Text alone.
+    pub fn text(content: impl Into<String>, client_id: Option<String>) -> Draft {
+        Draft {
+            content: content.into(),
+            client_id,
+            ..Draft::default()
+        }
+    }
+}
+
+/// The upload ids a message attaches: at most [`MAX_ATTACHMENTS`], each once.
+fn validate_attachments(ids: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if ids.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::validation(
+            "attachments",
+            format!("at most {MAX_ATTACHMENTS} files a message"),
+        ));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            return Err(ApiError::validation(
+                "attachments",
+                "names the same upload twice",
+            ));
+        }
+        if !plausible_room_id(id) {
+            return Err(ApiError::missing("attachments", "no such upload"));
+        }
+    }
+    Ok(ids)
 }
 
 /// The part of [`send`] that does not wait: validation and the rate limit, then the write is
@@ -180,11 +223,21 @@ pub fn submit(
     state: &AppState,
     sender: &User,
     room: RoomRef,
-    content: &str,
-    client_id: Option<String>,
-    reply_to: Option<MessageId>,
+    draft: Draft,
 ) -> Result<Sending, ApiError> {
-    let content = validate_content(state, content)?;
+    let Draft {
+        content,
+        client_id,
+        reply_to,
+        attachments,
+    } = draft;
+    let attachments = validate_attachments(attachments)?;
+    // A message of files alone needs no text.
+    let content = if attachments.is_empty() || !content.trim().is_empty() {
+        validate_content(state, &content)?
+    } else {
+        String::new()
+    };
     if client_id
         .as_ref()
         .is_some_and(|c| c.is_empty() || c.chars().count() > MAX_CLIENT_ID_CHARS)
@@ -215,6 +268,7 @@ pub fn submit(
         content,
         client_id,
         reply_to,
+        attachments,
     };
     let on_commit = Box::new(move |(message, created): &(Message, bool)| {
         if *created {
@@ -657,6 +711,7 @@ mod tests {
             }),
             reactions: Vec::new(),
             mentions: Vec::new(),
+            attachments: Vec::new(),
             seq: Seq(7),
         };
         let event = message_event(RoomId(1), &message);

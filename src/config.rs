@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub port: u16,
     /// SQLite database file, or `:memory:` for a throwaway database.
     pub db: String,
+    /// Directory of the uploaded files. Empty: `<db>.files` beside the database (for
+    /// `:memory:`, a temporary directory removed on exit).
+    pub files: String,
     /// `error`, `warn`, `info`, `debug` or `trace` (or a tracing filter directive).
     pub log_level: String,
     /// `text` or `json`.
@@ -149,6 +152,17 @@ pub struct LimitsConfig {
     /// closed to make room; if none is idle, the new connection is.
     pub max_tcp_connections: u32,
     pub max_tcp_connections_per_ip: u32,
+    /// Largest uploaded file, in bytes.
+    pub max_upload_bytes: u64,
+    /// Bytes one user's uploads may hold in all, attached or not.
+    pub upload_quota_bytes: u64,
+    /// Uploads one user may be sending at once.
+    pub uploads_at_once_per_user: u32,
+    /// Seconds an upload has in all; a stalled one (nothing for `body_read_timeout_secs`)
+    /// ends sooner.
+    pub upload_timeout_secs: u64,
+    /// Seconds an upload no message attached is kept.
+    pub unattached_upload_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +194,7 @@ impl Default for ServerConfig {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 8000,
             db: "chat.db".into(),
+            files: String::new(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
             read_connections: 4,
@@ -250,6 +265,11 @@ impl Default for LimitsConfig {
             max_replays_total: 16,
             max_tcp_connections: 30_000,
             max_tcp_connections_per_ip: 2_000,
+            max_upload_bytes: 25 * 1024 * 1024,
+            upload_quota_bytes: 1024 * 1024 * 1024,
+            uploads_at_once_per_user: 4,
+            upload_timeout_secs: 600,
+            unattached_upload_secs: 24 * 3600,
         }
     }
 }
@@ -520,6 +540,36 @@ impl Config {
                 1.0,
                 1e7,
             ),
+            (
+                "limits.max_upload_bytes",
+                l.max_upload_bytes as f64,
+                1.0,
+                64.0 * 1024.0 * MIB,
+            ),
+            (
+                "limits.upload_quota_bytes",
+                l.upload_quota_bytes as f64,
+                0.0,
+                1e15,
+            ),
+            (
+                "limits.uploads_at_once_per_user",
+                l.uploads_at_once_per_user.into(),
+                1.0,
+                1000.0,
+            ),
+            (
+                "limits.upload_timeout_secs",
+                l.upload_timeout_secs as f64,
+                1.0,
+                86_400.0,
+            ),
+            (
+                "limits.unattached_upload_secs",
+                l.unattached_upload_secs as f64,
+                60.0,
+                365.0 * 86_400.0,
+            ),
         ];
         for &(name, value, least, most) in ranges {
             // `!(..)` so that NaN fails too
@@ -619,6 +669,7 @@ mod tests {
             "server.port",
             "limits.login_slowdown_ms",
             "limits.presence_offline_delay_ms",
+            "limits.upload_quota_bytes",
         ];
         let example: toml::Table = toml::from_str(include_str!("../config.example.toml")).unwrap();
         let mut walked = 0;

@@ -41,6 +41,9 @@ pub enum ApiError {
     Conflict(&'static str),
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// An upload over the size limit or the uploader's quota: 413 `payload_too_large`.
+    #[error("{0}")]
+    FileTooLarge(String),
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -106,7 +109,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge | ApiError::FileTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::UpgradeRequired(_) => StatusCode::UPGRADE_REQUIRED,
             ApiError::Overloaded | ApiError::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,7 +129,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::Missing(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::Conflict(_) => ErrorCode::Conflict,
-            ApiError::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::PayloadTooLarge | ApiError::FileTooLarge(_) => ErrorCode::PayloadTooLarge,
             ApiError::RateLimited { .. } => ErrorCode::RateLimited,
             ApiError::UpgradeRequired(_) => ErrorCode::UpgradeRequired,
             ApiError::Overloaded => ErrorCode::Overloaded,
@@ -241,6 +244,13 @@ impl From<Refusal> for ApiError {
             Refusal::TheyHaveTooManyRooms => {
                 ApiError::Conflict("a user you named is in as many rooms as this server allows")
             }
+            Refusal::NoSuchUpload => ApiError::missing("attachments", "no such upload"),
+            Refusal::UploadAttached => {
+                ApiError::Conflict("an upload is attached to one message only")
+            }
+            Refusal::UploadQuota => ApiError::FileTooLarge(
+                "the file would take you past your upload quota; delete messages with files to make room".into(),
+            ),
             Refusal::TooManyRoomsFromYou => ApiError::Forbidden(
                 "you have put a user you named in as many rooms as this server allows",
             ),

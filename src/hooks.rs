@@ -206,7 +206,8 @@ async fn post(
     } else {
         crate::filters::from_json(&body)?
     };
-    let (message, created) = chat::send(&state, &bot, room, &content, client_id, None).await?;
+    let (message, created) =
+        chat::send(&state, &bot, room, chat::Draft::text(content, client_id)).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

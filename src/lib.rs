@@ -26,6 +26,11 @@
 //! - `membership`: who may add and remove members, the rules every store backend applies
 //!   inside the transaction that changes the members.
 //! - `messages`: history, posting and read receipts over REST.
+//! - `uploads`: `/api/v1/uploads/` (files streamed in, typed, thumbnailed) and
+//!   `/api/v1/files/<id>/` (downloads for the rooms a file was posted in, with ranges).
+//! - `files`: the files' bytes in a directory beside the database, named by their SHA-256:
+//!   receiving, committing before the row, sweeping what no row names; type sniffing, safe
+//!   header names and thumbnails.
 //! - `bots`: `/api/v1/bots/`, the bots a person owns (made, given tokens, deactivated).
 //! - `hooks`: incoming webhooks: a secret URL that posts into a room as the hook's bot.
 //! - `ws`: the WebSockets `/ws/chat/<room_id>/` (one room) and `/ws/` (all of a user's rooms):
@@ -56,6 +61,7 @@ pub mod config;
 pub mod connections;
 pub mod cors;
 pub mod error;
+pub mod files;
 pub mod filters;
 pub mod frames;
 pub mod hooks;
@@ -76,6 +82,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod uploads;
 pub mod users;
 pub mod web;
 pub mod ws;

@@ -35,6 +35,9 @@ struct ServeArgs {
     /// SQLite database file, or ":memory:" [default: chat.db]
     #[arg(long)]
     db: Option<String>,
+    /// Directory of uploaded files [default: <db>.files]
+    #[arg(long)]
+    files: Option<String>,
     /// Port to listen on; 0 picks a free one [default: 8000]
     #[arg(long)]
     port: Option<u16>,
@@ -64,6 +67,9 @@ struct DbArgs {
     /// SQLite database file [default: chat.db, or the config file's]
     #[arg(long)]
     db: Option<String>,
+    /// Directory of uploaded files [default: <db>.files, or the config file's]
+    #[arg(long)]
+    files: Option<String>,
     /// TOML configuration file, for the database path and password hashing cost
     #[arg(long)]
     config: Option<PathBuf>,
@@ -169,6 +175,9 @@ fn serve_config(cli: &ServeArgs) -> Result<Config, String> {
     if let Some(db) = &cli.db {
         config.server.db = db.clone();
     }
+    if let Some(files) = &cli.files {
+        config.server.files = files.clone();
+    }
     if let Some(port) = cli.port {
         config.server.port = port;
     }
@@ -193,6 +202,9 @@ fn admin_config(args: &DbArgs) -> Result<Config, String> {
     let mut config = base_config(args.config.as_ref())?;
     if let Some(db) = &args.db {
         config.server.db = db.clone();
+    }
+    if let Some(files) = &args.files {
+        config.server.files = files.clone();
     }
     config.validate()?;
     Ok(config)

@@ -11,7 +11,7 @@ use warp::{Filter, Reply};
 
 use crate::auth::{authenticated, token_from_header};
 use crate::chat::{
-    delete_message, edit_message, mark_read, member_request, react, room_for_member, send,
+    Draft, delete_message, edit_message, mark_read, member_request, react, room_for_member, send,
 };
 use crate::error::ApiError;
 use crate::filters::{FromQuery, Params, json_body, query, with_state};
@@ -308,6 +308,9 @@ pub struct PostBody {
     /// The id of the message of this room the new one answers.
     #[serde(default, deserialize_with = "crate::filters::json_int::option")]
     reply_to: Option<i64>,
+    /// Upload ids to attach; `content` may then be "".
+    #[serde(default)]
+    attachments: Vec<String>,
 }
 
 /// `POST /api/v1/chat/<room_id>/`: stores a message and delivers it live.
@@ -318,16 +321,13 @@ async fn post(
     state: AppState,
 ) -> Result<impl Reply, ApiError> {
     let room = room_for_member(&state, room_id, &auth.user).await?;
-    let reply_to = body.reply_to.map(MessageId);
-    let (message, created) = send(
-        &state,
-        &auth.user,
-        room,
-        &body.content,
-        body.client_id,
-        reply_to,
-    )
-    .await?;
+    let draft = Draft {
+        content: body.content,
+        client_id: body.client_id,
+        reply_to: body.reply_to.map(MessageId),
+        attachments: body.attachments,
+    };
+    let (message, created) = send(&state, &auth.user, room, draft).await?;
     let status = if created {
         StatusCode::CREATED
     } else {

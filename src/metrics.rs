@@ -145,10 +145,12 @@ pub enum Bound {
     TcpTotal,
     /// An idle keep-alive connection closed to make room for a new one.
     TcpShedIdle,
+    /// An upload refused at `uploads_at_once_per_user`.
+    UploadsAtOnce,
 }
 
 impl Bound {
-    pub const ALL: [Bound; 12] = [
+    pub const ALL: [Bound; 13] = [
         Bound::Signups,
         Bound::RoomsCreated,
         Bound::RoomsPerUser,
@@ -161,6 +163,7 @@ impl Bound {
         Bound::TcpPerIp,
         Bound::TcpTotal,
         Bound::TcpShedIdle,
+        Bound::UploadsAtOnce,
     ];
 
     /// The label value in `chat_refusals_total{limit="..."}`.
@@ -178,6 +181,7 @@ impl Bound {
             Bound::TcpPerIp => "max_tcp_connections_per_ip",
             Bound::TcpTotal => "max_tcp_connections",
             Bound::TcpShedIdle => "idle_connection_shed",
+            Bound::UploadsAtOnce => "uploads_at_once_per_user",
         }
     }
 }
@@ -202,6 +206,13 @@ pub struct Metrics {
     pub writer_checkpoints: Counter,
     /// Times the database began failing writes for its storage (disk full, I/O errors).
     pub storage_fault_episodes: Counter,
+    /// Uploads stored, and the bytes of the uploads received (stored or not).
+    pub uploads: Counter,
+    pub upload_bytes: Counter,
+    /// Decoding an uploaded image and making its thumbnails.
+    pub thumbnail_latency: Histogram,
+    /// Files the sweeper removed (no upload named them any more).
+    pub files_removed: Counter,
     /// WebSocket sessions ended by the server for a reason of its own, by close code.
     pub sessions_closed_shutdown: Counter,
     pub sessions_closed_deactivated: Counter,
@@ -236,6 +247,10 @@ impl Metrics {
             checkpoint_latency: Histogram::new(),
             writer_checkpoints: Counter::new(),
             storage_fault_episodes: Counter::new(),
+            uploads: Counter::new(),
+            upload_bytes: Counter::new(),
+            thumbnail_latency: Histogram::new(),
+            files_removed: Counter::new(),
             sessions_closed_shutdown: Counter::new(),
             sessions_closed_deactivated: Counter::new(),
             websocket_resyncs: Counter::new(),
@@ -285,6 +300,9 @@ pub struct Snapshot {
     pub queued_writes: usize,
     /// Whether the database's storage fails writes now.
     pub storage_failing: bool,
+    /// Uploads stored, and their bytes (the same bytes uploaded twice count twice).
+    pub uploads_stored: u64,
+    pub upload_bytes_stored: u64,
 }
 
 /// Renders everything in the Prometheus text exposition format (version 0.0.4).
@@ -332,6 +350,16 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         if s.storage_failing { 1.0 } else { 0.0 },
     );
     gauge(
+        "chat_uploads_stored",
+        "Uploads the database holds.",
+        s.uploads_stored as f64,
+    );
+    gauge(
+        "chat_upload_bytes_stored",
+        "Bytes of the uploads the database holds (an upload of the same bytes again counts again).",
+        s.upload_bytes_stored as f64,
+    );
+    gauge(
         "chat_uptime_seconds",
         "Seconds since the server started.",
         s.uptime.as_secs_f64(),
@@ -377,6 +405,21 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "chat_writer_checkpoints_total",
         "WAL checkpoints the writer ran itself because the WAL outgrew the background checkpointer.",
         m.writer_checkpoints.get(),
+    );
+    counter(
+        "chat_uploads_total",
+        "Uploads stored by this process.",
+        m.uploads.get(),
+    );
+    counter(
+        "chat_upload_received_bytes_total",
+        "Bytes of uploads received, stored or refused.",
+        m.upload_bytes.get(),
+    );
+    counter(
+        "chat_files_removed_total",
+        "Files the sweeper removed because no upload named them any more.",
+        m.files_removed.get(),
     );
     counter(
         "chat_storage_fault_episodes_total",
@@ -456,6 +499,12 @@ pub fn render(m: &Metrics, s: &Snapshot) -> String {
         "Duration of one WAL checkpoint (copying committed pages into the database file).",
         &m.checkpoint_latency,
     );
+    histogram(
+        &mut out,
+        "chat_thumbnail_seconds",
+        "Decoding an uploaded image and making its two thumbnails.",
+        &m.thumbnail_latency,
+    );
     out
 }
 
@@ -496,6 +545,8 @@ mod tests {
                 queued_reads: 0,
                 queued_writes: 0,
                 storage_failing: false,
+                uploads_stored: 3,
+                upload_bytes_stored: 4096,
             },
         );
         assert!(

@@ -193,6 +193,8 @@ pub struct Message {
     pub reactions: Vec<Reaction>,
     /// The members its text mentions (`@username`), as resolved when it was sent or edited.
     pub mentions: Vec<UserId>,
+    /// The files it carries, in the order they were attached.
+    pub attachments: Vec<Attachment>,
     /// The position of the message's latest change (its id until it is edited or deleted).
     #[serde(skip)]
     pub seq: Seq,
@@ -205,6 +207,50 @@ pub struct ReplyTo {
     pub sender: String,
     pub excerpt: String,
 }
+
+/// A file a message carries (or an upload not attached yet), as clients see it. `width` and
+/// `height` (and the thumbnails) only for an image the server could decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attachment {
+    pub id: String,
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub url: String,
+    /// Longest side at most 320 px.
+    pub thumbnail_url: Option<String>,
+    /// Longest side at most 1280 px.
+    pub preview_url: Option<String>,
+}
+
+impl Attachment {
+    pub fn new(
+        id: String,
+        filename: String,
+        content_type: String,
+        size: u64,
+        dimensions: Option<(u32, u32)>,
+    ) -> Attachment {
+        let url = format!("/api/v1/files/{id}/");
+        let thumb = |px: u32| format!("/api/v1/files/{id}/thumbnail/{px}/");
+        Attachment {
+            thumbnail_url: dimensions.map(|_| thumb(320)),
+            preview_url: dimensions.map(|_| thumb(1280)),
+            width: dimensions.map(|d| d.0),
+            height: dimensions.map(|d| d.1),
+            id,
+            filename,
+            content_type,
+            size,
+            url,
+        }
+    }
+}
+
+/// Most files one message carries.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 /// Most characters of a replied-to message shown with a reply.
 pub const EXCERPT_CHARS: usize = 100;
@@ -433,4 +479,10 @@ pub enum Refusal {
     TheyHaveTooManyRooms,
     /// The acting user has put a user in `limits.max_rooms_added_by_one_user` of their rooms.
     TooManyRoomsFromYou,
+    /// An upload to attach is nobody's, or someone else's.
+    NoSuchUpload,
+    /// An upload to attach is attached to a message already.
+    UploadAttached,
+    /// The upload would take its owner past `limits.upload_quota_bytes`.
+    UploadQuota,
 }

@@ -120,6 +120,11 @@ async fn metrics(state: AppState) -> warp::reply::Response {
         tracing::warn!(error = %e, "metrics: cannot read the last message id");
         0
     });
+    let (uploads_stored, upload_bytes_stored) =
+        state.store.upload_totals().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "metrics: cannot count the uploads");
+            (0, 0)
+        });
     let pressure = state.store.pressure();
     let snapshot = Snapshot {
         websocket_connections: state.connections.total(),
@@ -129,6 +134,8 @@ async fn metrics(state: AppState) -> warp::reply::Response {
         queued_reads: pressure.queued_reads,
         queued_writes: pressure.queued_writes,
         storage_failing: pressure.storage_failing,
+        uploads_stored,
+        upload_bytes_stored,
     };
     let mut response = render(&METRICS, &snapshot).into_response();
     response.headers_mut().insert(

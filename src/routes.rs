@@ -108,6 +108,15 @@ pub const TABLE: &[Route] = &[
     ),
     // The secret in the path is the credential.
     route("POST", "/api/v1/hooks/{secret}/", Access::Anyone),
+    route("POST", "/api/v1/uploads/", Access::User),
+    // A member of a room the file was posted in (or its uploader until then); anyone else
+    // gets 404.
+    route("GET", "/api/v1/files/{file_id}/", Access::User),
+    route(
+        "GET",
+        "/api/v1/files/{file_id}/thumbnail/{size}/",
+        Access::User,
+    ),
     route("GET", "/api/v1/mentions/", Access::User),
     route("GET", "/api/v1/search/", Access::User),
     route("PATCH", "/api/v1/messages/{message_id}/", Access::User),
@@ -210,7 +219,6 @@ fn security_headers() -> HeaderMap {
         ("x-content-type-options", "nosniff"),
         ("x-frame-options", "DENY"),
         ("referrer-policy", "no-referrer"),
-        ("cache-control", "no-store"),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -230,6 +238,8 @@ pub fn routes(
         .or(crate::messages::routes(state))
         .unify()
         .or(crate::hooks::routes(state))
+        .unify()
+        .or(crate::uploads::routes(state))
         .unify()
         .or(crate::bots::routes(state))
         .unify()
@@ -263,6 +273,8 @@ pub fn routes(
         .map(|path: warp::path::FullPath, response| with_allow(path.as_str(), response));
     crate::cors::wrap(&state.cors, answered)
         .with(warp::reply::with::headers(security_headers()))
+        // Nothing is cached, except where a route says otherwise (a file's bytes).
+        .with(warp::reply::with::default_header("cache-control", "no-store"))
         // Only where a route set none: the web client's page brings its own policy.
         .with(warp::reply::with::default_header(
             "content-security-policy",

@@ -215,6 +215,7 @@ pub async fn run(
     // sender's `closed` says when the last one finished.
     let (stop, stopping) = watch::channel(false);
     let deactivations = tokio::spawn(crate::lifecycle::watch_deactivations(state.clone()));
+    let sweeper = tokio::spawn(crate::uploads::sweeper(state.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -340,6 +341,7 @@ pub async fn run(
         );
     }
     deactivations.abort();
+    sweeper.abort();
     match tokio::time::timeout(CLOSE_DATABASE_TIMEOUT, state.store.close()).await {
         Ok(Ok(())) => tracing::info!("database closed: writes committed, WAL checkpointed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "database close incomplete"),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::{Config, LimitsConfig};
 use crate::connections::{Connections, Replays};
+use crate::files::Files;
 use crate::hub::{Hub, LocalHub, PresenceDamper};
 use crate::lifecycle::Lifecycle;
 use crate::model::{RoomId, UserId};
@@ -43,6 +44,8 @@ pub struct Shared {
     pub cors: crate::cors::Cors,
     /// Shutdown and forced session ends, which open WebSocket sessions listen to.
     pub lifecycle: Lifecycle,
+    /// The uploaded files' bytes.
+    pub files: Arc<Files>,
 }
 
 /// The abuse limits of docs/CONTRACT.md section 2 and SECURITY.md.
@@ -97,19 +100,25 @@ impl AppState {
     /// Like [`AppState::new`] with a given password hasher (tests use a cheap one).
     pub fn with_passwords(config: Config, passwords: Arc<Passwords>) -> anyhow::Result<AppState> {
         let store = Store::open_with(&config.server.db, config.server.store_options())?;
-        Ok(Self::with_store(config, passwords, Arc::new(store)))
+        Self::with_store(config, passwords, Arc::new(store))
     }
 
-    /// The state over a given store: any [`ChatStore`] implementation.
+    /// The state over a given store: any [`ChatStore`] implementation. Opens the files
+    /// directory the configuration names.
     pub fn with_store(
         config: Config,
         passwords: Arc<Passwords>,
         store: Arc<dyn ChatStore>,
-    ) -> AppState {
+    ) -> anyhow::Result<AppState> {
+        let files = Files::open(&config.server).map_err(|e| {
+            let dir = crate::files::dir_for(&config.server)
+                .map_or_else(|| "a temporary directory".into(), |d| d.display().to_string());
+            anyhow::anyhow!("cannot open the files directory {dir}: {e}")
+        })?;
         let l = &config.limits;
         let limits = Limiters::new(l);
         let tls = config.server.tls_cert.is_some();
-        AppState(Arc::new(Shared {
+        Ok(AppState(Arc::new(Shared {
             cors: crate::cors::Cors::new(&config.cors.allowed_origins, tls),
             hub: Arc::new(LocalHub::new(l.ws_queue_len)),
             presence: Arc::new(PresenceDamper::new(Duration::from_millis(
@@ -122,7 +131,8 @@ impl AppState {
             connections: Arc::default(),
             replays: Arc::default(),
             lifecycle: Lifecycle::new(),
-        }))
+            files: Arc::new(files),
+        })))
     }
 }
 

@@ -6,6 +6,7 @@
 //! write committed, and hooks run in commit order, so events published from them reach
 //! subscribers in id order.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -14,6 +15,7 @@ use super::messages::{Page, ReadMark};
 use super::replay::Replayed;
 use super::rooms::{RoomCursor, RoomRef};
 use super::tokens::TokenRow;
+use super::uploads::Upload;
 use super::users::{Credentials, NewUser, UserQuery};
 use super::{Result, StoreError};
 use crate::membership::RoomCaps;
@@ -64,6 +66,8 @@ pub struct NewMessage {
     pub client_id: Option<String>,
     /// The message of the same room this one answers.
     pub reply_to: Option<MessageId>,
+    /// The sender's uploads to attach (at most `MAX_ATTACHMENTS`, distinct), in order.
+    pub attachments: Vec<String>,
 }
 
 /// A user who just joined a room, and the room as they see it.
@@ -364,6 +368,22 @@ pub trait ChatStore: Send + Sync {
         after: Seq,
         limit: u32,
     ) -> Fut<'_, Option<ReplayPage>>;
+
+    // Files
+
+    /// Stores an upload's row (its files are in place); refused `UploadQuota` if its owner's
+    /// uploads would then hold more than `quota` bytes.
+    fn create_upload(&self, upload: Upload, quota: u64) -> Fut<'_, ()>;
+    /// The bytes `owner`'s uploads hold.
+    fn upload_usage(&self, owner: UserId) -> Fut<'_, u64>;
+    /// Upload `public_id` if `viewer` may download it (see [`super::uploads::visible`]).
+    fn visible_upload(&self, public_id: String, viewer: UserId) -> Fut<'_, Option<Upload>>;
+    /// Removes the uploads no message attached made before `before`; how many.
+    fn expire_uploads(&self, before: i64) -> Fut<'_, usize>;
+    /// Every file name (SHA-256) an upload row names.
+    fn referenced_files(&self) -> Fut<'_, HashSet<String>>;
+    /// Uploads stored, and their bytes.
+    fn upload_totals(&self) -> Fut<'_, (u64, u64)>;
 
     // Operations
 

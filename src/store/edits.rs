@@ -117,10 +117,13 @@ pub fn delete(conn: &Connection, id: MessageId, by: UserId, now: i64) -> Result<
     }
     conn.prepare_cached(
         "UPDATE messages SET content = '', deleted = 1, reply_to = NULL, reactions = 0,
-             mentions = NULL
+             mentions = NULL, attachments = 0
          WHERE id = ?1",
     )?
     .execute(params![id])?;
+    // Its files go with it: nobody may download them any more, and the sweeper removes
+    // their bytes once no other upload names them.
+    super::uploads::forget_message(conn, id)?;
     conn.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
         .execute(params![id])?;
     conn.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?

@@ -6,14 +6,20 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rooms::RoomRef;
 use super::{Result, StoreError};
 use crate::model::Refusal;
-use crate::model::{Message, MessageId, Millis, Reaction, ReplyTo, RoomId, Seq, User, UserId};
+use crate::model::{
+    Attachment, Message, MessageId, Millis, Reaction, ReplyTo, RoomId, Seq, User, UserId,
+};
 
 /// Each member's read mark in a room: everything up to and including the id is read.
 pub type ReadMarks = Vec<(UserId, MessageId)>;
 
+/// How many [`MESSAGE_COLUMNS`] there are: a statement's own columns follow them.
+pub(super) const MESSAGE_COLUMN_COUNT: usize = 16;
+
 pub(super) const MESSAGE_COLUMNS: &str = "m.id, m.sender_id, u.username, m.content, m.created, m.updated, \
      m.client_id, m.edited, m.deleted, m.id, m.reply_to, pu.username, \
-     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions, m.mentions";
+     CASE WHEN p.deleted THEN '' ELSE substr(p.content, 1, 100) END, m.reactions, m.mentions, \
+     m.attachments";
 
 /// What [`MESSAGE_COLUMNS`] are selected from: the message, its sender, and the message it
 /// replies to with that one's sender.
@@ -97,6 +103,11 @@ pub(super) fn message_from_row(
             Vec::new()
         },
         mentions: mention_ids(text(row, 14)?),
+        attachments: if row.get::<_, i64>(15)? > 0 {
+            super::uploads::of_message(conn, id)?
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -195,6 +206,7 @@ pub fn insert(
     content: &str,
     client_id: Option<&str>,
     reply_to: Option<MessageId>,
+    attachments: &[String],
     now: i64,
 ) -> Result<(Message, bool)> {
     // A repeated client_id collides in the unique index `messages_by_client_id` and stores
@@ -240,6 +252,12 @@ pub fn insert(
     } else {
         Vec::new()
     };
+    // A retry stored nothing above and attached nothing: the original keeps its files.
+    let attachments = if attachments.is_empty() {
+        Vec::new()
+    } else {
+        super::uploads::attach(conn, id, sender.id, attachments)?
+    };
     let message = Message {
         id,
         room_id: room.public_id.clone(),
@@ -256,6 +274,7 @@ pub fn insert(
         reply_to,
         reactions: Vec::new(),
         mentions,
+        attachments,
     };
     Ok((message, true))
 }
@@ -379,6 +398,7 @@ struct MessageJson<'a> {
     reply_to: Option<ReplyTo>,
     reactions: &'a [Reaction],
     mentions: Vec<UserId>,
+    attachments: Vec<Attachment>,
 }
 
 impl MessageJson<'_> {
@@ -458,7 +478,14 @@ impl MessageJson<'_> {
             }
             out.extend_from_slice(number.format(user.0).as_bytes());
         }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"],\"attachments\":");
+        if self.attachments.is_empty() {
+            out.extend_from_slice(b"[]}");
+        } else {
+            serde_json::to_writer(&mut *out, &self.attachments)
+                .expect("writing JSON to a Vec does not fail");
+            out.push(b'}');
+        }
     }
 }
 
@@ -487,7 +514,8 @@ fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
 /// A reply's quote is looked up only for the rows that have one, like reactions, so the
 /// common page reads nothing but its own rows.
 const PAGE_JSON_SELECT: &str = "SELECT m.id, m.sender_id, m.content, m.created, m.updated, \
-     m.client_id, m.edited, m.deleted, m.reply_to, m.reactions, m.mentions FROM messages m";
+     m.client_id, m.edited, m.deleted, m.reply_to, m.reactions, m.mentions, m.attachments \
+     FROM messages m";
 
 /// The same page as [`page`] as `viewer` sees it, written into `out` as a JSON array of
 /// messages without building them first; returns whether more lie beyond it. A page has few
@@ -560,6 +588,11 @@ pub fn page_json(
             },
             reactions: &reactions,
             mentions: mention_ids(text(row, 10)?),
+            attachments: if row.get::<_, i64>(11)? > 0 {
+                super::uploads::of_message(conn, id)?
+            } else {
+                Vec::new()
+            },
         };
         message.write(out);
         written += 1;
@@ -666,9 +699,9 @@ mod tests {
     #[test]
     fn same_client_id_returns_the_original() {
         let (conn, a, _b, room) = setup();
-        let (first, created) = insert(&conn, &room, &a, "hi", Some("c1"), None, 1).unwrap();
+        let (first, created) = insert(&conn, &room, &a, "hi", Some("c1"), None, &[], 1).unwrap();
         assert!(created);
-        let (again, created) = insert(&conn, &room, &a, "different", Some("c1"), None, 2).unwrap();
+        let (again, created) = insert(&conn, &room, &a, "different", Some("c1"), None, &[], 2).unwrap();
         assert!(!created);
         assert_eq!((again.id, again.content.as_str()), (first.id, "hi"));
         let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
@@ -680,7 +713,7 @@ mod tests {
         let (conn, a, _b, room) = setup();
         let ids: Vec<MessageId> = (0..5)
             .map(|i| {
-                insert(&conn, &room, &a, &format!("m{i}"), None, None, i)
+                insert(&conn, &room, &a, &format!("m{i}"), None, None, &[], i)
                     .unwrap()
                     .0
                     .id
@@ -742,6 +775,7 @@ mod tests {
                     &text,
                     client_id.as_deref(),
                     (i == 4).then(|| ids[1]),
+                    &[],
                     1_700_000_000_000 + i,
                 )
                 .unwrap()
@@ -791,7 +825,7 @@ mod tests {
     fn page_statements_are_not_prepared_again_per_run() {
         let (conn, a, _b, room) = setup();
         for i in 0..20 {
-            insert(&conn, &room, &a, "m", None, None, i).unwrap();
+            insert(&conn, &room, &a, "m", None, None, &[], i).unwrap();
         }
         for which in [Page::Before(None), Page::After(MessageId(0))] {
             for (bound, limit) in [(3, 2), (10, 5), (15, 7), (19, 1)] {
@@ -814,8 +848,8 @@ mod tests {
     #[test]
     fn read_marks_only_move_forward_and_drive_is_read() {
         let (conn, a, b, room) = setup();
-        let m1 = insert(&conn, &room, &a, "1", None, None, 1).unwrap().0;
-        let m2 = insert(&conn, &room, &a, "2", None, None, 2).unwrap().0;
+        let m1 = insert(&conn, &room, &a, "1", None, None, &[], 1).unwrap().0;
+        let m2 = insert(&conn, &room, &a, "2", None, None, &[], 2).unwrap().0;
         assert!(!m1.is_read);
         assert_eq!(
             mark_read(&conn, m2.id, b.id).unwrap().unwrap().message_id,
@@ -833,23 +867,23 @@ mod tests {
     fn a_new_message_is_read_only_if_nobody_else_is_in_the_room() {
         let (conn, a, b, room) = setup();
         assert!(
-            !insert(&conn, &room, &a, "1", None, None, 1)
+            !insert(&conn, &room, &a, "1", None, None, &[], 1)
                 .unwrap()
                 .0
                 .is_read
         );
         // b reading everything so far does not make the next message read
-        let m2 = insert(&conn, &room, &a, "2", None, None, 2).unwrap().0;
+        let m2 = insert(&conn, &room, &a, "2", None, None, &[], 2).unwrap().0;
         mark_read(&conn, m2.id, b.id).unwrap();
         assert!(
-            !insert(&conn, &room, &a, "3", None, None, 3)
+            !insert(&conn, &room, &a, "3", None, None, &[], 3)
                 .unwrap()
                 .0
                 .is_read
         );
         crate::store::rooms::remove_member(&conn, room.id, b.id).unwrap();
         assert!(
-            insert(&conn, &room, &a, "4", None, None, 4)
+            insert(&conn, &room, &a, "4", None, None, &[], 4)
                 .unwrap()
                 .0
                 .is_read
@@ -860,7 +894,7 @@ mod tests {
     fn non_members_cannot_mark_read() {
         let (conn, a, _b, room) = setup();
         let c = user(&conn, "c");
-        let m = insert(&conn, &room, &a, "1", None, None, 1).unwrap().0;
+        let m = insert(&conn, &room, &a, "1", None, None, &[], 1).unwrap().0;
         assert!(mark_read(&conn, m.id, c.id).unwrap().is_none());
     }
 }

@@ -7,7 +7,9 @@ use std::collections::BinaryHeap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Result;
-use super::messages::{MESSAGE_COLUMNS, MESSAGE_FROM, ReadMarks, message_from_row, read_marks};
+use super::messages::{
+    MESSAGE_COLUMN_COUNT, MESSAGE_COLUMNS, MESSAGE_FROM, ReadMarks, message_from_row, read_marks,
+};
 use super::rooms::RoomRef;
 use crate::model::{Message, RoomId, Seq, UserId};
 
@@ -69,7 +71,7 @@ impl Source {
         };
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(params![room.id, from, until, limit as i64], |row| {
-            let seq: Seq = row.get(15)?;
+            let seq: Seq = row.get(MESSAGE_COLUMN_COUNT)?;
             let mut message = message_from_row(conn, row, room, marks)?;
             message.seq = seq;
             Ok(Replayed {

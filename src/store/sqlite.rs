@@ -1,6 +1,8 @@
 //! [`ChatStore`] over SQLite: each operation is one closure on a reader connection (one
 //! snapshot) or one job of the writer's group commit.
 
+use std::collections::HashSet;
+
 use rusqlite::Connection;
 
 use super::api::{
@@ -12,6 +14,7 @@ use super::hooks::{self, Hook};
 use super::messages::{self, Page, ReadMark};
 use super::rooms::{self, RoomCursor, RoomRef};
 use super::tokens::{self, TokenRow};
+use super::uploads::{self, Upload};
 use super::users::{self, Credentials, NewUser, Taken, UserQuery};
 use super::{Result, Store, StoreError, admin};
 use super::{lookups, replay};
@@ -463,6 +466,7 @@ impl ChatStore for Store {
                     &m.content,
                     m.client_id.as_deref(),
                     m.reply_to,
+                    &m.attachments,
                     now,
                 )
             },
@@ -567,6 +571,30 @@ impl ChatStore for Store {
 
     fn pressure(&self) -> super::Pressure {
         Store::pressure(self)
+    }
+
+    fn create_upload(&self, upload: Upload, quota: u64) -> Fut<'_, ()> {
+        Box::pin(self.write(move |c| uploads::insert(c, &upload, quota)))
+    }
+
+    fn upload_usage(&self, owner: UserId) -> Fut<'_, u64> {
+        Box::pin(self.read(move |c| uploads::usage(c, owner)))
+    }
+
+    fn visible_upload(&self, public_id: String, viewer: UserId) -> Fut<'_, Option<Upload>> {
+        Box::pin(self.read(move |c| uploads::visible(c, &public_id, viewer)))
+    }
+
+    fn expire_uploads(&self, before: i64) -> Fut<'_, usize> {
+        Box::pin(self.write(move |c| uploads::expire_unattached(c, before)))
+    }
+
+    fn referenced_files(&self) -> Fut<'_, HashSet<String>> {
+        Box::pin(self.read(uploads::referenced))
+    }
+
+    fn upload_totals(&self) -> Fut<'_, (u64, u64)> {
+        Box::pin(self.read(uploads::totals))
     }
 
     fn last_message_id(&self) -> Fut<'_, i64> {

@@ -5,7 +5,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use super::protocol::{ClientFrame, api_error_frame, error_frame, parse_frame};
 use super::session::{End, Session};
-use crate::chat::{self, mark_read, submit};
+use crate::chat::{self, Draft, mark_read, submit};
 use crate::error::{ApiError, ErrorCode};
 use crate::frames::ServerFrame;
 use crate::model::MessageId;
@@ -58,14 +58,20 @@ impl Session {
                 client_id,
                 room_id,
                 reply_to,
+                attachments,
             } => {
                 // Validated, rate-limited and queued now, in frame order; the outcome is
                 // answered when the commit is done, in frame order too.
                 let queued = match self.follow.target_room(room_id).await {
                     Ok(room) => {
                         let f = &self.follow;
-                        let reply_to = reply_to.map(MessageId);
-                        submit(&f.state, &f.user, room, &content, client_id, reply_to)
+                        let draft = Draft {
+                            content,
+                            client_id,
+                            reply_to: reply_to.map(MessageId),
+                            attachments,
+                        };
+                        submit(&f.state, &f.user, room, draft)
                     }
                     Err(e) => Err(e),
                 };

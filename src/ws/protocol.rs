@@ -83,6 +83,9 @@ pub enum ClientFrame {
         client_id: Option<String>,
         room_id: Option<String>,
         reply_to: Option<i64>,
+        /// Upload ids to attach; `content` may then be "".
+        #[serde(default)]
+        attachments: Vec<String>,
     },
     Read {
         message_id: i64,
@@ -169,8 +172,8 @@ mod tests {
         let message = r#"{"action":"message","content":"hi","client_id":"c","sender_id":9}"#;
         assert!(matches!(
             serde_json::from_str::<ClientFrame>(message),
-            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None, reply_to: None })
-                if content == "hi" && c == "c"
+            Ok(ClientFrame::Message { content, client_id: Some(c), room_id: None, reply_to: None, attachments })
+                if content == "hi" && c == "c" && attachments.is_empty()
         ));
         // The direct parse refuses a repeated key; the step-by-step one takes the last.
         let repeated = r#"{"action":"message","content":"a","content":"b"}"#;

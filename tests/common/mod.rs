@@ -28,6 +28,19 @@ pub fn contents(page: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// `text` for a query string: everything but letters and digits percent-encoded.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// A running server; stops when dropped or with [`TestServer::stop`]. Dereferences to a
 /// [`Client`] of it.
 pub struct TestServer {
@@ -76,7 +89,8 @@ impl TestServer {
             config,
             chat_server::passwords::cheap_passwords(),
             std::sync::Arc::new(sqlite.clone()),
-        );
+        )
+        .expect("build the server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
@@ -167,6 +181,49 @@ impl Client {
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    /// Uploads `bytes` as a raw body named `filename`; the status and the answer.
+    pub async fn upload(&self, token: &str, filename: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let name = percent_encode(filename);
+        let res = self
+            .http
+            .post(self.url(&format!("/api/v1/uploads/?filename={name}")))
+            .header("Authorization", format!("Token {token}"))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("a JSON answer"))
+    }
+
+    /// Uploads `bytes` and returns the new upload's id.
+    pub async fn upload_id(&self, token: &str, filename: &str, bytes: Vec<u8>) -> String {
+        let (status, upload) = self.upload(token, filename, bytes).await;
+        assert_eq!(status, 201, "upload {filename}: {upload}");
+        upload["id"].as_str().unwrap().to_string()
+    }
+
+    /// GET `path` with `token` and extra headers: the status, the headers and the bytes.
+    pub async fn download(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .header("Authorization", format!("Token {token}"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.expect("download");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        (status, headers, res.bytes().await.unwrap().to_vec())
     }
 
     /// Signs up `username` (password `<username>-secret-pw`) and logs in.
@@ -393,4 +450,34 @@ impl Ws {
             }
         }
     }
+}
+
+/// A PNG of `width` × `height` pixels (a gradient).
+pub fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// A JPEG of `width` × `height` pixels carrying an EXIF segment whose bytes include `secret`
+/// (where a camera puts GPS coordinates).
+pub fn jpeg_with_exif(width: u32, height: u32, secret: &str) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, 90, (y % 256) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    let jpeg = out.into_inner();
+    // APP1 "Exif": a big-endian TIFF header, an empty IFD, then the secret.
+    let mut exif = b"Exif\0\0MM\0*\0\0\0\x08\0\0\0\0\0\0".to_vec();
+    exif.extend_from_slice(secret.as_bytes());
+    let mut with = jpeg[..2].to_vec();
+    with.extend_from_slice(&[0xFF, 0xE1]);
+    with.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+    with.extend_from_slice(&exif);
+    with.extend_from_slice(&jpeg[2..]);
+    with
 }

@@ -60,6 +60,8 @@ fn routes() -> Vec<Route> {
         r("POST", "/api/v1/bots/{member}/token/", None, 404),
         r("DELETE", "/api/v1/bots/{member}/", None, 404),
         r("GET", "/api/v1/search/?q=secret", None, 200),
+        r("GET", "/api/v1/files/{file}/", None, 404),
+        r("GET", "/api/v1/files/{file}/thumbnail/{size}/", None, 404),
         r("GET", "/api/v1/chat/{room}/", None, 404),
         r("GET", "/api/v1/chat/{room}/?after=0", None, 404),
         r(
@@ -115,6 +117,12 @@ fn routes() -> Vec<Route> {
         // These change only the caller's own state; they come last for the non-member.
         r(
             "POST",
+            "/api/v1/uploads/?filename=notes.txt",
+            Some(json!({"a": "file"})),
+            201,
+        ),
+        r(
+            "POST",
             "/api/v1/bots/",
             Some(json!({"username": "carols-bot"})),
             201,
@@ -155,11 +163,14 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
     let carol = s.user("carol").await; // not a member
     let room = s.room(&alice, &[&bob], Some("private")).await;
     let (mut bob_ws, _) = s.ws(&room, &bob, "").await;
+    let file = s
+        .upload_id(&alice.token, "private.png", common::png(64, 48))
+        .await;
     let message = s
         .post(
             &format!("/api/v1/chat/{room}/"),
             &alice.token,
-            json!({"content": "secret"}),
+            json!({"content": "secret", "attachments": [file]}),
         )
         .await
         .1;
@@ -217,6 +228,8 @@ async fn every_route_and_websocket_action_refuses_callers_without_the_right() {
         ("me", carol.id.to_string()),
         ("token_id", alice_token_id.to_string()),
         ("emoji", "%F0%9F%91%8D".to_string()),
+        ("file", file.clone()),
+        ("size", "320".to_string()),
     ];
     let before = snapshot(&s).await;
 

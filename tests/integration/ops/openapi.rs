@@ -68,6 +68,7 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
         )
         .await;
     let message_id = message["id"].as_i64().unwrap().to_string();
+    let file_id = s.upload_id(&alice.token, "probe.png", common::png(8, 8)).await;
 
     let methods = ["get", "post", "put", "patch", "delete"];
     let paths = doc["paths"].as_object().unwrap();
@@ -82,7 +83,9 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
             let path = template
                 .replace("{room_id}", &room)
                 .replace("{message_id}", &message_id)
-                .replace("{user_id}", &carol.id.to_string());
+                .replace("{user_id}", &carol.id.to_string())
+                .replace("{file_id}", &file_id)
+                .replace("{size}", "320");
             let documented = item.get(method);
             for variant in [path.clone(), path.trim_end_matches('/').to_string()] {
                 if variant.is_empty() {
