@@ -28,8 +28,38 @@ pub fn backup(config: &Config, out: &Path, stdout: &mut impl Write) -> Result<()
     if same_file(db, out) {
         return Err("--out must not be the database itself".into());
     }
-    let report =
-        admin::backup(db, out).map_err(|e| format!("backup of {} failed: {e}", db.display()))?;
+    // The files beside the database go to `<out>.files`, a consistent pair: every file the
+    // copy names is copied, and no sweep removes one until that is done.
+    let files = crate::files::dir_for(&config.server).filter(|dir| dir.is_dir());
+    let files_out = {
+        let mut dir = out.as_os_str().to_owned();
+        dir.push(".files");
+        std::path::PathBuf::from(dir)
+    };
+    let held = match &files {
+        Some(dir) => Some(
+            crate::files::SweepLock::shared(dir)
+                .map_err(|e| format!("cannot lock {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut copied = admin::FilesReport::default();
+    let report = admin::backup_then(db, out, |copy| {
+        if let Some(dir) = &files {
+            copied = admin::copy_files(copy, dir, &files_out, |done, total| {
+                if tty && (done % 64 == 0 || done == total) {
+                    eprint!("\rcopying files: {done}/{total}");
+                    if done == total {
+                        eprintln!();
+                    }
+                }
+            })?;
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("backup of {} failed: {e}", db.display()))?;
+    drop(held);
     writeln!(
         stdout,
         "backed up {} to {}: {} bytes, schema version {}, {} users, {} rooms, {} messages; integrity check ok",
@@ -41,7 +71,19 @@ pub fn backup(config: &Config, out: &Path, stdout: &mut impl Write) -> Result<()
         report.rooms,
         report.messages,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    if files.is_some() {
+        writeln!(
+            stdout,
+            "files: {} ({} bytes) in {}, {} copied now",
+            copied.files,
+            copied.bytes,
+            files_out.display(),
+            copied.copied
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

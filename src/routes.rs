@@ -274,7 +274,10 @@ pub fn routes(
     crate::cors::wrap(&state.cors, answered)
         .with(warp::reply::with::headers(security_headers()))
         // Nothing is cached, except where a route says otherwise (a file's bytes).
-        .with(warp::reply::with::default_header("cache-control", "no-store"))
+        .with(warp::reply::with::default_header(
+            "cache-control",
+            "no-store",
+        ))
         // Only where a route set none: the web client's page brings its own policy.
         .with(warp::reply::with::default_header(
             "content-security-policy",

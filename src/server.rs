@@ -93,6 +93,9 @@ async fn first_request_within<F: Future>(
     }
 }
 
+/// The route whose bodies are uploads (see [`BodyDeadline::streaming`]).
+const UPLOADS_PATH: &str = "/api/v1/uploads";
+
 /// A request body that must arrive whole within a deadline counted from the end of the
 /// request's headers: a client sending its body a byte at a time, or not at all, holds its
 /// connection no longer than that. When the deadline passes, or the body breaks off, reading it
@@ -101,6 +104,8 @@ async fn first_request_within<F: Future>(
 struct BodyDeadline {
     body: Incoming,
     deadline: tokio::time::Instant,
+    /// For an upload: the deadline moves this far past each chunk that arrives, up to `end`.
+    idle: Option<(Duration, tokio::time::Instant)>,
     /// Made the first time the body is not there yet (most bodies are there at once).
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     failed: Arc<BodyFailure>,
@@ -119,9 +124,22 @@ impl BodyDeadline {
         let body = BodyDeadline {
             body,
             deadline: tokio::time::Instant::now() + limit,
+            idle: None,
             timer: None,
             failed: failed.clone(),
         };
+        (body, failed)
+    }
+
+    /// A body that may take up to `total` as long as no gap between its chunks reaches
+    /// `idle`: an upload, which a slow link needs minutes for, but a stalled one ends soon.
+    fn streaming(
+        body: Incoming,
+        idle: Duration,
+        total: Duration,
+    ) -> (BodyDeadline, Arc<BodyFailure>) {
+        let (mut body, failed) = BodyDeadline::new(body, idle.min(total));
+        body.idle = Some((idle, tokio::time::Instant::now() + total));
         (body, failed)
     }
 }
@@ -137,6 +155,13 @@ impl Body for BodyDeadline {
         if let Poll::Ready(frame) = Pin::new(&mut self.body).poll_frame(cx) {
             if matches!(frame, Some(Err(_))) {
                 self.failed.broken.store(true, Ordering::Relaxed);
+            }
+            if let (Some((idle, end)), Some(Ok(_))) = (self.idle, &frame) {
+                let deadline = (tokio::time::Instant::now() + idle).min(end);
+                self.deadline = deadline;
+                if let Some(timer) = self.timer.as_mut() {
+                    timer.as_mut().reset(deadline);
+                }
             }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
@@ -194,6 +219,7 @@ pub async fn run(
     let limits = &state.config.limits;
     let header_timeout = Duration::from_secs(limits.header_read_timeout_secs);
     let body_timeout = Duration::from_secs(limits.body_read_timeout_secs);
+    let upload_timeout = Duration::from_secs(limits.upload_timeout_secs);
     let descriptors = raise_descriptor_limit();
     let reserved = RESERVED_DESCRIPTORS + u64::from(state.config.server.read_connections);
     let admission = Admission::new(
@@ -255,7 +281,11 @@ pub async fn run(
         let handler = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             first_request.store(true, Ordering::Relaxed);
             let (parts, body) = req.into_parts();
-            let (body, failed) = BodyDeadline::new(body, body_timeout);
+            let (body, failed) = if parts.uri.path().starts_with(UPLOADS_PATH) {
+                BodyDeadline::streaming(body, body_timeout, upload_timeout)
+            } else {
+                BodyDeadline::new(body, body_timeout)
+            };
             let mut req = hyper::Request::from_parts(parts, body);
             req.extensions_mut().insert(ClientAddr(peer));
             req.extensions_mut().insert(ConnTicket(ticket.clone()));

@@ -111,8 +111,10 @@ impl AppState {
         store: Arc<dyn ChatStore>,
     ) -> anyhow::Result<AppState> {
         let files = Files::open(&config.server).map_err(|e| {
-            let dir = crate::files::dir_for(&config.server)
-                .map_or_else(|| "a temporary directory".into(), |d| d.display().to_string());
+            let dir = crate::files::dir_for(&config.server).map_or_else(
+                || "a temporary directory".into(),
+                |d| d.display().to_string(),
+            );
             anyhow::anyhow!("cannot open the files directory {dir}: {e}")
         })?;
         let l = &config.limits;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use warp::filters::BoxedFilter;
-use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::http::StatusCode;
+use warp::http::header::{self, HeaderMap, HeaderValue};
 use warp::{Filter, Reply};
 
 use crate::auth::authenticated;
@@ -37,18 +37,22 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
         .and(query::<UploadQuery>())
         .and(warp::body::stream())
         .and(with_state(state))
-        .then(|auth, content_type, length, query, body, state| async move {
-            upload(auth, content_type, length, query, bytes_of(body), state)
-                .await
-                .into_response()
-        });
+        .then(
+            |auth, content_type, length, query, body, state| async move {
+                upload(auth, content_type, length, query, bytes_of(body), state)
+                    .await
+                    .into_response()
+            },
+        );
     let original = warp::path!("api" / "v1" / "files" / String)
         .and(warp::get())
         .and(authenticated(state))
         .and(warp::header::headers_cloned())
         .and(with_state(state))
         .then(|id, auth, headers, state| async move {
-            download(id, None, auth, headers, state).await.into_response()
+            download(id, None, auth, headers, state)
+                .await
+                .into_response()
         });
     let thumbnail = warp::path!("api" / "v1" / "files" / String / "thumbnail" / u32)
         .and(warp::get())
@@ -132,7 +136,11 @@ where
     };
     let boundary = content_type
         .as_deref()
-        .filter(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/"))
+        .filter(|t| {
+            t.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
         .map(|t| {
             multer::parse_boundary(t)
                 .map_err(|_| ApiError::BadRequest("a multipart body needs its boundary".into()))
@@ -270,7 +278,10 @@ async fn make_thumbnails(
     Ok(match made {
         Ok(made) => Some(made),
         Err(why) => {
-            tracing::info!(why, "an uploaded image is served as a download, without thumbnails");
+            tracing::info!(
+                why,
+                "an uploaded image is served as a download, without thumbnails"
+            );
             None
         }
     })
@@ -309,13 +320,16 @@ async fn commit(
         }
         None => None,
     };
-    let image = made.as_ref().zip(thumbnails.as_ref()).map(|(m, (s, l))| ImageInfo {
-        width: m.width,
-        height: m.height,
-        small: s.0.clone(),
-        large: l.0.clone(),
-        thumb_type: m.content_type.to_string(),
-    });
+    let image = made
+        .as_ref()
+        .zip(thumbnails.as_ref())
+        .map(|(m, (s, l))| ImageInfo {
+            width: m.width,
+            height: m.height,
+            small: s.0.clone(),
+            large: l.0.clone(),
+            thumb_type: m.content_type.to_string(),
+        });
     let upload = Upload {
         public_id: crate::chat::new_room_id(),
         owner,
@@ -434,10 +448,22 @@ async fn download(
     };
     set(h, header::ETAG, &etag);
     // The bytes behind an id never change; they are private to the room.
-    set(h, header::CACHE_CONTROL, "private, max-age=31536000, immutable");
+    set(
+        h,
+        header::CACHE_CONTROL,
+        "private, max-age=31536000, immutable",
+    );
     set(h, header::ACCEPT_RANGES, "bytes");
-    set(h, header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'");
-    set(h, header::HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "sandbox; default-src 'none'",
+    );
+    set(
+        h,
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    );
     let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -458,7 +484,11 @@ async fn download(
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.trim() == etag);
     let asked = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let wanted = if if_range_ok { range(asked, size) } else { Ok(None) };
+    let wanted = if if_range_ok {
+        range(asked, size)
+    } else {
+        Ok(None)
+    };
     let (first, len) = match wanted {
         Ok(Some((first, last))) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -481,7 +511,11 @@ async fn download(
             return Ok(response);
         }
     };
-    set(response.headers_mut(), header::CONTENT_LENGTH, &len.to_string());
+    set(
+        response.headers_mut(),
+        header::CONTENT_LENGTH,
+        &len.to_string(),
+    );
     if first > 0 {
         use tokio::io::AsyncSeekExt;
         file.seek(std::io::SeekFrom::Start(first))

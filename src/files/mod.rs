@@ -175,7 +175,8 @@ impl Files {
         use tokio::io::AsyncWriteExt;
 
         let (file, temp) = self.temp().map_err(ReceiveError::Storage)?.into_parts();
-        let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+        let mut out =
+            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
         let mut hash = Sha256::new();
         let mut head = Vec::new();
         let mut size: u64 = 0;
@@ -350,7 +351,12 @@ mod tests {
             files.receive(chunks(), 10).await,
             Err(ReceiveError::TooLarge)
         ));
-        assert_eq!(fs::read_dir(dir.path().join("chat.db.files/tmp")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("chat.db.files/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[tokio::test]

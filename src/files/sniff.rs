@@ -99,7 +99,13 @@ pub fn disposition(name: &str, inline: bool) -> String {
     let safe = safe_filename(name);
     let ascii: String = safe
         .chars()
-        .map(|c| if c.is_ascii() && c != '\\' && c != '%' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && c != '\\' && c != '%' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let encoded = percent_encoding::utf8_percent_encode(&safe, RFC8187).to_string();
     let kind = if inline { "inline" } else { "attachment" };
@@ -138,7 +144,10 @@ mod tests {
         );
         assert_eq!(content_type(b"<!DOCTYPE html><html>"), "text/html");
         assert_eq!(content_type(b""), "application/octet-stream");
-        assert_eq!(content_type(b"\x00\x01\x02\x03"), "application/octet-stream");
+        assert_eq!(
+            content_type(b"\x00\x01\x02\x03"),
+            "application/octet-stream"
+        );
         // "é" cut in half at the end of the sample is still text.
         assert_eq!(content_type(b"caf\xc3"), "text/plain; charset=utf-8");
         for inline in INLINE {

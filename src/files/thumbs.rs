@@ -93,7 +93,9 @@ mod tests {
 
     #[test]
     fn a_photo_gets_two_jpeg_thumbnails_within_their_sizes() {
-        let img = ImageBuffer::from_fn(2000, 1000, |x, y| Rgb([(x % 256) as u8, (y % 256) as u8, 7]));
+        let img = ImageBuffer::from_fn(2000, 1000, |x, y| {
+            Rgb([(x % 256) as u8, (y % 256) as u8, 7])
+        });
         let file = write(DynamicImage::ImageRgb8(img), ImageFormat::Png);
         let made = make(file.path(), ImageFormat::Png).unwrap();
         assert_eq!((made.width, made.height), (2000, 1000));
@@ -127,7 +129,10 @@ mod tests {
         png.extend_from_slice(&ihdr);
         png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
         // An IDAT of an empty zlib stream, and the end.
-        for (kind, data) in [(&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]), (b"IEND", b"")] {
+        for (kind, data) in [
+            (&b"IDAT"[..], &b"\x78\x9c\x03\x00\x00\x00\x00\x01"[..]),
+            (b"IEND", b""),
+        ] {
             let mut chunk = kind.to_vec();
             chunk.extend_from_slice(data);
             png.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -153,7 +158,11 @@ mod tests {
         for &b in bytes {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    0xEDB8_8320 ^ (crc >> 1)
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc

@@ -229,6 +229,16 @@ pub struct BackupReport {
 /// writing to it, then opens the copy and checks it. The copy is written beside `out` and
 /// renamed into place only once verified, so `out` is never a partial file.
 pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
+    backup_then(db, out, |_| Ok(()))
+}
+
+/// Like [`backup`], running `before_rename` on the verified copy before it is renamed into
+/// place (to copy the files it names), so `out` appears only once that succeeded.
+pub fn backup_then(
+    db: &Path,
+    out: &Path,
+    before_rename: impl FnOnce(&Path) -> Result<()>,
+) -> Result<BackupReport> {
     if !db.exists() {
         return Err(StoreError::Other(format!(
             "{} does not exist",
@@ -264,8 +274,92 @@ pub fn backup(db: &Path, out: &Path) -> Result<BackupReport> {
         }
     }
     let report = verify_copy(&partial)?;
+    if let Err(e) = before_rename(&partial) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
     std::fs::rename(&partial, out)
         .map_err(|e| StoreError::Other(format!("cannot move the backup into place: {e}")))?;
+    Ok(report)
+}
+
+/// What [`copy_files`] copied.
+#[derive(Debug, Default)]
+pub struct FilesReport {
+    /// Files the copy names, and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Of them, copied now (the others were in `to` from an earlier backup).
+    pub copied: u64,
+}
+
+/// Copies every file the database at `copy` names from the files directory `from` to `to`
+/// (each synced and renamed into place; one already there with the same size is the same
+/// bytes, its name being their hash), removes from `to` what the copy does not name, and
+/// fails if a named file is missing from `from`. `progress(done, total)` after each file.
+pub fn copy_files(
+    copy: &Path,
+    from: &Path,
+    to: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<FilesReport> {
+    let conn = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let named = super::uploads::referenced(&conn)?;
+    let (from, to) = (from.join("objects"), to.join("objects"));
+    let io = |what: &str, path: &Path, e: std::io::Error| {
+        StoreError::Other(format!("cannot {what} {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(&to).map_err(|e| io("create", &to, e))?;
+    let mut report = FilesReport::default();
+    let total = named.len() as u64;
+    for sha in &named {
+        let source = crate::files::object_in(&from, sha);
+        let target = crate::files::object_in(&to, sha);
+        let size = std::fs::metadata(&source)
+            .map_err(|e| {
+                StoreError::Other(format!(
+                    "the database names the file {sha}, which is not in {}: {e}",
+                    from.display()
+                ))
+            })?
+            .len();
+        let there = std::fs::metadata(&target).is_ok_and(|m| m.len() == size);
+        if !there {
+            let dir = target.parent().unwrap_or(&to);
+            std::fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
+            let mut partial = target.clone().into_os_string();
+            partial.push(".partial");
+            let partial = std::path::PathBuf::from(partial);
+            std::fs::copy(&source, &partial).map_err(|e| io("copy to", &partial, e))?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("sync", &partial, e))?;
+            std::fs::rename(&partial, &target).map_err(|e| io("rename", &target, e))?;
+            report.copied += 1;
+        }
+        report.files += 1;
+        report.bytes += size;
+        progress(report.files, total);
+    }
+    // What an earlier backup had and this one does not name.
+    for dir in std::fs::read_dir(&to)
+        .map_err(|e| io("read", &to, e))?
+        .flatten()
+    {
+        for entry in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let keep = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| named.contains(n));
+            if !keep {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
     Ok(report)
 }
 

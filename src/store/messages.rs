@@ -3,11 +3,12 @@
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::api::NewMessage;
 use super::rooms::RoomRef;
 use super::{Result, StoreError};
 use crate::model::Refusal;
 use crate::model::{
-    Attachment, Message, MessageId, Millis, Reaction, ReplyTo, RoomId, Seq, User, UserId,
+    Attachment, Message, MessageId, Millis, Reaction, ReplyTo, RoomId, Seq, UserId,
 };
 
 /// Each member's read mark in a room: everything up to and including the id is read.
@@ -199,16 +200,9 @@ pub fn get(
 /// same `client_id`. The flag says whether a new message was stored. A sender who is not a
 /// member of the room is [`StoreError::NotMember`]; run it in a savepoint (every writer job
 /// is) so that nothing of the refused insert stays.
-pub fn insert(
-    conn: &Connection,
-    room: &RoomRef,
-    sender: &User,
-    content: &str,
-    client_id: Option<&str>,
-    reply_to: Option<MessageId>,
-    attachments: &[String],
-    now: i64,
-) -> Result<(Message, bool)> {
+pub fn insert(conn: &Connection, m: &NewMessage, now: i64) -> Result<(Message, bool)> {
+    let (room, sender, content) = (&m.room, &m.sender, m.content.as_str());
+    let (client_id, reply_to, attachments) = (m.client_id.as_deref(), m.reply_to, &m.attachments);
     // A repeated client_id collides in the unique index `messages_by_client_id` and stores
     // nothing (and takes no position); the original is looked up only then.
     let id = MessageId(next_seq(conn)?.0);
@@ -660,9 +654,32 @@ pub fn last_seq(conn: &Connection, room: RoomId) -> Result<Seq> {
         .query_row([room], |r| r.get(0))?)
 }
 
+/// A message of text alone.
+#[cfg(test)]
+pub(crate) fn insert_text(
+    conn: &Connection,
+    room: &RoomRef,
+    sender: &crate::model::User,
+    content: &str,
+    client_id: Option<&str>,
+    reply_to: Option<MessageId>,
+    now: i64,
+) -> Result<(Message, bool)> {
+    let m = NewMessage {
+        room: room.clone(),
+        sender: sender.clone(),
+        content: content.to_string(),
+        client_id: client_id.map(str::to_string),
+        reply_to,
+        attachments: Vec::new(),
+    };
+    insert(conn, &m, now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::User;
     use crate::store::open_memory_for_tests;
     use crate::store::rooms::{NewRoom, insert as insert_room};
     use crate::store::users::{NewUser, insert as insert_user};
@@ -699,9 +716,10 @@ mod tests {
     #[test]
     fn same_client_id_returns_the_original() {
         let (conn, a, _b, room) = setup();
-        let (first, created) = insert(&conn, &room, &a, "hi", Some("c1"), None, &[], 1).unwrap();
+        let (first, created) = insert_text(&conn, &room, &a, "hi", Some("c1"), None, 1).unwrap();
         assert!(created);
-        let (again, created) = insert(&conn, &room, &a, "different", Some("c1"), None, &[], 2).unwrap();
+        let (again, created) =
+            insert_text(&conn, &room, &a, "different", Some("c1"), None, 2).unwrap();
         assert!(!created);
         assert_eq!((again.id, again.content.as_str()), (first.id, "hi"));
         let (page, _) = page(&conn, &room, Page::Before(None), 10).unwrap();
@@ -713,7 +731,7 @@ mod tests {
         let (conn, a, _b, room) = setup();
         let ids: Vec<MessageId> = (0..5)
             .map(|i| {
-                insert(&conn, &room, &a, &format!("m{i}"), None, None, &[], i)
+                insert_text(&conn, &room, &a, &format!("m{i}"), None, None, i)
                     .unwrap()
                     .0
                     .id
@@ -768,14 +786,13 @@ mod tests {
                 format!("m{i} plain \u{e9} / \u{1F600}")
             };
             ids.push(
-                insert(
+                insert_text(
                     &conn,
                     &room,
                     from,
                     &text,
                     client_id.as_deref(),
                     (i == 4).then(|| ids[1]),
-                    &[],
                     1_700_000_000_000 + i,
                 )
                 .unwrap()
@@ -797,6 +814,41 @@ mod tests {
             crate::store::edits::react(&conn, ids[5], who.id, emoji, true, 7).unwrap();
         }
         crate::store::edits::react(&conn, ids[6], a.id, "\u{1F389}", true, 8).unwrap();
+        // Files, one of them an image with a name that needs escaping.
+        for (i, (name, dims)) in [("a \"b\".png", Some((4, 3))), ("notes.txt", None)]
+            .into_iter()
+            .enumerate()
+        {
+            let upload = crate::store::uploads::Upload {
+                public_id: format!("{i:024}"),
+                owner: b.id,
+                sha256: "0".repeat(64),
+                filename: name.into(),
+                content_type: "image/png".into(),
+                size: 10,
+                image: dims.map(|(width, height)| crate::store::uploads::ImageInfo {
+                    width,
+                    height,
+                    small: "1".repeat(64),
+                    large: "2".repeat(64),
+                    thumb_type: "image/png".into(),
+                }),
+                created: 1,
+            };
+            crate::store::uploads::insert(&conn, &upload, u64::MAX).unwrap();
+        }
+        let m = NewMessage {
+            room: room.clone(),
+            sender: b.clone(),
+            content: String::new(),
+            client_id: None,
+            reply_to: None,
+            attachments: vec![format!("{:024}", 1), format!("{:024}", 0)],
+        };
+        let (with_files, _) = insert(&conn, &m, 1_700_000_000_200).unwrap();
+        assert_eq!(with_files.attachments.len(), 2);
+        assert_eq!(with_files.attachments[0].filename, "notes.txt");
+        ids.push(with_files.id);
         for (which, limit) in [
             (Page::Before(None), 50),
             (Page::Before(None), 3),
@@ -825,7 +877,7 @@ mod tests {
     fn page_statements_are_not_prepared_again_per_run() {
         let (conn, a, _b, room) = setup();
         for i in 0..20 {
-            insert(&conn, &room, &a, "m", None, None, &[], i).unwrap();
+            insert_text(&conn, &room, &a, "m", None, None, i).unwrap();
         }
         for which in [Page::Before(None), Page::After(MessageId(0))] {
             for (bound, limit) in [(3, 2), (10, 5), (15, 7), (19, 1)] {
@@ -848,8 +900,8 @@ mod tests {
     #[test]
     fn read_marks_only_move_forward_and_drive_is_read() {
         let (conn, a, b, room) = setup();
-        let m1 = insert(&conn, &room, &a, "1", None, None, &[], 1).unwrap().0;
-        let m2 = insert(&conn, &room, &a, "2", None, None, &[], 2).unwrap().0;
+        let m1 = insert_text(&conn, &room, &a, "1", None, None, 1).unwrap().0;
+        let m2 = insert_text(&conn, &room, &a, "2", None, None, 2).unwrap().0;
         assert!(!m1.is_read);
         assert_eq!(
             mark_read(&conn, m2.id, b.id).unwrap().unwrap().message_id,
@@ -867,23 +919,23 @@ mod tests {
     fn a_new_message_is_read_only_if_nobody_else_is_in_the_room() {
         let (conn, a, b, room) = setup();
         assert!(
-            !insert(&conn, &room, &a, "1", None, None, &[], 1)
+            !insert_text(&conn, &room, &a, "1", None, None, 1)
                 .unwrap()
                 .0
                 .is_read
         );
         // b reading everything so far does not make the next message read
-        let m2 = insert(&conn, &room, &a, "2", None, None, &[], 2).unwrap().0;
+        let m2 = insert_text(&conn, &room, &a, "2", None, None, 2).unwrap().0;
         mark_read(&conn, m2.id, b.id).unwrap();
         assert!(
-            !insert(&conn, &room, &a, "3", None, None, &[], 3)
+            !insert_text(&conn, &room, &a, "3", None, None, 3)
                 .unwrap()
                 .0
                 .is_read
         );
         crate::store::rooms::remove_member(&conn, room.id, b.id).unwrap();
         assert!(
-            insert(&conn, &room, &a, "4", None, None, &[], 4)
+            insert_text(&conn, &room, &a, "4", None, None, 4)
                 .unwrap()
                 .0
                 .is_read
@@ -894,7 +946,7 @@ mod tests {
     fn non_members_cannot_mark_read() {
         let (conn, a, _b, room) = setup();
         let c = user(&conn, "c");
-        let m = insert(&conn, &room, &a, "1", None, None, &[], 1).unwrap().0;
+        let m = insert_text(&conn, &room, &a, "1", None, None, 1).unwrap().0;
         assert!(mark_read(&conn, m.id, c.id).unwrap().is_none());
     }
 }

@@ -678,7 +678,7 @@ mod tests {
                 &mine[(i as usize * 7 / 5) % 3]
             };
             let (m, _) =
-                messages::insert(&conn, target, &b, &format!("m{i}"), None, None, &[], 2).unwrap();
+                messages::insert_text(&conn, target, &b, &format!("m{i}"), None, None, 2).unwrap();
             if target.id != other.id {
                 expected.push((m.seq, m.id));
             }
@@ -768,9 +768,9 @@ mod tests {
         );
         TRACED.lock().unwrap().clear();
         let room = rooms::insert(&conn, &new_room, 1).unwrap();
-        let (m, _) = messages::insert(&conn, &room, &a, "hi", Some("c"), None, &[], 2).unwrap();
-        messages::insert(&conn, &room, &a, "hi", Some("c"), None, &[], 3).unwrap();
-        messages::insert(&conn, &room, &a, "re", None, Some(m.id), &[], 3).unwrap();
+        let (m, _) = messages::insert_text(&conn, &room, &a, "hi", Some("c"), None, 2).unwrap();
+        messages::insert_text(&conn, &room, &a, "hi", Some("c"), None, 3).unwrap();
+        messages::insert_text(&conn, &room, &a, "re", None, Some(m.id), 3).unwrap();
         messages::reactions(&conn, m.id).unwrap();
         messages::set_mentions(&conn, &room, m.id, "hi @b").unwrap();
         lookups::mentions_of(&conn, b.id, None, 50).unwrap();

@@ -457,21 +457,7 @@ impl ChatStore for Store {
         now: i64,
         on_commit: OnCommit<(Message, bool)>,
     ) -> Result<Sending> {
-        let pending = self.submit_then(
-            move |c| {
-                messages::insert(
-                    c,
-                    &m.room,
-                    &m.sender,
-                    &m.content,
-                    m.client_id.as_deref(),
-                    m.reply_to,
-                    &m.attachments,
-                    now,
-                )
-            },
-            on_commit,
-        )?;
+        let pending = self.submit_then(move |c| messages::insert(c, &m, now), on_commit)?;
         Ok(Box::pin(pending))
     }
 

@@ -232,7 +232,10 @@ mod tests {
             last_name: String::new(),
             email: String::new(),
         };
-        crate::store::users::insert(conn, &new, 0).unwrap().unwrap().id
+        crate::store::users::insert(conn, &new, 0)
+            .unwrap()
+            .unwrap()
+            .id
     }
 
     fn upload(owner: UserId, id: &str, size: u64) -> Upload {
@@ -255,10 +258,7 @@ mod tests {
         insert(&conn, &upload(a, "1", 600), 1000).unwrap();
         insert(&conn, &upload(b, "2", 600), 1000).unwrap();
         let refused = insert(&conn, &upload(a, "3", 401), 1000).unwrap_err();
-        assert!(matches!(
-            refused,
-            StoreError::Refused(Refusal::UploadQuota)
-        ));
+        assert!(matches!(refused, StoreError::Refused(Refusal::UploadQuota)));
         insert(&conn, &upload(a, "4", 400), 1000).unwrap();
         assert_eq!(usage(&conn, a).unwrap(), 1000);
         assert_eq!(totals(&conn).unwrap(), (3, 1600));

@@ -313,6 +313,69 @@ async fn a_body_sent_a_byte_at_a_time_is_cut_off_with_408() {
     assert_eq!(common::contents(&page), Vec::<&str>::new());
 }
 
+/// Starts an upload of `len` bytes and sends `sent` of them in chunks of 100, one every
+/// `every`, then waits for the answer without sending the rest.
+async fn slow_upload(
+    s: &TestServer,
+    token: &str,
+    len: usize,
+    sent: usize,
+    every: Duration,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /api/v1/uploads/?filename=slow.bin HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Token {token}\r\nConnection: close\r\nContent-Length: {len}\r\n\r\n"
+    );
+    let stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(head.as_bytes()).await.unwrap();
+    let slow = tokio::spawn(async move {
+        for _ in 0..sent / 100 {
+            if write.write_all(&[b'z'; 100]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(every).await;
+        }
+        // Holds the connection open, sending nothing more.
+        std::future::pending::<()>().await;
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(common::WAIT, read.read_to_end(&mut answer))
+        .await
+        .expect("the server answered");
+    slow.abort();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_slow_upload_may_take_longer_than_a_body_but_a_stalled_or_endless_one_is_cut_off() {
+    let mut config = test_config();
+    config.limits.body_read_timeout_secs = 1;
+    config.limits.upload_timeout_secs = 3;
+    let s = TestServer::start_with(config).await;
+    let alice = s.user("alice").await;
+    // 15 chunks 200 ms apart: 3 s in all, past the 1-s body deadline, never 1 s apart.
+    let answer = slow_upload(&s, &alice.token, 1500, 1500, Duration::from_millis(200)).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    // Half of it, then nothing: cut off once it has been silent for a second.
+    let answer = slow_upload(&s, &alice.token, 1000, 500, Duration::from_millis(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    // Steady but endless: cut off at upload_timeout_secs.
+    let answer = slow_upload(
+        &s,
+        &alice.token,
+        100_000,
+        100_000,
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let tmp = s.state.files.root().join("tmp");
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+}
+
 #[tokio::test]
 async fn a_websocket_frame_sent_a_byte_at_a_time_gets_the_socket_dropped() {
     let mut config = test_config();

@@ -13,6 +13,7 @@ mod cli;
 mod contract;
 mod edits;
 mod faults;
+mod files;
 mod hooks;
 mod hostile;
 mod logs;

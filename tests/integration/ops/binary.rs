@@ -154,6 +154,27 @@ async fn backup_copies_a_database_that_is_being_written_and_the_copy_serves() {
         assert_eq!(status, 201);
         acked.push(m["id"].as_i64().unwrap());
     }
+    // Files, attached to a message, and what the restored server must serve of them.
+    let mut files = Vec::new();
+    for (name, bytes) in [
+        ("photo.png", common::png(400, 300)),
+        ("notes.txt", b"files travel with the database".to_vec()),
+    ] {
+        let id = s.upload_id(&alice.token, name, bytes.clone()).await;
+        files.push((id, bytes));
+    }
+    let ids: Vec<&String> = files.iter().map(|(id, _)| id).collect();
+    let (status, _) = s
+        .post(
+            &path,
+            &alice.token,
+            json!({"content": "files", "attachments": ids}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let thumbnail = format!("/api/v1/files/{}/thumbnail/320/", files[0].0);
+    let (_, _, thumb) = s.download(&thumbnail, &bob.token, &[]).await;
+    files.push((String::new(), thumb));
 
     // Keep writing while the backup runs.
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -190,6 +211,7 @@ async fn backup_copies_a_database_that_is_being_written_and_the_copy_serves() {
     let busy_writes = writer.await.unwrap();
     assert!(ok, "{stderr}");
     assert!(stdout.contains("integrity check ok"), "{stdout}");
+    assert!(stdout.contains("files: 4 ("), "{stdout}");
     assert!(busy_writes > 0, "no writes overlapped the backup");
     assert!(!dir.path().join("backup.db.partial").exists());
 
@@ -217,6 +239,21 @@ async fn backup_copies_a_database_that_is_being_written_and_the_copy_serves() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(history["results"][19]["content"], "m19");
+    // Every file, from the restored files directory beside the restored database.
+    assert_eq!(
+        restored.state.files.root(),
+        dir.path().join("backup.db.files").as_path()
+    );
+    for (id, bytes) in &files {
+        let url = if id.is_empty() {
+            thumbnail.clone()
+        } else {
+            format!("/api/v1/files/{id}/")
+        };
+        let (status, _, got) = restored.download(&url, &bob.token, &[]).await;
+        assert_eq!(status, 200, "{url}");
+        assert_eq!(&got, bytes, "{url}");
+    }
 
     let (ok, _, stderr) = admin_async(
         vec![

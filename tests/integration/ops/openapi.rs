@@ -68,7 +68,9 @@ async fn openapi_documents_every_route_the_server_serves_and_nothing_else() {
         )
         .await;
     let message_id = message["id"].as_i64().unwrap().to_string();
-    let file_id = s.upload_id(&alice.token, "probe.png", common::png(8, 8)).await;
+    let file_id = s
+        .upload_id(&alice.token, "probe.png", common::png(8, 8))
+        .await;
 
     let methods = ["get", "post", "put", "patch", "delete"];
     let paths = doc["paths"].as_object().unwrap();
