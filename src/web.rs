@@ -29,7 +29,7 @@ use crate::state::AppState;
 /// The policy of the page. `connect-src 'self'` covers the same-origin `ws:`/`wss:` socket;
 /// `worker-src` and `manifest-src` admit the service worker and the manifest, from here only.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     connect-src 'self'; img-src 'self' data:; manifest-src 'self'; worker-src 'self'; \
+     connect-src 'self'; img-src 'self' data: blob:; manifest-src 'self'; worker-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// What `sw.js` says where the client's version goes.

@@ -2061,3 +2061,186 @@ async fn a_hidden_tab_flashes_its_title_for_new_messages_once_the_setting_is_on(
     tab_title_stays(&alice, &page, "(2) Chat").await;
     alice.close().await;
 }
+
+/// Files in the browser: attached with the button, pasted and dropped; an image shows as its
+/// thumbnail (fetched with the token in the header into a `blob:` URL) and opens in the
+/// viewer; another file is a chip that downloads it; a message with a file sent while offline
+/// goes out once when the connection is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_attached_shown_opened_and_downloaded_and_survive_going_offline() {
+    let Some(tools) =
+        browser::tools("files_are_attached_shown_opened_and_downloaded_and_survive_going_offline")
+    else {
+        return;
+    };
+    let server = Server::start(config(None), any_port());
+    let (_, alice_token) = server.user("alice", "Alice").await;
+    let (bob_id, bob_token) = server.user("bob", "Bob").await;
+    let chat = room(&server, &alice_token, &[bob_id], None).await;
+    let files = tempfile::tempdir().unwrap();
+    let photo = files.path().join("photo.png");
+    std::fs::write(&photo, common::png(400, 300)).unwrap();
+
+    let driver = Driver::start(&tools);
+    let alice = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    let bob = driver.browser(DESKTOP.0, DESKTOP.1).await;
+    for (who, name) in [(&alice, "alice"), (&bob, "bob")] {
+        log_in(who, &server, name).await;
+        who.click(&format!("#rooms .room-item[data-room-id='{chat}']"))
+            .await;
+    }
+    // The button's input takes the file; it waits beside the composer until sent.
+    alice
+        .visible("#file-input")
+        .await
+        .send_keys(photo.to_str().unwrap())
+        .await
+        .expect("pick a file");
+    alice.visible("#attach-list .picked").await;
+    alice.type_into("#input", "look at this").await;
+    alice.keys(&enter()).await;
+    alice.gone("#attach-list").await;
+    // Bob sees the thumbnail, from a blob: URL, at its size.
+    let thumb = bob
+        .wait_for(
+            "the thumbnail",
+            "const img = document.querySelector('#message-list .att-thumb'); \
+             return img && img.complete && img.naturalWidth > 0 && \
+               [img.src.slice(0, 5), img.naturalWidth, img.naturalHeight, img.alt];",
+            vec![],
+        )
+        .await;
+    assert_eq!(thumb, json!(["blob:", 320, 240, "photo.png"]));
+    bob.wait_message("look at this").await;
+    bob.audit("a conversation with an image").await;
+    // It opens in the viewer, at the preview's size, and Escape closes it.
+    bob.click("#message-list .att-image").await;
+    let shown = bob
+        .wait_for(
+            "the viewer's image",
+            "const img = document.getElementById('viewer-image'); \
+             return document.getElementById('viewer').open && img.complete && \
+               img.naturalWidth > 0 && [img.naturalWidth, img.alt, \
+               document.getElementById('viewer-title').textContent];",
+            vec![],
+        )
+        .await;
+    assert_eq!(shown, json!([400, "photo.png", "photo.png"]));
+    bob.screenshot("desktop-image-viewer").await;
+    bob.audit("the image viewer").await;
+    bob.keys(&Key::Escape.to_string()).await;
+    bob.wait_for(
+        "the viewer closed",
+        "return !document.getElementById('viewer').open;",
+        vec![],
+    )
+    .await;
+
+    // Pasted and dropped files join the list; one is taken back; a file alone is a message.
+    alice
+        .js(
+            "const file = (name, text) => { const dt = new DataTransfer(); \
+               dt.items.add(new File([text], name, {type: 'text/plain'})); return dt; }; \
+             document.getElementById('input').dispatchEvent(new ClipboardEvent('paste', \
+               {clipboardData: file('notes.txt', 'hello file'), bubbles: true, cancelable: true})); \
+             document.getElementById('room-view').dispatchEvent(new DragEvent('drop', \
+               {dataTransfer: file('other.txt', 'dropped'), bubbles: true, cancelable: true})); \
+             return true;",
+            vec![],
+        )
+        .await;
+    let picked = alice
+        .wait_for(
+            "two files picked",
+            "const names = [...document.querySelectorAll('#attach-list .picked .att-name')] \
+               .map(e => e.textContent); return names.length === 2 && names;",
+            vec![],
+        )
+        .await;
+    assert_eq!(picked, json!(["notes.txt", "other.txt"]));
+    alice.screenshot("desktop-files-picked").await;
+    alice.click("#attach-list .picked:last-child .remove").await;
+    alice
+        .wait_for(
+            "one file left",
+            "return document.querySelectorAll('#attach-list .picked').length === 1;",
+            vec![],
+        )
+        .await;
+    alice.keys(&enter()).await;
+    let chip = bob
+        .wait_for(
+            "the file's chip",
+            "const chip = document.querySelector('#message-list button.att-file'); \
+             return chip && [chip.querySelector('.att-name').textContent, \
+               chip.querySelector('.att-size').textContent];",
+            vec![],
+        )
+        .await;
+    assert_eq!(chip, json!(["notes.txt", "10 B"]));
+    // Clicking it downloads the bytes under their name.
+    let downloads = tempfile::tempdir().unwrap();
+    bob.cdp(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "allow", "downloadPath": downloads.path().to_str().unwrap()}),
+    )
+    .await;
+    bob.click("#message-list button.att-file").await;
+    let saved = downloads.path().join("notes.txt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read(&saved).ok().as_deref() != Some(b"hello file".as_slice()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "notes.txt was not downloaded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    alice.screenshot("desktop-files").await;
+
+    // Offline: the message and its file wait, shown as sending; back online, they go out once.
+    alice.set_offline(true).await;
+    alice
+        .visible("#file-input")
+        .await
+        .send_keys(photo.to_str().unwrap())
+        .await
+        .expect("pick a file");
+    alice.type_into("#input", "sent while offline").await;
+    alice.keys(&enter()).await;
+    alice
+        .wait_for(
+            "the message waiting with its file",
+            "const msg = document.querySelector('#message-list .msg[data-status=pending]'); \
+             return msg && msg.querySelector('.att-image img') && msg.textContent.includes('sent while offline');",
+            vec![],
+        )
+        .await;
+    alice.set_offline(false).await;
+    bob.wait_message("sent while offline").await;
+    alice
+        .wait_for(
+            "alice's copy acknowledged",
+            "return !document.querySelector('#message-list .msg[data-status=pending]');",
+            vec![],
+        )
+        .await;
+    let (_, page) = server
+        .call(
+            "GET",
+            &format!("/api/v1/chat/{chat}/?limit=10"),
+            Some(&bob_token),
+            None,
+        )
+        .await;
+    let offline: Vec<_> = page["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["content"] == "sent while offline")
+        .collect();
+    assert_eq!(offline.len(), 1, "{page}");
+    assert_eq!(offline[0]["attachments"].as_array().unwrap().len(), 1);
+    assert_eq!(offline[0]["attachments"][0]["filename"], "photo.png");
+    alice.close().await;
+    bob.close().await;
+}

@@ -79,6 +79,8 @@
     clock: 'M12 7v5l3 2M21 12a9 9 0 1 1-18 0 9 9 0 0 1 18 0z',
     down: 'M12 5v14M6 13l6 6 6-6',
     leave: 'M9 4H6a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h3M14 17l-5-5 5-5M9 12h11',
+    clip: 'M21 11.5l-8.5 8.5a5 5 0 0 1-7-7l9-9a3.3 3.3 0 0 1 4.7 4.7l-9 9a1.7 1.7 0 0 1-2.4-2.4L15 7',
+    file: 'M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8l-5-5zM14 3v5h5',
   };
 
   function icon(name) {
@@ -581,6 +583,9 @@
     session.clear();
     kept.clear();
     stopFlash();
+    forgetBlobs();
+    picked.length = 0;
+    renderPicked();
     state.token = null;
     state.me = null;
     state.rooms = [];
@@ -1045,6 +1050,9 @@
         for (const p of room.pending.slice()) {
           const body = { content: p.content, client_id: p.client_id };
           if (p.reply_to_id) body.reply_to = p.reply_to_id;
+          const ids = (p.attachments || []).map((a) => a.id).filter(Boolean);
+          if (ids.length) body.attachments = ids;
+          if (!p.content && !ids.length) continue;
           try {
             await api('POST', `/chat/${encodeURIComponent(roomId)}/`, body);
           } catch (e) {
@@ -1083,7 +1091,9 @@
     const last = room.last_message;
     if (!last) return room.is_direct ? 'Say hello' : `${room.members.length} members`;
     const who = last.sender_id === state.me.id ? 'You: ' : (room.is_direct ? '' : `${senderName(room, last)}: `);
-    return who + last.content.replace(/\s+/g, ' ');
+    const files = (last.attachments || []).map((a) => a.filename).join(', ');
+    const text = last.content.replace(/\s+/g, ' ');
+    return who + (text || (files ? `${last.attachments.length === 1 ? 'File' : 'Files'}: ${files}` : ''));
   }
 
   function senderName(room, message) {
@@ -1299,7 +1309,9 @@
       if (!saved) return;
       for (const m of saved.messages || []) this.store(m);
       this.fromCache = this.messages.size > 0;
-      this.pending = (saved.pending || []).map((p) => ({ ...p, sentAt: 0, pending: true }));
+      this.pending = (saved.pending || [])
+        .map((p) => ({ ...p, attachments: p.attachments || [], sentAt: 0, pending: true }))
+        .filter((p) => p.content || p.attachments.length);
     }
 
     /** Keeps the newest page of messages and every unsent one. */
@@ -1307,7 +1319,11 @@
       const newest = [...this.messages.values()].sort((a, b) => b.id - a.id).slice(0, PAGE_SIZE).reverse();
       kept.write(`room.${this.room.room_id}`, {
         messages: newest,
-        pending: this.pending.map(({ sentAt, ...p }) => p),
+        pending: this.pending.map(({ sentAt, ...p }) => ({
+          ...p,
+          attachments: (p.attachments || []).filter((a) => a.id)
+            .map(({ file, previewURL, progressEl, uploading, ...a }) => a),
+        })),
       });
     }
 
@@ -1584,7 +1600,10 @@
       const atBottom = this.atBottom();
       const isNew = this.store(message);
       if (isNew) notifyMessage(this.room, message);
-      if (isNew && !mine) announce(`${senderName(this.room, message)}: ${message.content}`);
+      if (isNew && !mine) {
+        const files = (message.attachments || []).map((a) => a.filename).join(', ');
+        announce(`${senderName(this.room, message)}: ${[message.content, files && `sent ${files}`].filter(Boolean).join(' ')}`);
+      }
       if (this.typers.delete(message.sender_id)) this.renderTyping();
       this.render(mine || atBottom ? 'bottom' : 'auto');
       if (isNew && !mine && !atBottom) show($('jump'), true);
@@ -1642,16 +1661,17 @@
 
     // -- sending
 
-    submit(text) {
+    submit(text, files = []) {
       const content = text.trim();
-      if (!content) return false;
-      if (this.editing !== null) return this.finishEdit(content);
+      if (this.editing !== null) return content ? this.finishEdit(content) : false;
+      if (!content && !files.length) return false;
       const replyTo = this.replying;
       this.cancelReply();
       const pending = {
         client_id: randomId(),
         reply_to_id: replyTo ? replyTo.id : null,
         content,
+        attachments: files.map(localAttachment),
         sender_id: state.me.id,
         sender: state.me.username,
         created: new Date().toISOString(),
@@ -1788,10 +1808,61 @@
     }
 
     trySend(p) {
+      const files = p.attachments || [];
+      if (files.some((a) => !a.id)) {
+        this.uploadFor(p);
+        return;
+      }
       const frame = { action: 'message', content: p.content, client_id: p.client_id };
       if (p.reply_to_id) frame.reply_to = p.reply_to_id;
+      if (files.length) frame.attachments = files.map((a) => a.id);
       if (this.send(frame)) {
         p.sentAt = Date.now();
+      }
+    }
+
+    /** Uploads the files of pending message `p` that are not uploaded yet, then sends it. A
+     * file the server refuses is left out (and the message with it, if nothing is left);
+     * one that could not reach the server is tried again with the next resend. */
+    uploadFor(p) {
+      for (const a of p.attachments) {
+        if (a.id || a.uploading) continue;
+        if (!a.file) {
+          // Picked before a reload: the file itself is gone.
+          p.attachments = p.attachments.filter((x) => x !== a);
+          continue;
+        }
+        a.uploading = true;
+        uploadFile(a, (done) => {
+          a.progress = done;
+          if (a.progressEl) a.progressEl.value = Math.round(done * 100);
+        }).then((upload) => {
+          a.uploading = false;
+          a.id = upload.id;
+          a.width = upload.width;
+          a.height = upload.height;
+          a.progress = 1;
+          if (this.stopped) return;
+          this.render('auto');
+          if (p.attachments.every((x) => x.id)) this.trySend(p);
+        }, (e) => {
+          a.uploading = false;
+          if (!e.status || e.status === 429 || e.status === 408 || e.status >= 500) return;
+          toast(`${a.filename} could not be sent: ${e.message}`);
+          p.attachments = p.attachments.filter((x) => x !== a);
+          if (!p.content && !p.attachments.length) {
+            this.pending = this.pending.filter((x) => x !== p);
+          } else if (p.attachments.every((x) => x.id)) {
+            this.trySend(p);
+          }
+          if (!this.stopped) this.render('auto');
+        });
+      }
+      if (!p.content && !p.attachments.length) {
+        this.pending = this.pending.filter((x) => x !== p);
+        this.render('auto');
+      } else if (p.attachments.every((x) => x.id)) {
+        this.trySend(p);
       }
     }
 
@@ -1938,7 +2009,8 @@
         let status = '';
         if (mine) status = m.pending ? 'pending' : (m.id <= readUpTo || m.is_read ? 'read' : 'sent');
         const key = m.pending ? `p:${m.client_id}` : `m:${m.id}`;
-        const sig = `${cont}|${status}|${m.updated}|${m.deleted}|${this.editing === m.id}|${JSON.stringify(m.reactions || [])}`;
+        const files = (m.attachments || []).map((a) => a.id || '').join(',');
+        const sig = `${cont}|${status}|${m.updated}|${m.deleted}|${this.editing === m.id}|${JSON.stringify(m.reactions || [])}|${files}`;
         wanted.push(this.node(key, sig, () => this.messageNode(m, { cont, mine, status, group })));
         prev = m;
       }
@@ -1967,6 +2039,50 @@
       const el = build();
       this.nodes.set(key, { el, sig });
       return el;
+    }
+
+    /** A message's files: images as thumbnails that open the viewer, anything else as a
+     * chip that downloads it; a file still uploading with its progress. */
+    attachmentsNode(m) {
+      const box = h('div', { class: 'attachments' });
+      for (const a of m.attachments) {
+        let item;
+        const image = a.local ? a.isImage && a.previewURL : a.thumbnail_url;
+        if (image) {
+          const img = h('img', { class: 'att-thumb', alt: a.filename });
+          if (a.width && a.height) {
+            const scale = Math.min(1, 320 / Math.max(a.width, a.height));
+            img.width = Math.max(1, Math.round(a.width * scale));
+            img.height = Math.max(1, Math.round(a.height * scale));
+          }
+          if (a.local) img.src = a.previewURL;
+          else fetchBlob(a.thumbnail_url).then((u) => { img.src = u; }, () => img.classList.add('broken'));
+          item = a.local
+            ? h('span', { class: 'att-image' }, img)
+            : h('button', {
+              type: 'button', class: 'att-image', 'aria-label': `Open the image ${a.filename}`,
+              onclick: () => openViewer(a),
+            }, img);
+        } else {
+          const parts = [icon('file'), h('span', { class: 'att-name', text: a.filename }),
+            h('span', { class: 'att-size', text: formatSize(a.size) })];
+          item = a.local || !a.url
+            ? h('span', { class: 'att-file' }, ...parts)
+            : h('button', {
+              type: 'button', class: 'att-file', 'aria-label': `Download ${a.filename}, ${formatSize(a.size)}`,
+              onclick: () => downloadFile(a),
+            }, ...parts);
+        }
+        box.append(item);
+        if (a.local && !a.id) {
+          a.progressEl = h('progress', {
+            class: 'att-progress', max: '100', value: String(Math.round(a.progress * 100)),
+            'aria-label': `Uploading ${a.filename}`,
+          });
+          box.append(a.progressEl);
+        }
+      }
+      return box;
     }
 
     messageNode(m, { cont, mine, status, group }) {
@@ -2002,7 +2118,9 @@
       if (m.deleted) {
         bubble.append(h('span', { class: 'text deleted', text: 'This message was deleted.' }), meta);
       } else {
-        bubble.append(h('span', { class: 'text', text: m.content }), meta);
+        if (m.attachments && m.attachments.length) bubble.append(this.attachmentsNode(m));
+        if (m.content) bubble.append(h('span', { class: 'text', text: m.content }));
+        bubble.append(meta);
       }
       if (!m.deleted && m.reactions && m.reactions.length) {
         bubble.append(h('span', { class: 'reactions' }, m.reactions.map((r) => h('button', {
@@ -2041,6 +2159,137 @@
     }
   }
 
+  // ---------------------------------------------------------------- files
+
+  /** Files are fetched with the token in the header, never in a URL: each becomes a `blob:`
+   * URL, made once per address (the browser's cache keeps the bytes: they never change). */
+  const blobs = new Map();
+
+  function fetchBlob(url) {
+    if (!blobs.has(url)) {
+      const made = fetch(url, {
+        headers: { Authorization: `Token ${state.token}` },
+        credentials: 'omit',
+      }).then((res) => {
+        if (!res.ok) throw new ApiError(res.status, null);
+        return res.blob();
+      }).then((blob) => URL.createObjectURL(blob));
+      made.catch(() => blobs.delete(url));
+      blobs.set(url, made);
+    }
+    return blobs.get(url);
+  }
+
+  function forgetBlobs() {
+    for (const made of blobs.values()) made.then((u) => URL.revokeObjectURL(u), () => {});
+    blobs.clear();
+  }
+
+  function formatSize(bytes) {
+    if (bytes < 1024) return `${bytes} B`;
+    const units = ['KB', 'MB', 'GB'];
+    let n = bytes / 1024;
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
+    return `${n < 10 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
+  }
+
+  const INLINE_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp'];
+  const MAX_FILES = 10;
+
+  /** A file picked to send, as a pending message shows it until it is uploaded. */
+  function localAttachment(file) {
+    const isImage = INLINE_TYPES.includes(file.type);
+    return {
+      local: true,
+      file,
+      filename: file.name || 'pasted file',
+      size: file.size,
+      content_type: file.type || 'application/octet-stream',
+      isImage,
+      previewURL: isImage ? URL.createObjectURL(file) : null,
+      progress: 0,
+      id: null,
+      uploading: false,
+    };
+  }
+
+  /** Uploads `a` (a local attachment) as a browser form does; resolves to the upload. */
+  function uploadFile(a, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', `${API}/uploads/`);
+      xhr.setRequestHeader('Authorization', `Token ${state.token}`);
+      xhr.responseType = 'json';
+      xhr.upload.addEventListener('progress', (e) => {
+        if (e.lengthComputable) onProgress(e.loaded / e.total);
+      });
+      xhr.addEventListener('load', () => {
+        setRestDown(false);
+        if (xhr.status === 201) resolve(xhr.response);
+        else reject(new ApiError(xhr.status, xhr.response));
+      });
+      xhr.addEventListener('error', () => { setRestDown(true); reject(new ApiError(0, null)); });
+      const form = new FormData();
+      form.append('file', a.file, a.filename);
+      xhr.send(form);
+    });
+  }
+
+  async function downloadFile(a) {
+    try {
+      const url = await fetchBlob(a.url);
+      const link = h('a', { href: url, download: a.filename, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+    } catch (e) {
+      toast(e.status === 404 ? 'That file is no longer here.' : 'Could not download the file.');
+    }
+  }
+
+  function openViewer(a) {
+    const dialog = $('viewer');
+    $('viewer-title').textContent = a.filename;
+    $('viewer-size').textContent = `${a.width} × ${a.height}, ${formatSize(a.size)}`;
+    const img = $('viewer-image');
+    img.removeAttribute('src');
+    img.alt = a.filename;
+    img.width = a.width;
+    img.height = a.height;
+    $('viewer-download').onclick = () => downloadFile(a);
+    fetchBlob(a.preview_url).then((u) => { img.src = u; }, () => toast('Could not load the image.'));
+    dialog.showModal();
+  }
+
+  // Files picked but not sent yet.
+  const picked = [];
+
+  function addFiles(files) {
+    for (const file of files) {
+      if (picked.length >= MAX_FILES) {
+        toast(`A message carries at most ${MAX_FILES} files.`);
+        break;
+      }
+      picked.push(file);
+    }
+    renderPicked();
+    $('input').focus();
+  }
+
+  function renderPicked() {
+    const list = $('attach-list');
+    list.replaceChildren(...picked.map((file, i) => h('li', { class: 'picked' },
+      icon('file'),
+      h('span', { class: 'att-name', text: file.name || 'pasted file' }),
+      h('span', { class: 'att-size', text: formatSize(file.size) }),
+      h('button', {
+        type: 'button', class: 'icon-btn small remove', 'aria-label': `Remove ${file.name || 'pasted file'}`,
+        onclick: () => { picked.splice(i, 1); renderPicked(); $('input').focus(); },
+      }, icon('close')))));
+    show(list, picked.length > 0);
+  }
+
   // ---------------------------------------------------------------- composer
 
   function autosize() {
@@ -2051,8 +2300,10 @@
 
   function sendFromComposer() {
     const input = $('input');
-    if (state.view && state.view.submit(input.value)) {
+    if (state.view && state.view.submit(input.value, picked.slice())) {
       input.value = '';
+      picked.length = 0;
+      renderPicked();
       autosize();
     }
   }
@@ -2270,6 +2521,38 @@
     $('notify').addEventListener('click', () => {
       Notification.requestPermission().then(renderNotifyPrompt, renderNotifyPrompt);
     });
+    $('attach').append(icon('clip'));
+    $('attach').addEventListener('click', () => $('file-input').click());
+    $('file-input').addEventListener('change', (e) => {
+      addFiles([...e.target.files]);
+      e.target.value = '';
+    });
+    $('input').addEventListener('paste', (e) => {
+      const files = [...((e.clipboardData && e.clipboardData.files) || [])];
+      if (files.length) {
+        e.preventDefault();
+        addFiles(files);
+      }
+    });
+    $('room-view').addEventListener('dragover', (e) => {
+      if (e.dataTransfer && [...e.dataTransfer.types].includes('Files')) {
+        e.preventDefault();
+        $('room-view').classList.add('dropping');
+      }
+    });
+    $('room-view').addEventListener('dragleave', (e) => {
+      if (e.target === $('room-view')) $('room-view').classList.remove('dropping');
+    });
+    $('room-view').addEventListener('drop', (e) => {
+      $('room-view').classList.remove('dropping');
+      const files = [...((e.dataTransfer && e.dataTransfer.files) || [])];
+      if (files.length) {
+        e.preventDefault();
+        addFiles(files);
+      }
+    });
+    $('viewer-close').append(icon('close'));
+    $('viewer-close').addEventListener('click', () => $('viewer').close());
     $('composer').addEventListener('submit', (e) => {
       e.preventDefault();
       sendFromComposer();
