@@ -6,15 +6,44 @@ use std::process::Command;
 
 use crate::common::TestServer;
 
-/// The first ```sh block after the walk-through's heading.
-fn walk_through() -> String {
+/// The first ```sh block after the heading `heading`.
+fn block_after(heading: &str) -> String {
     let readme = include_str!("../../README.md");
-    let section = &readme[readme
-        .find("## A walk-through with curl")
-        .expect("the walk-through section")..];
+    let section = &readme[readme.find(heading).expect("the section")..];
     let start = section.find("```sh\n").expect("its shell block") + "```sh\n".len();
     let end = start + section[start..].find("```").expect("the block's end");
     section[start..end].to_string()
+}
+
+/// The first ```sh block after the walk-through's heading.
+fn walk_through() -> String {
+    block_after("## A walk-through with curl")
+}
+
+/// The walk-through as a script for `s`: the interactive socket step left out, the address
+/// put in, and `curl` made to fail on an error status.
+fn walk_through_script(s: &TestServer) -> String {
+    let mut lines = walk_through()
+        .lines()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    // The socket step is interactive: its command and the frame typed into it.
+    let socket = lines
+        .iter()
+        .position(|l| l.starts_with("websocat "))
+        .expect("the websocat step");
+    lines.drain(socket..socket + 2);
+    let mut script = String::from("set -euo pipefail\n");
+    for line in lines {
+        script.push_str(&for_test(&line, s));
+        script.push('\n');
+    }
+    script
+}
+
+fn for_test(line: &str, s: &TestServer) -> String {
+    line.replace("localhost:8000", &s.addr.to_string())
+        .replace("curl -s ", "curl -sSf ")
 }
 
 /// Runs `script` with bash, off the async workers.
@@ -41,26 +70,7 @@ async fn the_readme_walk_through_runs_as_written() {
         return;
     }
     let s = TestServer::start().await;
-    let mut script = String::from("set -euo pipefail\n");
-    let mut lines = walk_through()
-        .lines()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-    // The socket step is interactive: its command and the frame typed into it.
-    let socket = lines
-        .iter()
-        .position(|l| l.starts_with("websocat "))
-        .expect("the websocat step");
-    lines.drain(socket..socket + 2);
-    for line in lines {
-        script.push_str(
-            &line
-                .replace("localhost:8000", &s.addr.to_string())
-                .replace("curl -s ", "curl -sSf "),
-        );
-        script.push('\n');
-    }
-    let out = bash(script).await;
+    let out = bash(walk_through_script(&s)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -191,4 +201,36 @@ async fn the_readme_example_bot_answers_each_mention_once() {
             ("Hello @alice!", "@helper again")
         ]
     );
+}
+
+/// The README's files example, run as written after the walk-through (whose `$TOKEN` and
+/// `$ROOM` it uses) in a directory holding a `cat.jpg`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_files_example_runs_as_written() {
+    if !have("curl") || !have("jq") {
+        eprintln!("skipped: the example needs curl and jq on the PATH");
+        return;
+    }
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = crate::common::jpeg_with_exif(1600, 1200, "GPS somewhere");
+    std::fs::write(dir.path().join("cat.jpg"), &photo).unwrap();
+    let mut script = format!("cd '{}'\n", dir.path().display());
+    script.push_str(&walk_through_script(&s));
+    for line in block_after("## Files and images").lines() {
+        script.push_str(&for_test(line, &s));
+        script.push('\n');
+    }
+    let out = bash(script).await;
+    assert!(
+        out.status.success(),
+        "the example failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The download is the file uploaded, byte for byte; the thumbnail is 320 px wide.
+    assert_eq!(std::fs::read(dir.path().join("cat.jpg")).unwrap(), photo);
+    let small = image::open(dir.path().join("small.jpg")).unwrap();
+    assert_eq!((small.width(), small.height()), (320, 240));
+    s.stop().await;
 }
