@@ -431,13 +431,19 @@ async fn download(
     };
     let etag = format!("\"{sha}\"");
     let path = state.files.object(&sha);
-    let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-        ApiError::internal(anyhow::Error::new(e).context(format!(
-            "upload {} names {}, which is not there",
-            upload.public_id,
-            path.display()
-        )))
-    })?;
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        // The message was deleted and its file swept since the row was read.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(upload = %upload.public_id, path = %path.display(), "a file named by an upload is gone");
+            return Err(ApiError::NotFound);
+        }
+        Err(e) => {
+            return Err(ApiError::internal(
+                anyhow::Error::new(e).context(format!("cannot open {}", path.display())),
+            ));
+        }
+    };
     let size = file.metadata().await.map_err(ApiError::internal)?.len();
     let mut response = warp::reply::Response::new(Default::default());
     let h = response.headers_mut();
