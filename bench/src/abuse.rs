@@ -1468,6 +1468,7 @@ fn rss_svg(series: &[(&str, Vec<Sample>)], run: usize) -> String {
                 )
             })
             .collect(),
+        bands: Vec::new(),
     };
     plot::svg(
         &format!(

@@ -44,7 +44,8 @@ pub fn free_port() -> Result<u16> {
 
 /// Writes the chat-server config the benchmark runs with: limits raised so the load generator,
 /// not the abuse limits, is what the server sees; cheap password hashing so setting up a
-/// thousand users is quick; access logging off.
+/// thousand users is quick; access logging off; a per-user upload quota above what the uploads
+/// scenario sends.
 pub fn write_chat_config(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("bench.toml");
     std::fs::write(
@@ -73,6 +74,8 @@ max_replays_per_user = 100000
 max_replays_total = 1000000
 max_tcp_connections = 10000000
 max_tcp_connections_per_ip = 10000000
+# The uploads scenario bounds its own disk use; one user may take more than the default 1 GiB.
+upload_quota_bytes = 4294967296
 "#,
     )?;
     Ok(path)

@@ -10,7 +10,7 @@
 //! was accepted, or its drain time runs out and the shortfall is reported as lost.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -668,6 +668,30 @@ pub async fn paging(
     connections: usize,
     duration: Duration,
 ) -> Result<Paging> {
+    let never = Arc::new(AtomicBool::new(false));
+    paging_until(
+        server,
+        server_pid,
+        room,
+        max_id,
+        connections,
+        duration,
+        never,
+    )
+    .await
+}
+
+/// [`paging`] that also ends (after each client's page in flight) once `stop` is set: the
+/// read load measured beside another that may end sooner than `duration`.
+pub async fn paging_until(
+    server: SocketAddr,
+    server_pid: u32,
+    room: &Room,
+    max_id: i64,
+    connections: usize,
+    duration: Duration,
+    stop: Arc<AtomicBool>,
+) -> Result<Paging> {
     let mut clients = Vec::new();
     for _ in 0..connections {
         clients.push(Http::connect(server).await?);
@@ -680,10 +704,11 @@ pub async fn paging(
         .map(|mut http| {
             let path = format!("/api/v1/chat/{}/", room.id);
             let token = room.tokens[0].clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let mut latency = new_histogram();
                 let (mut pages, mut errors, mut bytes) = (0u64, 0u64, 0u64);
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
                     let before = rand::random_range(51..=max_id + 1);
                     let uri = format!("{path}?limit=50&before={before}");
                     let sent = Instant::now();

@@ -12,8 +12,10 @@
 //! `bench/run --soak SECONDS`, runs a modest mixed load against one fresh chat-server for that
 //! long and samples it every minute (it also writes `bench/soak.svg`). The overload scenario,
 //! `bench/run --scenarios overload --servers chat` (about 7 minutes for its 3 runs; it also
-//! writes `bench/overload.svg`), is not in the default list either. `--smoke` runs the overload
-//! scenario at small sizes and ends with a 12 s soak.
+//! writes `bench/overload.svg`), is not in the default list either, nor is the uploads scenario,
+//! `bench/run --scenarios uploads --servers chat` (history reads beside 25 MiB uploads, then
+//! thumbnails of a 12-megapixel photo; it also writes `bench/uploads.svg`). `--smoke` runs the
+//! overload and uploads scenarios at small sizes and ends with a 12 s soak.
 //!
 //! # Layout
 //! - `suite`: the scenarios, their sizes, setup through the API and seeding of history.
@@ -27,6 +29,8 @@
 //! - `overload`: durable REST posts offered open loop at up to twice their saturation rate, on
 //!   a fresh server: accepted, refused with 503 `overloaded`, latency and RSS.
 //! - `soak`: a long, modest mixed load on one fresh server, sampled for drift.
+//! - `uploads`: history reads beside 25 MiB uploads, the server's RSS through them, and
+//!   thumbnails of a 12-megapixel photo, on the suite's server.
 //! - `plot`: the line charts of those pictures, as hand-written SVG.
 
 mod abuse;
@@ -39,6 +43,7 @@ mod report;
 mod soak;
 mod suite;
 mod sys;
+mod uploads;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +68,7 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "chat,bare")]
     servers: Vec<String>,
     /// Which scenarios to run [default: rooms,big,durable,history,mixed,search; with --smoke
-    /// also overload, and then a 12 s soak]
+    /// also overload and uploads, and then a 12 s soak]
     #[arg(long, value_enum, value_delimiter = ',')]
     scenarios: Option<Vec<Scenario>>,
     /// The chat-server binary [default: next to this one]
@@ -175,13 +180,14 @@ async fn run(cli: Cli) -> Result<bool> {
         };
         return soak::run(&env, &options).await;
     }
-    // A smoke run of the default list also checks the overload scenario and the soak, so
-    // neither can rot; a list given by hand runs just that.
+    // A smoke run of the default list also checks the overload and uploads scenarios and the
+    // soak, so none of them can rot; a list given by hand runs just that.
     let by_hand = cli.scenarios.is_some();
     let scenarios = cli.scenarios.unwrap_or_else(|| {
         let mut list = DEFAULT_SCENARIOS.to_vec();
         if cli.smoke {
             list.push(Scenario::Overload);
+            list.push(Scenario::Uploads);
         }
         list
     });

@@ -118,6 +118,26 @@ impl Http {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(StatusCode, HeaderMap, Bytes)> {
+        match body {
+            Some(v) => {
+                let body = Bytes::from(v.to_string());
+                self.send(method, path, token, Some("application/json"), body)
+                    .await
+            }
+            None => self.send(method, path, token, None, Bytes::new()).await,
+        }
+    }
+
+    /// Sends one request with a body of `content_type` as it is (an upload's bytes, say) and
+    /// reads the whole response, its headers included.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         self.sender.ready().await?;
         let mut req = Request::builder()
             .method(method)
@@ -126,13 +146,9 @@ impl Http {
         if let Some(token) = token {
             req = req.header("authorization", format!("Token {token}"));
         }
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Bytes::from(v.to_string())
-            }
-            None => Bytes::new(),
-        };
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
         let response = self.sender.send_request(req.body(Full::new(body))?).await?;
         let status = response.status();
         let headers = response.headers().clone();

@@ -645,18 +645,21 @@ fn picture(rate: f64, steps: &[Step], run: usize) -> String {
             x_label: "seconds since the step began".into(),
             y_label: "p99 (ms)".into(),
             series: p99,
+            bands: Vec::new(),
         },
         plot::Panel {
             title: "server RSS through each step".into(),
             x_label: "seconds since the step began".into(),
             y_label: "RSS (MiB)".into(),
             series: rss,
+            bands: Vec::new(),
         },
         plot::Panel {
             title: format!("answers per second at {top_label}"),
             x_label: "seconds since the step began".into(),
             y_label: "requests per second".into(),
             series: answers,
+            bands: Vec::new(),
         },
     ];
     plot::svg(

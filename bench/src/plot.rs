@@ -1,6 +1,7 @@
 //! Line charts as hand-written SVG, for the pictures the scenarios draw (the abuse scenario's RSS,
 //! the soak's drift, the overload step): one or more panels stacked in one picture, each with
-//! round-numbered axes, a polyline per series and a legend giving each series' peak.
+//! round-numbered axes, a polyline per series, a legend giving each series' peak, and shaded
+//! spans marking phases (the upload phase of the uploads scenario).
 
 use std::fmt::Write as _;
 
@@ -20,13 +21,32 @@ impl Series {
     }
 }
 
-/// One chart: its title (may be empty), axis labels and lines.
+/// One chart: its title (may be empty), axis labels, lines and shaded spans of x.
 #[derive(Debug, Clone)]
 pub struct Panel {
     pub title: String,
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
+    pub bands: Vec<Band>,
+}
+
+/// A span of x shaded behind the lines, named at its top: a phase of the measurement.
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub from: f64,
+    pub to: f64,
+    pub label: String,
+}
+
+impl Band {
+    pub fn new(from: f64, to: f64, label: impl Into<String>) -> Band {
+        Band {
+            from,
+            to,
+            label: label.into(),
+        }
+    }
 }
 
 const W: f64 = 960.0;
@@ -41,6 +61,8 @@ const BOTTOM: f64 = 60.0;
 const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
 ];
+/// Shades of the bands, in turn, so that bands side by side are told apart.
+const BAND_COLORS: [&str; 3] = ["#f2c46d", "#9ecae1", "#a1d99b"];
 
 /// A step of 1, 2 or 5 times a power of ten that cuts `0..max` into five to ten parts.
 pub fn tick_step(max: f64) -> f64 {
@@ -105,7 +127,10 @@ fn draw_panel(s: &mut String, panel: &Panel, mut top: f64, plot_h: f64) {
         top += PANEL_HEAD;
     }
     let points = || panel.series.iter().flat_map(|s| s.points.iter());
-    let x_max = points().map(|p| p.0).fold(1e-9, f64::max);
+    let x_max = points()
+        .map(|p| p.0)
+        .chain(panel.bands.iter().map(|b| b.to))
+        .fold(1e-9, f64::max);
     let y_max = points().map(|p| p.1).fold(1.0, f64::max);
     let (x_step, y_step) = (tick_step(x_max), tick_step(y_max));
     // x ends with the data; y at the next tick above the highest point.
@@ -138,6 +163,19 @@ fn draw_panel(s: &mut String, panel: &Panel, mut top: f64, plot_h: f64) {
             trim_number(v)
         );
         v += y_step;
+    }
+    for (i, band) in panel.bands.iter().enumerate() {
+        let (x0, x1) = (x(band.from.max(0.0)), x(band.to.min(x_end)));
+        let color = BAND_COLORS[i % BAND_COLORS.len()];
+        // Labels of narrow bands are staggered down so that they do not overlap.
+        let _ = writeln!(
+            s,
+            r##"<rect x="{x0:.1}" y="{top}" width="{:.1}" height="{plot_h}" fill="{color}" fill-opacity="0.3"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#444">{}</text>"##,
+            (x1 - x0).max(0.0),
+            x0 + 3.0,
+            top + 14.0 + 14.0 * (i % 2) as f64,
+            xml_escape(&band.label)
+        );
     }
     let _ = writeln!(
         s,
@@ -205,18 +243,22 @@ mod tests {
                 x_label: "minutes".into(),
                 y_label: "MiB".into(),
                 series: vec![line("a"), line("b")],
+                bands: vec![Band::new(10.0, 20.0, "a <phase>")],
             },
             Panel {
                 title: String::new(),
                 x_label: "minutes".into(),
                 y_label: "ms & more".into(),
                 series: vec![line("c")],
+                bands: Vec::new(),
             },
         ];
         let svg = svg("two <panels>", &panels, 200.0);
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("a (peak 3.5)") && svg.contains("ms &amp; more"));
         assert!(svg.contains("two &lt;panels&gt;"));
+        assert_eq!(svg.matches(r#"fill-opacity="0.3""#).count(), 1);
+        assert!(svg.contains("a &lt;phase&gt;"));
         let height = HEAD + (PANEL_HEAD + 200.0 + BOTTOM) + (200.0 + BOTTOM);
         assert!(svg.contains(&format!(r#"height="{height}""#)));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));

@@ -560,6 +560,127 @@ const ABUSE_HEADLINES: &[Headline] = &[
     ),
 ];
 
+/// The uploads scenario's figures, on the suite's server: the history read load alone and
+/// beside 25 MiB uploads, the uploads, the server's RSS, and thumbnails. Shown only when it ran.
+const UPLOAD_HEADLINES: &[Headline] = &[
+    h(
+        "uploads_history_alone",
+        "pages_per_s",
+        "uploads: history alone, pages/s",
+        None,
+    ),
+    h(
+        "uploads_history_alone",
+        "p99_ms",
+        "uploads: history alone, p99 ms",
+        None,
+    ),
+    h(
+        "uploads_history_during",
+        "pages_per_s",
+        "uploads: history beside uploads, pages/s",
+        None,
+    ),
+    h(
+        "uploads_history_during",
+        "p50_ms",
+        "uploads: history beside uploads, p50 ms",
+        None,
+    ),
+    h(
+        "uploads_history_during",
+        "p99_ms",
+        "uploads: history beside uploads, p99 ms",
+        None,
+    ),
+    h(
+        "uploads",
+        "pages_ratio",
+        "uploads: history pages/s beside / alone",
+        None,
+    ),
+    h(
+        "uploads",
+        "p99_ratio",
+        "uploads: history p99 beside / alone",
+        None,
+    ),
+    h(
+        "uploads",
+        "mib_per_s",
+        "uploads: 25 MiB uploads, MiB/s",
+        None,
+    ),
+    h("uploads", "uploads_per_s", "uploads: uploads/s", None),
+    h("uploads", "upload_p50_ms", "uploads: upload p50 ms", None),
+    h(
+        "uploads",
+        "rss_before_mib",
+        "uploads: RSS before uploads, MiB",
+        None,
+    ),
+    h(
+        "uploads",
+        "rss_peak_mib",
+        "uploads: peak RSS during uploads, MiB",
+        None,
+    ),
+    h(
+        "uploads",
+        "rss_after_mib",
+        "uploads: RSS after uploads, MiB",
+        None,
+    ),
+    h(
+        "uploads",
+        "heap_growth_mib",
+        "uploads: heap growth during uploads, MiB",
+        None,
+    ),
+    h(
+        "uploads",
+        "single_rss_growth_mib",
+        "uploads: RSS growth during one upload alone, MiB",
+        Some(Target::AtMost(4.0)),
+    ),
+    h(
+        "thumbnails_1",
+        "uploads_per_s",
+        "thumbnails, 1 client: photo uploads/s",
+        None,
+    ),
+    h(
+        "thumbnails_1",
+        "p50_ms",
+        "thumbnails, 1 client: upload p50 ms",
+        None,
+    ),
+    h(
+        "thumbnails_1",
+        "thumbnail_mean_ms",
+        "thumbnails, 1 client: server's thumbnail mean ms",
+        None,
+    ),
+    h(
+        "thumbnails_2",
+        "uploads_per_s",
+        "thumbnails, 2 clients: photo uploads/s",
+        None,
+    ),
+    h(
+        "thumbnails_2",
+        "p50_ms",
+        "thumbnails, 2 clients: upload p50 ms",
+        None,
+    ),
+    h(
+        "thumbnails_2",
+        "thumbnail_mean_ms",
+        "thumbnails, 2 clients: server's thumbnail mean ms",
+        None,
+    ),
+];
+
 /// The overload scenario's figures, on a fresh server: the saturation rate, then each open-loop
 /// step. Shown only when it ran.
 const OVERLOAD_HEADLINES: &[Headline] = &[
@@ -771,10 +892,13 @@ pub fn summarize(figures: &[Figure], smoke: bool) -> Vec<Row> {
     } else {
         &[]
     };
+    let uploads_ran = figures.iter().any(|f| f.scenario.starts_with("uploads"));
+    let uploads: &[Headline] = if uploads_ran { UPLOAD_HEADLINES } else { &[] };
     HEADLINES
         .iter()
         .chain(abuse)
         .chain(overload)
+        .chain(uploads)
         .map(|hl| {
             let chat_runs = values(figures, "chat", hl.scenario, hl.metric);
             let bare_runs = values(figures, "bare", hl.scenario, hl.metric);

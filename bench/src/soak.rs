@@ -872,6 +872,7 @@ fn picture(rows: &[Row], options: &SoakOptions) -> String {
         x_label: "minutes since the load began".into(),
         y_label: y_label.into(),
         series,
+        bands: Vec::new(),
     };
     let p99 = |op: Op| {
         line(op.name(), &move |r: &Row| {

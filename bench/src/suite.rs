@@ -17,6 +17,7 @@ use crate::load::{self, Fleet, Publishers, Room, Step};
 use crate::net::Http;
 use crate::overload::{self, OverloadSizes};
 use crate::sys;
+use crate::uploads::{self, UploadSizes};
 
 /// The sizes of every scenario; `full` is docs/CONTRACT.md's, `smoke` a small version for CI.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +47,8 @@ pub struct Sizes {
     pub abuse: AbuseSizes,
     /// The overload scenario's sizes.
     pub overload: OverloadSizes,
+    /// The uploads scenario's sizes.
+    pub uploads: UploadSizes,
 }
 
 impl Sizes {
@@ -73,6 +76,7 @@ impl Sizes {
             connect_concurrency: 500,
             abuse: AbuseSizes::full(),
             overload: OverloadSizes::full(),
+            uploads: UploadSizes::full(),
         }
     }
 
@@ -98,6 +102,7 @@ impl Sizes {
             connect_concurrency: 100,
             abuse: AbuseSizes::smoke(),
             overload: OverloadSizes::smoke(),
+            uploads: UploadSizes::smoke(),
         }
     }
 }
@@ -124,6 +129,9 @@ pub enum Scenario {
     /// Durable REST posts at 0.5, 1 and 2 times their saturation rate, open loop, on a fresh
     /// chat-server: what is accepted, what is refused with 503, and how fast (chat-server only).
     Overload,
+    /// The history read load alone and beside 25 MiB uploads, the server's RSS through them,
+    /// then thumbnails of a 12-megapixel photo (chat-server only).
+    Uploads,
 }
 
 /// One measured number.
@@ -569,6 +577,24 @@ pub async fn run_server(
     Ok(out)
 }
 
+/// The files directory chat-server keeps beside the database `db`.
+fn files_dir(db: &Path) -> PathBuf {
+    let mut dir = db.as_os_str().to_owned();
+    dir.push(".files");
+    PathBuf::from(dir)
+}
+
+/// Removes the files directory beside `db`, if there is one.
+fn remove_files(db: &Path) {
+    let dir = files_dir(db);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            eprintln!("  could not remove {}: {e}", dir.display())
+        }
+        _ => {}
+    }
+}
+
 /// The scenarios of docs/CONTRACT.md against one server process, after setting it up.
 async fn run_suite(
     rec: &mut Recorder<'_>,
@@ -581,6 +607,7 @@ async fn run_suite(
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+    remove_files(&db);
     let (server, layout) = match kind {
         Kind::Chat => {
             let server = start(kind, env, &db).await?;
@@ -733,6 +760,38 @@ async fn run_suite(
         }
     }
 
+    if scenarios.contains(&Scenario::Uploads) {
+        match kind {
+            Kind::Chat => {
+                let target = uploads::Target {
+                    addr: server.addr,
+                    pid,
+                    history: &layout.history,
+                    history_max_id: layout.history_max_id,
+                    paging_connections: sizes.paging_connections,
+                    paging: Duration::from_secs_f64(sizes.paging_secs),
+                    // The second members of the durable rooms: users the history reader is not.
+                    uploaders: layout
+                        .durable
+                        .iter()
+                        .take(sizes.uploads.uploaders.max(2))
+                        .map(|room| room.tokens[1].clone())
+                        .collect(),
+                    work_dir: &env.work_dir,
+                };
+                if let Err(e) = uploads::run(rec, &target, &sizes.uploads).await {
+                    let _ = server.stop().await;
+                    remove_files(&db);
+                    return Err(e.context("uploads"));
+                }
+            }
+            Kind::Bare => eprintln!("  uploads: skipped for the bare server (it stores no files)"),
+        }
+    }
+
     rec.figure("idle", "rss_at_end_mib", sys::rss_kib(pid)? as f64 / 1024.0);
-    server.stop().await
+    let stopped = server.stop().await;
+    // The uploads' files: up to 2 GiB a run.
+    remove_files(&db);
+    stopped
 }
