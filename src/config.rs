@@ -163,6 +163,9 @@ pub struct LimitsConfig {
     pub upload_timeout_secs: u64,
     /// Seconds an upload no message attached is kept.
     pub unattached_upload_secs: u64,
+    /// Bytes per second all uploads together are taken in at, at most (0: no bound), so that
+    /// fast uploads leave CPU for everything else.
+    pub upload_bytes_per_sec: u64,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -270,6 +273,7 @@ impl Default for LimitsConfig {
             uploads_at_once_per_user: 4,
             upload_timeout_secs: 600,
             unattached_upload_secs: 24 * 3600,
+            upload_bytes_per_sec: 128 * 1024 * 1024,
         }
     }
 }
@@ -565,6 +569,12 @@ impl Config {
                 86_400.0,
             ),
             (
+                "limits.upload_bytes_per_sec",
+                l.upload_bytes_per_sec as f64,
+                0.0,
+                1e12,
+            ),
+            (
                 "limits.unattached_upload_secs",
                 l.unattached_upload_secs as f64,
                 60.0,
@@ -670,6 +680,7 @@ mod tests {
             "limits.login_slowdown_ms",
             "limits.presence_offline_delay_ms",
             "limits.upload_quota_bytes",
+            "limits.upload_bytes_per_sec",
         ];
         let example: toml::Table = toml::from_str(include_str!("../config.example.toml")).unwrap();
         let mut walked = 0;

@@ -28,6 +28,9 @@ use sha2::{Digest, Sha256};
 use crate::config::ServerConfig;
 use crate::model::UserId;
 
+/// The writes an upload is received in.
+const WRITE_BYTES: usize = 64 * 1024;
+
 /// How much of an upload's start is kept for telling its type.
 pub const HEAD_BYTES: usize = 16 * 1024;
 
@@ -47,6 +50,31 @@ pub struct Files {
     pub decoding: tokio::sync::Semaphore,
     /// Wakes the sweeper early (a message with files was deleted).
     pub sweep_soon: tokio::sync::Notify,
+    /// Paces what all uploads together take in, so that they leave CPU for everything else.
+    pace: Option<Pace>,
+}
+
+/// A shared byte rate: each chunk received books its share of the time after the ones before
+/// it, with a little slack for bursts; a receiver ahead of the rate waits, and TCP tells the
+/// sender to slow down.
+struct Pace {
+    secs_per_byte: f64,
+    next: Mutex<std::time::Instant>,
+}
+
+/// How far ahead of the rate the uploads together may run.
+const PACE_BURST: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Pace {
+    /// How long to wait before taking `n` more bytes.
+    fn book(&self, n: usize) -> std::time::Duration {
+        let now = std::time::Instant::now();
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let earliest = now.checked_sub(PACE_BURST).unwrap_or(now);
+        let start = (*next).max(earliest);
+        *next = start + std::time::Duration::from_secs_f64(n as f64 * self.secs_per_byte);
+        next.saturating_duration_since(now + PACE_BURST)
+    }
 }
 
 /// The files directory `config` names: `server.files`, or `<db>.files` beside the database;
@@ -108,8 +136,9 @@ impl Drop for Running<'_> {
 
 impl Files {
     /// Opens (creating) the files directory `config` names, and empties its `tmp/`: whatever
-    /// is there is an upload a stopped server never finished.
-    pub fn open(config: &ServerConfig) -> io::Result<Files> {
+    /// is there is an upload a stopped server never finished. Uploads together take in at
+    /// most `bytes_per_sec` (0: as fast as they come).
+    pub fn open(config: &ServerConfig, bytes_per_sec: u64) -> io::Result<Files> {
         let (root, temporary) = match dir_for(config) {
             Some(dir) => (dir, None),
             None => {
@@ -134,6 +163,10 @@ impl Files {
             running: Mutex::new(HashMap::new()),
             decoding: tokio::sync::Semaphore::new((cores / 2).max(1)),
             sweep_soon: tokio::sync::Notify::new(),
+            pace: (bytes_per_sec > 0).then(|| Pace {
+                secs_per_byte: 1.0 / bytes_per_sec as f64,
+                next: Mutex::new(std::time::Instant::now()),
+            }),
         })
     }
 
@@ -176,7 +209,7 @@ impl Files {
 
         let (file, temp) = self.temp().map_err(ReceiveError::Storage)?.into_parts();
         let mut out =
-            tokio::io::BufWriter::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+            tokio::io::BufWriter::with_capacity(WRITE_BYTES, tokio::fs::File::from_std(file));
         let mut hash = Sha256::new();
         let mut head = Vec::new();
         let mut size: u64 = 0;
@@ -193,6 +226,11 @@ impl Files {
             }
             hash.update(&chunk);
             out.write_all(&chunk).await.map_err(ReceiveError::Storage)?;
+            if let Some(wait) = self.pace.as_ref().map(|p| p.book(chunk.len())) {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
         }
         out.flush().await.map_err(ReceiveError::Storage)?;
         out.into_inner()
@@ -324,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn a_received_file_is_named_by_its_hash_and_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path())).unwrap();
+        let files = Files::open(&config(dir.path()), 0).unwrap();
         assert_eq!(files.root(), dir.path().join("chat.db.files"));
         let chunks = || {
             futures_util::stream::iter(
@@ -362,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_keeps_what_is_referenced_and_waits_for_a_backup() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path())).unwrap();
+        let files = Files::open(&config(dir.path()), 0).unwrap();
         let (a, temp) = files.write_temp(b"a").unwrap();
         files.commit(temp, &a).unwrap();
         let (b, temp) = files.write_temp(b"b").unwrap();
@@ -380,18 +418,37 @@ mod tests {
     #[test]
     fn a_stopped_servers_partial_uploads_are_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path())).unwrap();
+        let files = Files::open(&config(dir.path()), 0).unwrap();
         let partial = files.temp().unwrap().into_temp_path().keep().unwrap();
         assert!(partial.exists());
         drop(files);
-        let _files = Files::open(&config(dir.path())).unwrap();
+        let _files = Files::open(&config(dir.path()), 0).unwrap();
         assert!(!partial.exists());
+    }
+
+    #[test]
+    fn the_pace_books_each_chunk_after_the_ones_before() {
+        let pace = Pace {
+            secs_per_byte: 1.0 / 1_000_000.0,
+            next: Mutex::new(std::time::Instant::now()),
+        };
+        // 50 ms of slack: the first 50,000 bytes wait for nothing, the next 100,000 bytes
+        // wait about 100 ms, which the next booking adds to.
+        assert!(pace.book(50_000).is_zero());
+        let wait = pace.book(100_000);
+        assert!(wait > std::time::Duration::from_millis(90), "{wait:?}");
+        assert!(wait <= std::time::Duration::from_millis(101), "{wait:?}");
+        let more = pace.book(100_000);
+        assert!(
+            more > wait + std::time::Duration::from_millis(90),
+            "{more:?}"
+        );
     }
 
     #[test]
     fn uploads_at_once_are_counted_per_user() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path())).unwrap();
+        let files = Files::open(&config(dir.path()), 0).unwrap();
         let one = files.start(UserId(1), 2).unwrap();
         let _two = files.start(UserId(1), 2).unwrap();
         assert!(files.start(UserId(1), 2).is_none());
