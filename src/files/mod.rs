@@ -226,10 +226,9 @@ impl Files {
             }
             hash.update(&chunk);
             out.write_all(&chunk).await.map_err(ReceiveError::Storage)?;
-            if let Some(wait) = self.pace.as_ref().map(|p| p.book(chunk.len())) {
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
+            let wait = self.pace.as_ref().map(|p| p.book(chunk.len()));
+            if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+                tokio::time::sleep(wait).await;
             }
         }
         out.flush().await.map_err(ReceiveError::Storage)?;
