@@ -30,7 +30,7 @@ pub fn backup(config: &Config, out: &Path, stdout: &mut impl Write) -> Result<()
     }
     // The files beside the database go to `<out>.files`, a consistent pair: every file the
     // copy names is copied, and no sweep removes one until that is done.
-    let files = crate::files::dir_for(&config.server).filter(|dir| dir.is_dir());
+    let files = config.server.files_dir().filter(|dir| dir.is_dir());
     let files_out = {
         let mut dir = out.as_os_str().to_owned();
         dir.push(".files");

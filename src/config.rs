@@ -210,6 +210,20 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The files directory: `files`, or `<db>.files` beside the database; `None` for a
+    /// `:memory:` database without one.
+    pub fn files_dir(&self) -> Option<PathBuf> {
+        if !self.files.is_empty() {
+            Some(PathBuf::from(&self.files))
+        } else if self.db == ":memory:" {
+            None
+        } else {
+            let mut dir = PathBuf::from(&self.db).into_os_string();
+            dir.push(".files");
+            Some(PathBuf::from(dir))
+        }
+    }
+
     /// How the database is sized.
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {

@@ -110,14 +110,17 @@ impl AppState {
         passwords: Arc<Passwords>,
         store: Arc<dyn ChatStore>,
     ) -> anyhow::Result<AppState> {
-        let files =
-            Files::open(&config.server, config.limits.upload_bytes_per_sec).map_err(|e| {
-                let dir = crate::files::dir_for(&config.server).map_or_else(
-                    || "a temporary directory".into(),
-                    |d| d.display().to_string(),
-                );
-                anyhow::anyhow!("cannot open the files directory {dir}: {e}")
-            })?;
+        let files = Files::open(
+            config.server.files_dir(),
+            config.limits.upload_bytes_per_sec,
+        )
+        .map_err(|e| {
+            let dir = config.server.files_dir().map_or_else(
+                || "a temporary directory".into(),
+                |d| d.display().to_string(),
+            );
+            anyhow::anyhow!("cannot open the files directory {dir}: {e}")
+        })?;
         let l = &config.limits;
         let limits = Limiters::new(l);
         let tls = config.server.tls_cert.is_some();

@@ -25,7 +25,6 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-use crate::config::ServerConfig;
 use crate::model::UserId;
 
 /// The writes an upload is received in.
@@ -77,20 +76,6 @@ impl Pace {
     }
 }
 
-/// The files directory `config` names: `server.files`, or `<db>.files` beside the database;
-/// `None` for a `:memory:` database without one.
-pub fn dir_for(config: &ServerConfig) -> Option<PathBuf> {
-    if !config.files.is_empty() {
-        Some(PathBuf::from(&config.files))
-    } else if config.db == ":memory:" {
-        None
-    } else {
-        let mut dir = PathBuf::from(&config.db).into_os_string();
-        dir.push(".files");
-        Some(PathBuf::from(dir))
-    }
-}
-
 /// Where the bytes named `sha256` live under `objects`.
 pub fn object_in(objects: &Path, sha256: &str) -> PathBuf {
     objects.join(&sha256[..2.min(sha256.len())]).join(sha256)
@@ -135,11 +120,12 @@ impl Drop for Running<'_> {
 }
 
 impl Files {
-    /// Opens (creating) the files directory `config` names, and empties its `tmp/`: whatever
-    /// is there is an upload a stopped server never finished. Uploads together take in at
-    /// most `bytes_per_sec` (0: as fast as they come).
-    pub fn open(config: &ServerConfig, bytes_per_sec: u64) -> io::Result<Files> {
-        let (root, temporary) = match dir_for(config) {
+    /// Opens (creating) the files directory `dir` (`None`: a temporary one, removed when the
+    /// server ends; see `ServerConfig::files_dir`), and empties its `tmp/`: whatever is
+    /// there is an upload a stopped server never finished. Uploads together take in at most
+    /// `bytes_per_sec` (0: as fast as they come).
+    pub fn open(dir: Option<PathBuf>, bytes_per_sec: u64) -> io::Result<Files> {
+        let (root, temporary) = match dir {
             Some(dir) => (dir, None),
             None => {
                 let dir = tempfile::Builder::new().prefix("chat-files-").tempdir()?;
@@ -351,17 +337,18 @@ impl SweepLock {
 mod tests {
     use super::*;
 
-    fn config(dir: &Path) -> ServerConfig {
-        ServerConfig {
+    fn config(dir: &Path) -> Option<PathBuf> {
+        crate::config::ServerConfig {
             db: dir.join("chat.db").to_string_lossy().into_owned(),
-            ..ServerConfig::default()
+            ..crate::config::ServerConfig::default()
         }
+        .files_dir()
     }
 
     #[tokio::test]
     async fn a_received_file_is_named_by_its_hash_and_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path()), 0).unwrap();
+        let files = Files::open(config(dir.path()), 0).unwrap();
         assert_eq!(files.root(), dir.path().join("chat.db.files"));
         let chunks = || {
             futures_util::stream::iter(
@@ -399,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn the_sweep_keeps_what_is_referenced_and_waits_for_a_backup() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path()), 0).unwrap();
+        let files = Files::open(config(dir.path()), 0).unwrap();
         let (a, temp) = files.write_temp(b"a").unwrap();
         files.commit(temp, &a).unwrap();
         let (b, temp) = files.write_temp(b"b").unwrap();
@@ -417,11 +404,11 @@ mod tests {
     #[test]
     fn a_stopped_servers_partial_uploads_are_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path()), 0).unwrap();
+        let files = Files::open(config(dir.path()), 0).unwrap();
         let partial = files.temp().unwrap().into_temp_path().keep().unwrap();
         assert!(partial.exists());
         drop(files);
-        let _files = Files::open(&config(dir.path()), 0).unwrap();
+        let _files = Files::open(config(dir.path()), 0).unwrap();
         assert!(!partial.exists());
     }
 
@@ -447,7 +434,7 @@ mod tests {
     #[test]
     fn uploads_at_once_are_counted_per_user() {
         let dir = tempfile::tempdir().unwrap();
-        let files = Files::open(&config(dir.path()), 0).unwrap();
+        let files = Files::open(config(dir.path()), 0).unwrap();
         let one = files.start(UserId(1), 2).unwrap();
         let _two = files.start(UserId(1), 2).unwrap();
         assert!(files.start(UserId(1), 2).is_none());
