@@ -41,6 +41,30 @@ pub fn percent_encode(text: &str) -> String {
         .collect()
 }
 
+/// Sends raw bytes to `addr` as they are (no client-side normalisation), half-closing the
+/// connection after them if `close`, and reads the answer until the server closes: its
+/// status and body.
+pub async fn raw_http(addr: SocketAddr, request: &[u8], close: bool) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    if close {
+        stream.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut out))
+        .await
+        .expect("the server answers and closes");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
 /// A running server; stops when dropped or with [`TestServer::stop`]. Dereferences to a
 /// [`Client`] of it.
 pub struct TestServer {

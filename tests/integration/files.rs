@@ -8,7 +8,6 @@ use crate::common;
 
 use common::{TestServer, test_config};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Files under `dir` (recursively).
 fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -34,27 +33,8 @@ fn temporaries(s: &TestServer) -> Vec<std::path::PathBuf> {
     files_in(&s.state.files.root().join("tmp"))
 }
 
-/// Writes `request`, half-closes if `close`, and reads the answer: its status and body.
 async fn raw(s: &TestServer, request: &[u8], close: bool) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    if close {
-        stream.shutdown().await.unwrap();
-    }
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(common::WAIT, stream.read_to_end(&mut out))
-        .await
-        .expect("the server answers");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    (
-        status,
-        text.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
+    common::raw_http(s.addr, request, close).await
 }
 
 /// A `multipart/form-data` body as a browser's `FormData` sends it: `parts` of (name,

@@ -6,26 +6,12 @@ use crate::common;
 use common::{TestServer, TestUser, test_config};
 use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Sends raw bytes as one HTTP/1.1 request (no client-side normalisation of the path) and
 /// returns the status and body of the answer.
 async fn raw(s: &TestServer, request: &[u8]) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(common::WAIT, stream.read_to_end(&mut out))
-        .await
-        .expect("the server answers and closes");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    common::raw_http(s.addr, request, false).await
 }
 
 fn get(path: &str, token: &str) -> Vec<u8> {
