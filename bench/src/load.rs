@@ -565,7 +565,37 @@ pub struct Durable {
     pub msgs_per_s: f64,
     pub ack: Percentiles,
     pub server_cpu_s: f64,
+    /// CPU the rest of the machine took meanwhile (a disturbed run is run again).
+    pub other_cpu_s: f64,
     pub seconds: f64,
+}
+
+/// CPU time over a measurement: the server's, this process's (the load generator), and what
+/// the rest of the machine used meanwhile.
+struct CpuWatch {
+    server_pid: u32,
+    server: f64,
+    me: f64,
+    busy: f64,
+}
+
+impl CpuWatch {
+    fn start(server_pid: u32) -> Result<CpuWatch> {
+        Ok(CpuWatch {
+            server_pid,
+            server: sys::cpu_seconds(server_pid)?,
+            me: sys::cpu_seconds(std::process::id())?,
+            busy: sys::machine_busy_seconds()?,
+        })
+    }
+
+    /// (server, load generator, other processes) CPU-seconds since the start.
+    fn finish(&self) -> Result<(f64, f64, f64)> {
+        let server = sys::cpu_seconds(self.server_pid)? - self.server;
+        let me = sys::cpu_seconds(std::process::id())? - self.me;
+        let other = (sys::machine_busy_seconds()? - self.busy - server - me).max(0.0);
+        Ok((server, me, other))
+    }
 }
 
 /// `rooms.len()` senders, one per room, each sending its next message as soon as the previous
@@ -580,7 +610,7 @@ pub async fn durable(
     for room in rooms {
         sockets.push(open(server, &room.ws_path(0)).await?);
     }
-    let cpu_before = sys::cpu_seconds(server_pid)?;
+    let cpu = CpuWatch::start(server_pid)?;
     let began = Instant::now();
     let deadline = began + duration;
     let tasks: Vec<_> = sockets
@@ -634,13 +664,15 @@ pub async fn durable(
         errors += e;
     }
     let seconds = began.elapsed().as_secs_f64();
+    let (server_cpu_s, _, other_cpu_s) = cpu.finish()?;
     Ok(Durable {
         senders: rooms.len(),
         acked,
         errors,
         msgs_per_s: acked as f64 / seconds,
         ack: Percentiles::of(&latency),
-        server_cpu_s: sys::cpu_seconds(server_pid)? - cpu_before,
+        server_cpu_s,
+        other_cpu_s,
         seconds,
     })
 }
@@ -655,6 +687,8 @@ pub struct Paging {
     pub latency: Percentiles,
     pub mean_page_bytes: f64,
     pub server_cpu_s: f64,
+    /// CPU the rest of the machine took meanwhile (a disturbed run is run again).
+    pub other_cpu_s: f64,
     pub seconds: f64,
 }
 
@@ -696,7 +730,7 @@ pub async fn paging_until(
     for _ in 0..connections {
         clients.push(Http::connect(server).await?);
     }
-    let cpu_before = sys::cpu_seconds(server_pid)?;
+    let cpu = CpuWatch::start(server_pid)?;
     let began = Instant::now();
     let deadline = began + duration;
     let tasks: Vec<_> = clients
@@ -736,6 +770,7 @@ pub async fn paging_until(
         bytes += b;
     }
     let seconds = began.elapsed().as_secs_f64();
+    let (server_cpu_s, _, other_cpu_s) = cpu.finish()?;
     Ok(Paging {
         connections,
         pages,
@@ -747,7 +782,8 @@ pub async fn paging_until(
         } else {
             0.0
         },
-        server_cpu_s: sys::cpu_seconds(server_pid)? - cpu_before,
+        server_cpu_s,
+        other_cpu_s,
         seconds,
     })
 }

@@ -532,6 +532,17 @@ async fn fanout(
     wait_for_fds(pid, fds + 4).await
 }
 
+/// Whether other processes took more than a quarter of a core during a measurement of
+/// `seconds`; such a measurement is taken once more and the less disturbed of the two kept,
+/// as the fan-out steps are (the machine is shared).
+fn disturbed(what: &str, other_cpu_s: f64, seconds: f64) -> bool {
+    let yes = seconds > 0.0 && other_cpu_s / seconds > 0.25;
+    if yes {
+        eprintln!("  {what} disturbed (other processes used {other_cpu_s:.2} CPU-s): again");
+    }
+    yes
+}
+
 /// Runs every selected scenario against one server: the scenarios of docs/CONTRACT.md on one
 /// server process, then the abuse scenario on fresh ones.
 pub async fn run_server(
@@ -671,14 +682,22 @@ async fn run_suite(
     }
 
     if scenarios.contains(&Scenario::Durable) {
-        let d = load::durable(
-            server.addr,
-            pid,
-            &layout.durable,
-            Duration::from_secs_f64(sizes.durable_secs),
-        )
-        .await
-        .context("durable posts")?;
+        let measure = || {
+            load::durable(
+                server.addr,
+                pid,
+                &layout.durable,
+                Duration::from_secs_f64(sizes.durable_secs),
+            )
+        };
+        let mut d = measure().await.context("durable posts")?;
+        if disturbed("durable posts", d.other_cpu_s, d.seconds) {
+            settle(pid).await?;
+            let again = measure().await.context("durable posts, again")?;
+            if again.other_cpu_s < d.other_cpu_s {
+                d = again;
+            }
+        }
         rec.figure("durable", "msgs_per_s", d.msgs_per_s);
         rec.figure("durable", "p50_ack_ms", d.ack.p50_ms);
         rec.figure("durable", "p99_ack_ms", d.ack.p99_ms);
@@ -697,16 +716,23 @@ async fn run_suite(
     }
 
     if scenarios.contains(&Scenario::History) {
-        let p = load::paging(
-            server.addr,
-            pid,
-            &layout.history,
-            layout.history_max_id,
-            sizes.paging_connections,
-            Duration::from_secs_f64(sizes.paging_secs),
-        )
-        .await
-        .context("history paging")?;
+        let measure = || {
+            load::paging(
+                server.addr,
+                pid,
+                &layout.history,
+                layout.history_max_id,
+                sizes.paging_connections,
+                Duration::from_secs_f64(sizes.paging_secs),
+            )
+        };
+        let mut p = measure().await.context("history paging")?;
+        if disturbed("history paging", p.other_cpu_s, p.seconds) {
+            let again = measure().await.context("history paging, again")?;
+            if again.other_cpu_s < p.other_cpu_s {
+                p = again;
+            }
+        }
         rec.figure("history", "pages_per_s", p.pages_per_s);
         rec.figure("history", "p50_ms", p.latency.p50_ms);
         rec.figure("history", "p99_ms", p.latency.p99_ms);
