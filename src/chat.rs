@@ -24,9 +24,9 @@ use crate::store::{StoreError, now_ms};
 /// Longest `client_id` a send may carry.
 const MAX_CLIENT_ID_CHARS: usize = 128;
 
-/// Our room ids are short alphanumeric strings; anything else cannot name a room and costs
-/// no query.
-pub fn plausible_room_id(id: &str) -> bool {
+/// Our public ids (of rooms and of uploads) are short alphanumeric strings; anything else
+/// cannot name one and costs no query.
+pub fn plausible_public_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
@@ -37,7 +37,7 @@ pub async fn room_for_member(
     public_id: String,
     user: &User,
 ) -> Result<RoomRef, ApiError> {
-    if !plausible_room_id(&public_id) {
+    if !plausible_public_id(&public_id) {
         return Err(ApiError::NotFound);
     }
     let user = user.id;
@@ -59,7 +59,7 @@ pub async fn member_request<T>(
 ) -> Result<(Vec<u8>, T), ApiError> {
     let digest = token_key(token)?;
     let asked = asked.and_then(|asked| {
-        plausible_room_id(room_id)
+        plausible_public_id(room_id)
             .then_some(asked)
             .ok_or(ApiError::NotFound)
     });
@@ -209,7 +209,7 @@ fn validate_attachments(ids: Vec<String>) -> Result<Vec<String>, ApiError> {
                 "names the same upload twice",
             ));
         }
-        if !plausible_room_id(id) {
+        if !plausible_public_id(id) {
             return Err(ApiError::missing("attachments", "no such upload"));
         }
     }
@@ -450,8 +450,8 @@ fn announce_joined(hub: &dyn Hub, room_id: RoomId, room: &Room, user: &User) {
     hub.notify_user(user.id, room_event(room_id, room));
 }
 
-/// A new random public room id: 96 bits, URL-safe.
-pub fn new_room_id() -> String {
+/// A new random public id for a room or an upload: 96 bits, URL-safe.
+pub fn new_public_id() -> String {
     let mut bytes = [0u8; 12];
     rand::fill(&mut bytes);
     hex::encode(bytes)
@@ -496,7 +496,7 @@ pub async fn create_room(
         ));
     }
     let new = NewRoom {
-        public_id: new_room_id(),
+        public_id: new_public_id(),
         name,
         creator: me,
         members,

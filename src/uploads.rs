@@ -331,7 +331,7 @@ async fn commit(
             thumb_type: m.content_type.to_string(),
         });
     let upload = Upload {
-        public_id: crate::chat::new_room_id(),
+        public_id: crate::chat::new_public_id(),
         owner,
         sha256: received.sha256.clone(),
         filename,
@@ -405,7 +405,7 @@ async fn download(
     headers: HeaderMap,
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
-    if !crate::chat::plausible_room_id(&id) {
+    if !crate::chat::plausible_public_id(&id) {
         return Err(ApiError::NotFound);
     }
     let upload = state

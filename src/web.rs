@@ -176,7 +176,7 @@ pub fn routes(state: &AppState) -> BoxedFilter<(warp::reply::Response,)> {
             .and_then(|room_id: String| async move {
                 // Room ids are letters and digits; anything else is no room of ours, and is kept
                 // out of the `Location` header.
-                if !crate::chat::plausible_room_id(&room_id) {
+                if !crate::chat::plausible_public_id(&room_id) {
                     return Err(warp::reject::not_found());
                 }
                 Ok(redirect(format!("/#/c/{room_id}")))
