@@ -321,6 +321,9 @@ pub async fn delete_message(
         .store
         .delete_message(user.id, id, now_ms(), publish_change(hub))
         .await?;
+    if changed.files_freed {
+        state.files.sweep_soon.notify_one();
+    }
     changed.message.seen_by(Some(user.id));
     Ok(changed.message)
 }

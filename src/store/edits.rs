@@ -14,6 +14,8 @@ pub struct Changed {
     pub room: RoomRef,
     pub message: Message,
     pub changed: bool,
+    /// A deletion took files with it: the sweeper may have bytes to remove.
+    pub files_freed: bool,
 }
 
 /// What the rules need to know about a message and the user acting on it.
@@ -75,6 +77,7 @@ fn current(conn: &Connection, room: RoomRef, id: MessageId, at: Option<Seq>) -> 
         room,
         message,
         changed,
+        files_freed: false,
     })
 }
 
@@ -123,13 +126,15 @@ pub fn delete(conn: &Connection, id: MessageId, by: UserId, now: i64) -> Result<
     .execute(params![id])?;
     // Its files go with it: nobody may download them any more, and the sweeper removes
     // their bytes once no other upload names them.
-    super::uploads::forget_message(conn, id)?;
+    let freed = super::uploads::forget_message(conn, id)? > 0;
     conn.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
         .execute(params![id])?;
     conn.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?
         .execute(params![id])?;
     let seq = take_position(conn, &t.room, id, now)?;
-    current(conn, t.room, id, Some(seq))
+    let mut deleted = current(conn, t.room, id, Some(seq))?;
+    deleted.files_freed = freed;
+    Ok(deleted)
 }
 
 /// Most different emoji one message can carry.

@@ -512,6 +512,31 @@ async fn uploads_nothing_attached_and_deleted_messages_files_are_swept() {
     let removed = chat_server::uploads::sweep(&s.state).await.unwrap();
     assert_eq!(removed.0, 0, "the shared bytes are still named");
     assert_eq!(objects(&s).len(), 2);
+
+    // A deleted message's own bytes leave the disk soon after, with nothing else asking: the
+    // deletion wakes the sweeper.
+    let (_, two) = s
+        .post(
+            &format!("/api/v1/chat/{room}/"),
+            &alice.token,
+            post(vec![&kept]),
+        )
+        .await;
+    assert_eq!(two["attachments"][0]["id"], kept.as_str());
+    let (status, _) = s
+        .call(
+            "DELETE",
+            &format!("/api/v1/messages/{}/", two["id"]),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    s.until("the deleted message's file is swept", |_| {
+        objects(&s).len() == 1
+    })
+    .await;
+    assert_eq!(s.download(&kept_url, &alice.token, &[]).await.0, 404);
 }
 
 #[tokio::test]
