@@ -67,7 +67,11 @@ const PACE_BURST: std::time::Duration = std::time::Duration::from_millis(50);
 impl Pace {
     /// How long to wait before taking `n` more bytes.
     fn book(&self, n: usize) -> std::time::Duration {
-        let now = std::time::Instant::now();
+        self.book_at(n, std::time::Instant::now())
+    }
+
+    /// [`Pace::book`] at the time `now`.
+    fn book_at(&self, n: usize, now: std::time::Instant) -> std::time::Duration {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let earliest = now.checked_sub(PACE_BURST).unwrap_or(now);
         let start = (*next).max(earliest);
@@ -402,6 +406,22 @@ mod tests {
     }
 
     #[test]
+    fn without_a_directory_the_files_live_in_a_temporary_one_removed_at_the_end() {
+        let memory = crate::config::ServerConfig {
+            db: ":memory:".into(),
+            ..crate::config::ServerConfig::default()
+        };
+        assert_eq!(memory.files_dir(), None);
+        let files = Files::open(memory.files_dir(), 0).unwrap();
+        let root = files.root().to_path_buf();
+        let (sha, temp) = files.write_temp(b"kept for now").unwrap();
+        files.commit(temp, &sha).unwrap();
+        assert!(files.object(&sha).exists());
+        drop(files);
+        assert!(!root.exists(), "{} is left behind", root.display());
+    }
+
+    #[test]
     fn a_stopped_servers_partial_uploads_are_removed_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let files = Files::open(config(dir.path()), 0).unwrap();
@@ -414,21 +434,26 @@ mod tests {
 
     #[test]
     fn the_pace_books_each_chunk_after_the_ones_before() {
+        use std::time::Duration;
+        let t0 = std::time::Instant::now();
         let pace = Pace {
             secs_per_byte: 1.0 / 1_000_000.0,
-            next: Mutex::new(std::time::Instant::now()),
+            next: Mutex::new(t0),
         };
-        // 50 ms of slack: the first 50,000 bytes wait for nothing, the next 100,000 bytes
-        // wait about 100 ms, which the next booking adds to.
-        assert!(pace.book(50_000).is_zero());
-        let wait = pace.book(100_000);
-        assert!(wait > std::time::Duration::from_millis(90), "{wait:?}");
-        assert!(wait <= std::time::Duration::from_millis(101), "{wait:?}");
-        let more = pace.book(100_000);
-        assert!(
-            more > wait + std::time::Duration::from_millis(90),
-            "{more:?}"
-        );
+        // 50 ms of slack: the first 50,000 bytes wait for nothing; the next 100,000 bytes
+        // wait 100 ms, and the next 100,000 another 100 ms after those.
+        assert_eq!(pace.book_at(50_000, t0), Duration::ZERO);
+        assert_eq!(pace.book_at(100_000, t0), Duration::from_millis(100));
+        assert_eq!(pace.book_at(100_000, t0), Duration::from_millis(200));
+        // Time passing pays the debt off; an idle spell earns no more than the slack (50 ms
+        // behind now, 50 ms ahead of it).
+        let later = t0 + Duration::from_millis(300);
+        assert_eq!(pace.book_at(50_000, later), Duration::ZERO);
+        let much_later = t0 + Duration::from_secs(10);
+        for _ in 0..2 {
+            assert_eq!(pace.book_at(50_000, much_later), Duration::ZERO);
+        }
+        assert_eq!(pace.book_at(50_000, much_later), Duration::from_millis(50));
     }
 
     #[test]

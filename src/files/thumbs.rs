@@ -146,6 +146,32 @@ mod tests {
     }
 
     #[test]
+    fn an_animated_gif_gives_its_first_frame_as_a_still_thumbnail() {
+        use image::codecs::gif::GifEncoder;
+        use image::{Delay, Frame, RgbaImage};
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        {
+            let mut encoder = GifEncoder::new(&mut file);
+            for color in [[200, 0, 0, 255], [0, 0, 200, 255]] {
+                let frame = Frame::from_parts(
+                    RgbaImage::from_pixel(600, 400, image::Rgba(color)),
+                    0,
+                    0,
+                    Delay::from_numer_denom_ms(100, 1),
+                );
+                encoder.encode_frame(frame).unwrap();
+            }
+        }
+        let made = make(file.path(), ImageFormat::Gif).unwrap();
+        assert_eq!((made.width, made.height), (600, 400));
+        // One still image each (a JPEG or PNG has no frames), of the first frame's colour.
+        let small = image::load_from_memory(&made.small).unwrap().to_rgba8();
+        assert_eq!(small.dimensions(), (320, 213));
+        let px = small.get_pixel(160, 100);
+        assert!(px[0] > 150 && px[2] < 60, "{px:?}");
+    }
+
+    #[test]
     fn garbage_is_not_an_image() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         std::io::Write::write_all(&mut file, b"\x89PNG\r\n\x1a\nnot really").unwrap();
