@@ -2162,22 +2162,34 @@
   // ---------------------------------------------------------------- files
 
   /** Files are fetched with the token in the header, never in a URL: each becomes a `blob:`
-   * URL, made once per address (the browser's cache keeps the bytes: they never change). */
+   * URL, made once per address (the browser's cache keeps the bytes: they never change). The
+   * most recently used `KEPT_BLOBS` are kept; older ones are let go. */
   const blobs = new Map();
+  const KEPT_BLOBS = 200;
 
   function fetchBlob(url) {
-    if (!blobs.has(url)) {
-      const made = fetch(url, {
-        headers: { Authorization: `Token ${state.token}` },
-        credentials: 'omit',
-      }).then((res) => {
-        if (!res.ok) throw new ApiError(res.status, null);
-        return res.blob();
-      }).then((blob) => URL.createObjectURL(blob));
-      made.catch(() => blobs.delete(url));
-      blobs.set(url, made);
+    const known = blobs.get(url);
+    if (known) {
+      // Most recently used last.
+      blobs.delete(url);
+      blobs.set(url, known);
+      return known;
     }
-    return blobs.get(url);
+    while (blobs.size >= KEPT_BLOBS) {
+      const [oldest, made] = blobs.entries().next().value;
+      blobs.delete(oldest);
+      made.then((u) => URL.revokeObjectURL(u), () => {});
+    }
+    const made = fetch(url, {
+      headers: { Authorization: `Token ${state.token}` },
+      credentials: 'omit',
+    }).then((res) => {
+      if (!res.ok) throw new ApiError(res.status, null);
+      return res.blob();
+    }).then((blob) => URL.createObjectURL(blob));
+    made.catch(() => { if (blobs.get(url) === made) blobs.delete(url); });
+    blobs.set(url, made);
+    return made;
   }
 
   function forgetBlobs() {
